@@ -1,0 +1,1 @@
+"""The service edge: HTTP, settings, signature checks and the job lifecycle."""
