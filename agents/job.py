@@ -35,7 +35,7 @@ class JobSpec:
     room_name: str
     room_sid: str = ""
     participant_identity: str | None = None
-    """The target participant for ``JT_PUBLISHER`` / ``JT_PARTICIPANT``; ``None`` for ``JT_ROOM``."""
+    """Target participant of ``JT_PUBLISHER`` / ``JT_PARTICIPANT``; ``None`` for ``JT_ROOM``."""
     metadata: str = ""
     """Opaque dispatcher metadata; may be a JSON object with per-job overrides (an allowlist)."""
     server_url: str

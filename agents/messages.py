@@ -92,7 +92,8 @@ class _Message(_Strict):
 
     @property
     def topic(self) -> str:
-        return str(getattr(self, "type"))
+        type_: str = self.type  # type: ignore[attr-defined]
+        return type_
 
 
 class TranscriptChunk(_Message):

@@ -102,7 +102,7 @@ async def stream_with_retries(
         await asyncio.sleep(policy.backoff * (2 ** (attempt - 1)))
 
 
-class Provider(ABC):
+class Provider(ABC):  # noqa: B024 (shared state, no abstract hook of its own)
     """Common to every provider: a name for logs and metrics, a call policy, ``aclose``."""
 
     kind: str = "provider"
@@ -111,7 +111,7 @@ class Provider(ABC):
         self.name = name
         self.policy = policy or CallPolicy()
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release clients and sessions. Idempotent."""
 
 
@@ -131,7 +131,7 @@ class VADStream(ABC):
     def window_seconds(self) -> float:
         """Duration of one analysis window."""
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 (optional hook)
         """Forget the model state (after a long silence or a speaker change)."""
 
 

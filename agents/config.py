@@ -1,0 +1,36 @@
+"""Configuration of what runs inside a job. The service's settings (``app.settings``) nest this
+model under the ``agent`` key of ``config.yaml`` (env: ``EXTERNAL_AGENT_AGENT__...``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RoomConfig(BaseModel):
+    """Joining and staying in the room."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connect_timeout: float = Field(10.0, gt=0, description="Deadline for one connect attempt (s).")
+    connect_attempts: int = Field(3, ge=1, le=10, description="Attempts before the job fails.")
+    connect_backoff: float = Field(0.5, ge=0, description="First retry delay (s), doubled after.")
+    noise_suppression: bool = Field(
+        True, description="Run rtc.AudioProcessingModule noise suppression on incoming speech."
+    )
+    allow_local_rooms: bool = Field(
+        False,
+        description="Accept local:// server URLs (the in-memory room). Development only.",
+    )
+
+
+class AgentConfig(BaseModel):
+    """Everything about the agent participant that is not a credential."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    room: RoomConfig = Field(default_factory=RoomConfig)
+    artifacts_dir: Path | None = Field(
+        None, description="Where each finished job's record is written as <job_id>.json."
+    )
