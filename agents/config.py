@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.messages import TodoItem
+
 
 class RoomConfig(BaseModel):
     """Joining and staying in the room."""
@@ -25,10 +27,32 @@ class RoomConfig(BaseModel):
     )
 
 
+class PersonaConfig(BaseModel):
+    """Who the agent is. Each field may be overridden per job through the metadata allowlist
+    (see :mod:`agents.overrides`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: str = Field(
+        "You are a friendly, concise voice assistant. Keep answers to one or two sentences.",
+        description="The agent's instructions (system prompt).",
+    )
+    greeting: str | None = Field(
+        None, description="Said once when the agent joins; none when unset."
+    )
+    voice: str | None = Field(None, description="Voice name for the speech provider.")
+    language: str | None = Field(None, description="Language hint for speech recognition (BCP-47).")
+    todo_items: list[TodoItem] = Field(
+        default_factory=list, description="The todo list the agent works through."
+    )
+
+
 class AgentConfig(BaseModel):
     """Everything about the agent participant that is not a credential."""
 
     model_config = ConfigDict(extra="forbid")
+
+    persona: PersonaConfig = Field(default_factory=PersonaConfig)
 
     room: RoomConfig = Field(default_factory=RoomConfig)
     artifacts_dir: Path | None = Field(
