@@ -25,6 +25,15 @@ class RoomConfig(BaseModel):
         False,
         description="Accept local:// server URLs (the in-memory room). Development only.",
     )
+    output_sample_rate: int = Field(
+        24000, ge=8000, le=48000,
+        description="Rate of the agent's published audio track; set it to the speech engine's.",
+    )
+    participant_wait: float = Field(
+        30.0, gt=0,
+        description="How long the agent waits after joining for its target participant (or, "
+        "for JT_ROOM, anyone) to be in the room before the job ends as absent (s).",
+    )
 
 
 class PersonaConfig(BaseModel):

@@ -1,0 +1,371 @@
+"""The job's participant: one AI participant in one room for the life of one job.
+
+It joins (token checked locally first, a deadline per attempt, bounded attempts with backoff),
+publishes its audio track, sends ``agent_status`` and the ``todo_list``, feeds the
+:class:`~agents.io.Conversation` with the right people's audio and text turns, publishes what the
+conversation produces, and leaves when PROTOCOL.md §2 says so:
+
+- ``JT_PUBLISHER`` / ``JT_PARTICIPANT``: the target participant left (``participant_left``);
+- ``JT_ROOM``: no non-agent participant is left (``room_empty``);
+- nobody to serve showed up within ``room.participant_wait`` (``participant_absent`` /
+  ``room_empty``);
+- the room closed (``room_closed``) or the connection was lost for good (``disconnected``);
+- the conversation ended on its own (``conversation_ended:<reason>``);
+- the job was cancelled or drained: the task is cancelled; the participant leaves cleanly and
+  re-raises ``CancelledError``.
+
+Whatever the end, the audio track is unpublished, the room left, the conversation task cancelled
+and awaited, and the record written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+from livekit import rtc
+
+from agents.audio_frontend import AudioFrontend
+from agents.config import AgentConfig, PersonaConfig
+from agents.io import AudioOutput, Conversation, MessageOutput
+from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
+from agents.messages import InboundError, OutboundMessage, agent_status, parse_inbound, todo_list
+from agents.overrides import apply_overrides, parse_overrides
+from agents.record import JobRecorder, write_artifact
+from agents.transport.base import (
+    DisconnectCause,
+    RemoteInfo,
+    RoomListener,
+    RoomTransport,
+    TrackAudioOutput,
+    TransportError,
+    WantsAudio,
+)
+from agents.transport.token import read_token
+
+log = structlog.get_logger("agents.participant")
+
+MAX_EARLY_EVENTS = 1000
+"""Events held while the conversation is being built (about 10 s of one speaker's audio)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConversationContext:
+    """What a conversation factory gets to build one job's conversation."""
+
+    spec: JobSpec
+    config: AgentConfig
+    persona: PersonaConfig
+    """The configured persona with this job's metadata overrides applied."""
+    overrides: dict[str, Any]
+    """The allowlisted metadata overrides that were present (already validated)."""
+    audio: AudioOutput
+    messages: MessageOutput
+    agent_identity: str
+
+
+ConversationFactory = Callable[[ConversationContext], Conversation]
+
+
+def listens_to(spec: JobSpec) -> WantsAudio:
+    """PROTOCOL.md §2: ``JT_ROOM`` hears every non-agent; the others only their target."""
+    if spec.job_type == "JT_ROOM":
+        return lambda info: not info.is_agent
+    target = spec.participant_identity
+    return lambda info: info.identity == target
+
+
+class RoomMessageOutput:
+    """The conversation's :class:`~agents.io.MessageOutput`: reliable, topic = type. Keeps what
+    matters in the job record. A failed send is logged and counted, never raised: losing one
+    status message must not end the call."""
+
+    def __init__(
+        self, *, transport: RoomTransport, recorder: JobRecorder, agent_identity: str
+    ) -> None:
+        self._transport = transport
+        self._recorder = recorder
+        self._agent_identity = agent_identity
+
+    async def publish(self, message: OutboundMessage) -> None:
+        self._recorder.outbound(message, agent_identity=self._agent_identity)
+        try:
+            await self._transport.publish_data(message.encode(), topic=message.topic)
+        except TransportError as e:
+            self._recorder.count("publish_failed")
+            log.warning("data_publish_failed", topic=message.topic, error=e.reason)
+        else:
+            self._recorder.count(f"sent_{message.type}")
+
+
+class AgentParticipant(RoomListener):
+    """Runs one job in one room; :meth:`run` is the job body's work."""
+
+    def __init__(
+        self,
+        *,
+        spec: JobSpec,
+        config: AgentConfig,
+        reporter: JobReporter,
+        transport_factory: Callable[[], RoomTransport],
+        conversation_factory: ConversationFactory,
+        output_sample_rate: int | None = None,
+    ) -> None:
+        self._spec = spec
+        self._config = config
+        self._reporter = reporter
+        self._transport_factory = transport_factory
+        self._conversation_factory = conversation_factory
+        self._sample_rate = output_sample_rate or config.room.output_sample_rate
+        self._wants = listens_to(spec)
+        self._log = log.bind(job_id=spec.job_id, room=spec.room_name)
+        self._recorder = JobRecorder(job_id=spec.job_id, room=spec.room_name,
+                                     job_type=spec.job_type, agent_identity=spec.agent_identity)
+        self._frontend = AudioFrontend(noise_suppression=config.room.noise_suppression)
+        self._transport: RoomTransport | None = None
+        self._audio: TrackAudioOutput | None = None
+        self._conversation: Conversation | None = None
+        self._conversation_task: asyncio.Task[str] | None = None
+        self._early: list[Callable[[Conversation], None]] = []
+        self._present: dict[str, RemoteInfo] = {}
+        self._served_someone = False
+        self._absence_timer: asyncio.TimerHandle | None = None
+        self._ended: asyncio.Future[str] | None = None
+        self._audio_frames: dict[str, int] = {}
+        self._record: dict[str, Any] | None = None
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The final record, once the job has ended."""
+        return self._record
+
+    # --- the job's life ---------------------------------------------------------------------
+
+    async def run(self) -> JobOutcome:
+        self._ended = asyncio.get_running_loop().create_future()
+        self._reporter.state("connecting")
+        try:
+            await self._join()
+            end_reason = await self._live()
+        except asyncio.CancelledError:
+            await self._shutdown("cancelled")
+            raise
+        except JobFailed as e:
+            await self._shutdown(f"failed: {e.reason}")
+            raise JobFailed(e.reason, record=self._record) from e
+        except Exception as e:
+            self._log.exception("participant_error")
+            reason = f"participant error: {type(e).__name__}: {e}"
+            await self._shutdown(f"failed: {reason}")
+            raise JobFailed(reason, record=self._record) from e
+        await self._shutdown(end_reason)
+        return JobOutcome(end_reason=end_reason, record=self._record or {})
+
+    async def _join(self) -> None:
+        spec, room_cfg = self._spec, self._config.room
+        try:
+            claims = read_token(spec.access_token)
+        except TransportError as e:
+            raise JobFailed(e.reason) from e
+        if claims.room != spec.room_name:
+            raise JobFailed(f"invalid token: grant is for room {claims.room!r}, "
+                            f"not {spec.room_name!r}")
+        attempts = room_cfg.connect_attempts
+        for attempt in range(1, attempts + 1):
+            transport = self._transport_factory()
+            try:
+                async with asyncio.timeout(room_cfg.connect_timeout):
+                    await transport.connect(url=spec.server_url, token=spec.access_token,
+                                            listener=self, wants_audio=self._wants)
+            except TimeoutError:
+                error = f"no answer within {room_cfg.connect_timeout:g} s"
+                retryable = True
+            except TransportError as e:
+                error, retryable = e.reason, e.retryable
+            except BaseException:
+                await transport.aclose()
+                raise
+            else:
+                self._transport = transport
+                self._recorder.mark("connected")
+                self._recorder.count("connect_attempts", attempt)
+                return
+            await transport.aclose()
+            self._log.warning("connect_failed", attempt=attempt, attempts=attempts, error=error)
+            if not retryable or attempt == attempts:
+                raise JobFailed(f"could not join room {spec.room_name}: {error} "
+                                f"(attempt {attempt} of {attempts})")
+            await asyncio.sleep(room_cfg.connect_backoff * 2 ** (attempt - 1))
+
+    async def _live(self) -> str:
+        transport, spec = self._transport, self._spec
+        assert transport is not None and self._ended is not None
+        overrides = parse_overrides(spec.metadata)
+        persona = apply_overrides(self._config.persona, overrides)
+        self._audio = await transport.publish_audio(sample_rate=self._sample_rate)
+        messages = RoomMessageOutput(transport=transport, recorder=self._recorder,
+                                     agent_identity=transport.identity or spec.agent_identity)
+        conversation = self._conversation_factory(ConversationContext(
+            spec=spec, config=self._config, persona=persona,
+            overrides=overrides.model_dump(exclude_none=True), audio=self._audio,
+            messages=messages, agent_identity=transport.identity or spec.agent_identity,
+        ))
+        self._conversation = conversation
+        for call in self._early:
+            call(conversation)
+        self._early.clear()
+        for info in transport.remote_participants():
+            self._present.setdefault(info.identity, info)
+        self._check_presence(initial=True)
+        self._reporter.state("running")
+        self._recorder.mark("running")
+        self._log.info("participant_running", job_type=spec.job_type)
+        await messages.publish(agent_status("listening"))
+        await messages.publish(todo_list(list(persona.todo_items)))
+        self._conversation_task = asyncio.create_task(
+            conversation.run(), name=f"conversation.{spec.job_id}"
+        )
+        await asyncio.wait({self._conversation_task, self._ended},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if self._ended.done():
+            return self._ended.result()
+        try:
+            reason = self._conversation_task.result()
+        except Exception as e:
+            raise JobFailed(f"conversation failed: {type(e).__name__}: {e}") from e
+        return f"conversation_ended:{reason}"
+
+    async def _shutdown(self, end_reason: str) -> None:
+        if self._record is not None:
+            return
+        if self._absence_timer is not None:
+            self._absence_timer.cancel()
+        task = self._conversation_task
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        extra: dict[str, Any] = {}
+        if self._conversation is not None:
+            try:
+                extra = self._conversation.record()
+            except Exception:
+                self._log.exception("conversation_record_failed")
+        if self._transport is not None:
+            await self._transport.aclose()  # unpublishes, stops readers, leaves; never raises
+        self._recorder.counters.update(
+            {f"audio_frames.{k}": v for k, v in self._audio_frames.items()}
+        )
+        self._record = self._recorder.finish(end_reason=end_reason, extra=extra or None)
+        self._log.info("participant_left_room", end_reason=end_reason)
+        directory = self._config.artifacts_dir
+        if directory is not None:
+            try:
+                path = await asyncio.to_thread(write_artifact, directory, self._record)
+            except OSError as e:
+                self._log.error("artifact_write_failed", error=str(e))
+                self._record["artifact_error"] = str(e)
+            else:
+                self._record["artifact"] = str(path)
+        self._reporter.record("room", self._record)
+
+    def _end(self, reason: str) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._log.info("job_ending", end_reason=reason)
+            self._ended.set_result(reason)
+
+    # --- presence rules ---------------------------------------------------------------------
+
+    def _serves(self, info: RemoteInfo) -> bool:
+        return self._wants(info)
+
+    def _check_presence(self, *, initial: bool = False) -> None:
+        served = [i for i in self._present.values() if self._serves(i)]
+        if served:
+            self._served_someone = True
+            if self._absence_timer is not None:
+                self._absence_timer.cancel()
+                self._absence_timer = None
+            return
+        absent = "room_empty" if self._spec.job_type == "JT_ROOM" else "participant_absent"
+        if self._served_someone:
+            self._end("room_empty" if self._spec.job_type == "JT_ROOM" else "participant_left")
+        elif initial:
+            self._absence_timer = asyncio.get_running_loop().call_later(
+                self._config.room.participant_wait, self._end, absent
+            )
+
+    # --- RoomListener -----------------------------------------------------------------------
+
+    def _to_conversation(self, call: Callable[[Conversation], None]) -> None:
+        if self._conversation is not None:
+            call(self._conversation)
+        elif len(self._early) < MAX_EARLY_EVENTS:
+            self._early.append(call)
+        else:
+            self._recorder.count("early_events_dropped")
+
+    def participant_joined(self, info: RemoteInfo) -> None:
+        self._present[info.identity] = info
+        self._log.info("remote_joined", identity=info.identity, agent=info.is_agent)
+        if self._conversation is not None:
+            self._check_presence()
+
+    def participant_left(self, identity: str) -> None:
+        info = self._present.pop(identity, None)
+        self._frontend.drop(identity)
+        if info is not None and self._serves(info):
+            self._to_conversation(lambda c: c.speaker_left(identity))
+        self._log.info("remote_left", identity=identity)
+        if self._conversation is not None:
+            self._check_presence()
+
+    def audio_track_subscribed(self, identity: str) -> None:
+        self._recorder.speakers.add(identity)
+        self._log.info("listening_to", identity=identity)
+
+    def audio_track_unsubscribed(self, identity: str) -> None:
+        self._frontend.drop(identity)
+        self._to_conversation(lambda c: c.speaker_left(identity))
+
+    def audio_frame(self, identity: str, frame: rtc.AudioFrame) -> None:
+        self._audio_frames[identity] = self._audio_frames.get(identity, 0) + 1
+        frame = self._frontend.process(identity, frame)
+        conversation = self._conversation
+        if conversation is not None:
+            conversation.push_audio(identity, frame)
+        else:
+            self._to_conversation(lambda c: c.push_audio(identity, frame))
+
+    def data_received(self, identity: str | None, topic: str, payload: bytes) -> None:
+        info = self._present.get(identity) if identity is not None else None
+        if info is None or not self._serves(info):
+            self._recorder.count("inbound_ignored")
+            self._log.info("inbound_data_ignored", kind="not_listened_to", sender=identity)
+            return
+        try:
+            message = parse_inbound(payload)
+        except InboundError as e:
+            self._recorder.count("inbound_ignored")
+            self._log.info("inbound_data_ignored", kind=e.kind, sender=identity, topic=topic[:64])
+            return
+        sender, text = info.identity, message.data
+        self._recorder.speakers.add(sender)
+        self._recorder.user_text(sender, text)
+        self._to_conversation(lambda c: c.push_text(sender, text))
+
+    def connection_changed(self, state: Literal["reconnecting", "reconnected"]) -> None:
+        self._recorder.count(state)
+        self._log.warning("room_connection", state=state)
+        if state == "reconnecting":
+            self._reporter.state("connecting", detail="reconnecting")
+        else:
+            self._reporter.state("running", detail="reconnected")
+
+    def disconnected(self, cause: DisconnectCause, detail: str) -> None:
+        self._log.warning("room_disconnected", cause=cause, detail=detail)
+        self._recorder.count(f"disconnect.{detail}")
+        self._end(cause)

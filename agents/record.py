@@ -1,0 +1,139 @@
+"""The job's record: what happened in the room, kept with the job and written as one JSON file.
+
+The participant's :class:`JobRecorder` collects, as the job runs, the transcript (both sides:
+every final ``transcript_chunk`` the agent published and every ``user_text`` turn, with
+timestamps and speaker identities), the latest todo list, hand-offs, per-turn metrics and
+timings. When the job ends, :meth:`JobRecorder.finish` returns the record (it goes into the
+job's outcome, shown by ``GET /jobs/{id}``), and :func:`write_artifact` writes it to
+``<artifacts_dir>/<job_id>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agents.messages import (
+    AgentMetrics,
+    Handoff,
+    OutboundMessage,
+    TodoList,
+    TranscriptChunk,
+    utc_now_iso,
+)
+
+log = structlog.get_logger("agents.record")
+
+MAX_TRANSCRIPT_ENTRIES = 5000
+MAX_METRICS = 1000
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class JobRecorder:
+    """Collects one job's record. Cheap: called from the participant on every message."""
+
+    def __init__(self, *, job_id: str, room: str, job_type: str, agent_identity: str) -> None:
+        self._t0 = time.monotonic()
+        self.job_id = job_id
+        self._head: dict[str, Any] = {
+            "job_id": job_id, "room": room, "job_type": job_type,
+            "agent_identity": agent_identity, "started_at": utc_now_iso(),
+        }
+        self.transcript: list[dict[str, Any]] = []
+        self.todo_list: list[dict[str, Any]] = []
+        self.handoff: dict[str, Any] | None = None
+        self.metrics: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        self.counters: dict[str, int] = {}
+        self.speakers: set[str] = set()
+        self.dropped_entries = 0
+
+    def mark(self, name: str) -> None:
+        """Record when something happened, in ms since the job started (``connected`` ...)."""
+        self.timings[f"{name}_ms"] = round((time.monotonic() - self._t0) * 1000, 1)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def user_text(self, speaker: str, text: str) -> None:
+        self._transcript_entry({
+            "timestamp": utc_now_iso(), "participant_id": speaker, "role": "user",
+            "source": "text", "text": text,
+        })
+
+    def outbound(self, message: OutboundMessage, *, agent_identity: str) -> None:
+        """Keep what matters of a message the agent published."""
+        if isinstance(message, TranscriptChunk):
+            d = message.data
+            if d.is_final:
+                self._transcript_entry({
+                    "timestamp": d.timestamp, "participant_id": d.participant_id,
+                    "role": "agent" if d.participant_id == agent_identity else "user",
+                    "source": "speech", "text": d.text, "transcript_id": d.transcript_id,
+                    "confidence": d.confidence,
+                })
+        elif isinstance(message, TodoList):
+            self.todo_list = [item.model_dump() for item in message.data.items]
+        elif isinstance(message, Handoff):
+            self.handoff = message.data.model_dump()
+        elif isinstance(message, AgentMetrics):
+            if len(self.metrics) < MAX_METRICS:
+                self.metrics.append(message.data.model_dump())
+            else:
+                self.dropped_entries += 1
+
+    def _transcript_entry(self, entry: dict[str, Any]) -> None:
+        if len(self.transcript) >= MAX_TRANSCRIPT_ENTRIES:
+            self.dropped_entries += 1
+            return
+        self.transcript.append(entry)
+
+    def finish(self, *, end_reason: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The complete, JSON-serialisable record."""
+        self.mark("ended")
+        record: dict[str, Any] = {
+            **self._head,
+            "ended_at": utc_now_iso(),
+            "end_reason": end_reason,
+            "duration_s": round(time.monotonic() - self._t0, 3),
+            "timings": dict(self.timings),
+            "speakers": sorted(self.speakers),
+            "transcript": list(self.transcript),
+            "todo_list": list(self.todo_list),
+            "handoff": self.handoff,
+            "metrics": list(self.metrics),
+            "counters": dict(self.counters),
+        }
+        if self.dropped_entries:
+            record["dropped_entries"] = self.dropped_entries
+        if extra:
+            record["conversation"] = extra
+        return record
+
+
+def artifact_path(directory: Path, job_id: str) -> Path:
+    name = _SAFE_NAME.sub("_", job_id)[:200] or "job"
+    return directory / f"{name}.json"
+
+
+def write_artifact(directory: Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` to ``<directory>/<job_id>.json`` atomically (temp file + rename).
+    Raises ``OSError`` when the directory cannot be written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = artifact_path(directory, str(record.get("job_id", "job")))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, ensure_ascii=False, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,280 @@
+"""The room transport on ``livekit.rtc``: the job's participant in a real LiveKit room.
+
+Subscriptions are manual (``auto_subscribe=False``): the agent subscribes only to the microphones
+its job listens to (PROTOCOL.md §2), each read by an ``rtc.AudioStream`` that asks the SDK for
+16 kHz mono 10 ms frames. Every reader is a named task held by the transport and cancelled and
+awaited when its track goes or the transport closes. SDK callbacks and exceptions are translated
+here into :class:`RoomListener` calls and :class:`TransportError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from livekit import rtc
+
+from agents.transport.audio import FrameChunker
+from agents.transport.base import (
+    INBOUND_SAMPLE_RATE,
+    INBOUND_SAMPLES_PER_FRAME,
+    DisconnectCause,
+    RemoteInfo,
+    RoomListener,
+    RoomTransport,
+    TrackAudioOutput,
+    TransportError,
+    WantsAudio,
+    is_agent_participant,
+)
+
+log = structlog.get_logger("agents.transport.livekit")
+
+_ROOM_GONE = {rtc.DisconnectReason.ROOM_DELETED, rtc.DisconnectReason.ROOM_CLOSED}
+_NOT_RETRYABLE_HINTS = ("401", "403", "unauthorized", "permission", "invalid token", "expired")
+
+
+def remote_info(p: rtc.RemoteParticipant) -> RemoteInfo:
+    return RemoteInfo(
+        identity=p.identity, name=p.name, metadata=p.metadata,
+        is_agent=is_agent_participant(p.identity, p.kind),
+    )
+
+
+def connect_error(e: BaseException) -> TransportError:
+    """A connect failure as our error type; auth failures are not worth retrying."""
+    text = str(e) or type(e).__name__
+    retryable = not any(h in text.lower() for h in _NOT_RETRYABLE_HINTS)
+    return TransportError(f"connect failed: {text}", retryable=retryable)
+
+
+class AudioReader:
+    """Reads one audio track as 16 kHz mono 10 ms frames and hands them to ``listener``."""
+
+    def __init__(self, *, track: rtc.Track, identity: str, listener: RoomListener) -> None:
+        self.identity = identity
+        self._listener = listener
+        self._stream = rtc.AudioStream.from_track(
+            track=track, sample_rate=INBOUND_SAMPLE_RATE, num_channels=1, frame_size_ms=10
+        )
+        self._chunker = FrameChunker()
+        self.frames = 0
+        self._closed = False
+        self._stream_closed = False
+        self._task = asyncio.create_task(self._run(), name=f"livekit.audio_reader.{identity}")
+
+    async def _run(self) -> None:
+        async for event in self._stream:
+            frame = event.frame
+            if frame.samples_per_channel == INBOUND_SAMPLES_PER_FRAME and frame.num_channels == 1:
+                frames = [frame]
+            else:
+                frames = self._chunker.push(frame.data)
+            for f in frames:
+                if self._closed:
+                    return
+                self.frames += 1
+                self._listener.audio_frame(self.identity, f)
+
+    def stop(self) -> None:
+        """No frame is delivered after this returns; :meth:`aclose` releases the stream."""
+        self._closed = True
+        self._task.cancel()
+
+    async def aclose(self) -> None:
+        self.stop()
+        await asyncio.gather(self._task, return_exceptions=True)
+        if not self._stream_closed:
+            self._stream_closed = True
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()
+
+
+class LiveKitTransport(RoomTransport):
+    """One agent connection to a LiveKit server."""
+
+    def __init__(self, *, signal_timeout: float | None = None) -> None:
+        self._signal_timeout = signal_timeout
+        self._room: rtc.Room | None = None
+        self._listener: RoomListener | None = None
+        self._wants: WantsAudio = lambda _info: False
+        self._readers: dict[str, AudioReader] = {}
+        self._reader_tracks: dict[str, str] = {}
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._output: TrackAudioOutput | None = None
+        self._publication_sid: str | None = None
+        self._closing = False
+        self._closed = False
+
+    @property
+    def identity(self) -> str:
+        return self._room.local_participant.identity if self._room is not None else ""
+
+    async def connect(
+        self, *, url: str, token: str, listener: RoomListener, wants_audio: WantsAudio
+    ) -> None:
+        if self._room is not None or self._closed:
+            raise TransportError("transport already used", retryable=False)
+        self._listener = listener
+        self._wants = wants_audio
+        room = rtc.Room()
+        self._subscribe_events(room)
+        options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=self._signal_timeout)
+        try:
+            await room.connect(url, token, options)
+        except rtc.ConnectError as e:
+            raise connect_error(e) from e
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the SDK raises plain exceptions too (bad url)
+            raise connect_error(e) from e
+        self._room = room
+        for participant in room.remote_participants.values():
+            self._subscribe_wanted(participant)
+
+    def remote_participants(self) -> list[RemoteInfo]:
+        if self._room is None:
+            return []
+        return [remote_info(p) for p in self._room.remote_participants.values()]
+
+    async def publish_audio(self, *, sample_rate: int) -> TrackAudioOutput:
+        room = self._require_room()
+        if self._output is not None:
+            raise TransportError("audio already published", retryable=False)
+        source = rtc.AudioSource(sample_rate, 1, queue_size_ms=500)
+        track = rtc.LocalAudioTrack.create_audio_track("agent-voice", source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        try:
+            publication = await room.local_participant.publish_track(track, options)
+        except Exception as e:
+            await source.aclose()
+            raise TransportError(f"publish audio failed: {e}", retryable=True) from e
+        self._publication_sid = publication.sid
+        self._output = TrackAudioOutput(source=source, track=track)
+        return self._output
+
+    async def publish_data(self, payload: bytes, *, topic: str) -> None:
+        room = self._require_room()
+        try:
+            await room.local_participant.publish_data(payload, reliable=True, topic=topic)
+        except Exception as e:
+            raise TransportError(f"publish data failed: {e}", retryable=True) from e
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        for reader in list(self._readers.values()):
+            await reader.aclose()
+        self._readers.clear()
+        if self._closing_tasks:
+            await asyncio.gather(*self._closing_tasks, return_exceptions=True)
+        room = self._room
+        if room is not None and room.isconnected() and self._publication_sid is not None:
+            try:
+                await room.local_participant.unpublish_track(self._publication_sid)
+            except Exception as e:
+                log.warning("unpublish_failed", error=str(e))
+        if self._output is not None:
+            await self._output.aclose()
+        if room is not None:
+            try:
+                await room.disconnect()
+            except Exception as e:
+                log.warning("disconnect_failed", error=str(e))
+
+    # --- SDK events -------------------------------------------------------------------------
+
+    def _require_room(self) -> rtc.Room:
+        if self._room is None or self._closed or not self._room.isconnected():
+            raise TransportError("not connected to the room", retryable=False)
+        return self._room
+
+    def _subscribe_events(self, room: rtc.Room) -> None:
+        room.on("participant_connected", self._on_participant_connected)
+        room.on("participant_disconnected", self._on_participant_disconnected)
+        room.on("track_published", self._on_track_published)
+        room.on("track_subscribed", self._on_track_subscribed)
+        room.on("track_unsubscribed", self._on_track_unsubscribed)
+        room.on("data_received", self._on_data_received)
+        room.on("reconnecting", lambda: self._emit("connection_changed", "reconnecting"))
+        room.on("reconnected", lambda: self._emit("connection_changed", "reconnected"))
+        room.on("disconnected", self._on_disconnected)
+
+    def _emit(self, method: str, *args: Any) -> None:
+        if self._listener is None or self._closing:
+            return
+        try:
+            getattr(self._listener, method)(*args)
+        except Exception:
+            log.exception("room_listener_failed", event=method)
+
+    def _subscribe_wanted(self, participant: rtc.RemoteParticipant) -> None:
+        if not self._wants(remote_info(participant)):
+            return
+        for publication in participant.track_publications.values():
+            if publication.kind == rtc.TrackKind.KIND_AUDIO and not publication.subscribed:
+                publication.set_subscribed(True)
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        self._emit("participant_joined", remote_info(participant))
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        self._stop_reader(participant.identity)
+        self._emit("participant_left", participant.identity)
+
+    def _on_track_published(
+        self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if publication.kind == rtc.TrackKind.KIND_AUDIO and self._wants(remote_info(participant)):
+            publication.set_subscribed(True)
+
+    def _on_track_subscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        identity = participant.identity
+        if track.kind != rtc.TrackKind.KIND_AUDIO or self._listener is None or self._closing:
+            return
+        if identity in self._readers:  # a second microphone: keep the first
+            return
+        self._readers[identity] = AudioReader(
+            track=track, identity=identity, listener=self._listener
+        )
+        self._reader_tracks[identity] = publication.sid
+        self._emit("audio_track_subscribed", identity)
+
+    def _on_track_unsubscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if self._reader_tracks.get(participant.identity) == publication.sid:
+            self._stop_reader(participant.identity)
+
+    def _stop_reader(self, identity: str) -> None:
+        reader = self._readers.pop(identity, None)
+        self._reader_tracks.pop(identity, None)
+        if reader is None:
+            return
+        reader.stop()
+        task = asyncio.get_running_loop().create_task(
+            reader.aclose(), name=f"livekit.audio_reader_close.{identity}"
+        )
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
+        self._emit("audio_track_unsubscribed", identity)
+
+    def _on_data_received(self, packet: rtc.DataPacket) -> None:
+        sender = packet.participant.identity if packet.participant is not None else None
+        self._emit("data_received", sender, packet.topic or "", bytes(packet.data))
+
+    def _on_disconnected(self, reason: int) -> None:
+        cause: DisconnectCause = "room_closed" if reason in _ROOM_GONE else "disconnected"
+        self._emit("disconnected", cause, rtc.DisconnectReason.Name(reason))  # type: ignore[arg-type]

@@ -1,0 +1,78 @@
+"""Helpers for the room, participant and transport tests (not a test module)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from livekit import rtc
+
+from agents.job import JobSpec, JobType, RunningState
+from agents.transport.token import mint_agent_token
+
+API_KEY = "devkey"
+API_SECRET = "devsecret-devsecret-devsecret-0123"
+
+
+def make_token(room: str, identity: str, *, ttl: float = 3600) -> str:
+    return mint_agent_token(api_key=API_KEY, api_secret=API_SECRET, room=room,
+                            identity=identity, ttl=ttl)
+
+
+def make_spec(
+    *,
+    job_type: JobType = "JT_ROOM",
+    room: str = "room-1",
+    target: str | None = None,
+    url: str = "local://test",
+    metadata: str = "",
+    token: str | None = None,
+    job_id: str = "AJ_test1",
+) -> JobSpec:
+    identity = f"ai-agent-{job_id}"
+    return JobSpec(
+        job_id=job_id, dispatch_id="AD_1", job_type=job_type, room_name=room,
+        participant_identity=target, metadata=metadata, server_url=url,
+        access_token=token if token is not None else make_token(room, identity),
+        agent_identity=identity, agent_name="AI Assistant", agent_metadata='{"type":"ai"}',
+    )
+
+
+class RecordingReporter:
+    """A JobReporter that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[RunningState, str | None]] = []
+        self.records: dict[str, Any] = {}
+        self.running = asyncio.Event()
+
+    def state(self, state: RunningState, *, detail: str | None = None) -> None:
+        self.states.append((state, detail))
+        if state == "running":
+            self.running.set()
+
+    def record(self, key: str, value: Any) -> None:
+        self.records[key] = value
+
+
+def tone_frame(index: int, *, rate: int = 48000, freq: float = 220.0,
+               amplitude: int = 8000) -> rtc.AudioFrame:
+    """10 ms of a sine tone (speech-like level), continuous across ``index``."""
+    n = rate // 100
+    frame = rtc.AudioFrame.create(rate, 1, n)
+    samples = frame.data
+    start = index * n
+    for i in range(n):
+        samples[i] = int(amplitude * math.sin(2 * math.pi * freq * (start + i) / rate))
+    return frame
+
+
+def task_snapshot() -> set[asyncio.Task[Any]]:
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def settle(rounds: int = 5) -> None:
+    """Let call_soon-delivered room events run."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
