@@ -151,8 +151,12 @@ class TodoBoard:
         return TodoChange(id=item_id, action="removed", item=None, changed=True)
 
     def _add(
-        self, item_id: str, description: str | None, required: bool | None,
-        status: str | None, note: str | None,
+        self,
+        item_id: str,
+        description: str | None,
+        required: bool | None,
+        status: str | None,
+        note: str | None,
     ) -> TodoChange:
         if description is None:
             raise ToolError(
@@ -163,7 +167,9 @@ class TodoBoard:
             raise ToolError(f"the todo list is full ({MAX_ITEMS} items)")
         try:
             item = TodoItem(
-                id=item_id, description=description, status=status or "pending",
+                id=item_id,
+                description=description,
+                status=status or "pending",
                 required=bool(required),
             )
         except ValidationError as e:  # pragma: no cover (fields checked above)
@@ -174,13 +180,21 @@ class TodoBoard:
             self._notes[item_id] = note
         self._revision += 1
         return TodoChange(
-            id=item_id, action="added", item=item, changed=True,
-            note_recorded=note is not None, demoted=demoted,
+            id=item_id,
+            action="added",
+            item=item,
+            changed=True,
+            note_recorded=note is not None,
+            demoted=demoted,
         )
 
     def _update(
-        self, current: TodoItem, description: str | None, required: bool | None,
-        status: str | None, note: str | None,
+        self,
+        current: TodoItem,
+        description: str | None,
+        required: bool | None,
+        status: str | None,
+        note: str | None,
     ) -> TodoChange:
         item_id = current.id
         if description is not None and description != current.description:
@@ -190,8 +204,10 @@ class TodoBoard:
         if status is None and note is None:
             raise ToolError(f"nothing to change for item {item_id!r}: give a status or a note")
         if (
-            current.required and current.status == "completed"
-            and status is not None and status != "completed"
+            current.required
+            and current.status == "completed"
+            and status is not None
+            and status != "completed"
         ):
             raise ToolError(f"item {item_id!r} is required and already completed; it stays so")
         new_status = status or current.status
@@ -208,8 +224,11 @@ class TodoBoard:
         if changed or note_recorded:
             self._revision += 1
         return TodoChange(
-            id=item_id, action="updated" if changed or note_recorded else "unchanged",
-            item=item, changed=changed or bool(demoted), note_recorded=note_recorded,
+            id=item_id,
+            action="updated" if changed or note_recorded else "unchanged",
+            item=item,
+            changed=changed or bool(demoted),
+            note_recorded=note_recorded,
             demoted=demoted,
         )
 

@@ -41,11 +41,30 @@ from agents.todo import (
 )
 
 __all__ = [
-    "CONTEXT_BEGIN", "CONTEXT_END", "END_CALL", "HANDOFF_TO_HUMAN", "MAX_ARGUMENT_BYTES",
-    "MAX_DESCRIPTION_CHARS", "MAX_ID_CHARS", "MAX_ITEMS", "MAX_NOTE_CHARS", "MAX_REASON_CHARS",
-    "MAX_SUMMARY_CHARS", "TODO_STATUSES", "TOOL_NAMES", "UPDATE_TODO", "AgentTools", "TodoBoard",
-    "TodoChange", "TodoSnapshot", "ToolError", "ToolOutcome", "parse_todo_context",
-    "parse_todo_snapshot", "render_todo_context", "snapshot_from_json",
+    "CONTEXT_BEGIN",
+    "CONTEXT_END",
+    "END_CALL",
+    "HANDOFF_TO_HUMAN",
+    "MAX_ARGUMENT_BYTES",
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_ITEMS",
+    "MAX_NOTE_CHARS",
+    "MAX_REASON_CHARS",
+    "MAX_SUMMARY_CHARS",
+    "TODO_STATUSES",
+    "TOOL_NAMES",
+    "UPDATE_TODO",
+    "AgentTools",
+    "TodoBoard",
+    "TodoChange",
+    "TodoSnapshot",
+    "ToolError",
+    "ToolOutcome",
+    "parse_todo_context",
+    "parse_todo_snapshot",
+    "render_todo_context",
+    "snapshot_from_json",
 ]
 
 log = structlog.get_logger("agents.tools")
@@ -87,7 +106,9 @@ class ToolOutcome:
 
 def _obj(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {
-        "type": "object", "properties": properties, "required": required,
+        "type": "object",
+        "properties": properties,
+        "required": required,
         "additionalProperties": False,
     }
 
@@ -119,8 +140,9 @@ _SPECS: Final = (
             "End the call politely, after saying goodbye. Use when the conversation is done or "
             "the caller wants to leave."
         ),
-        parameters=_obj({"reason": {"type": "string", "description": "Why the call ends."}},
-                        ["reason"]),
+        parameters=_obj(
+            {"reason": {"type": "string", "description": "Why the call ends."}}, ["reason"]
+        ),
     ),
     ToolSpec(
         name=HANDOFF_TO_HUMAN,
@@ -167,9 +189,7 @@ class AgentTools:
 
     def render_context(self) -> str:
         """:func:`render_todo_context` of the board, with its revision."""
-        return render_todo_context(
-            self.board.items, self.board.notes, revision=self.board.revision
-        )
+        return render_todo_context(self.board.items, self.board.notes, revision=self.board.revision)
 
     def execute(self, call: ToolCall) -> ToolOutcome:
         """Execute ``call`` once. Never raises; errors come back with ``ok=False``."""
@@ -190,8 +210,12 @@ class AgentTools:
             except ToolError as e:
                 outcome = self._error(call, e.message)
         if outcome.ok:
-            log.info("tool_call_executed", call_id=call.id, tool=call.name,
-                     todo_changed=outcome.todo_changed)
+            log.info(
+                "tool_call_executed",
+                call_id=call.id,
+                tool=call.name,
+                todo_changed=outcome.todo_changed,
+            )
         return outcome
 
     def _dispatch(self, call: ToolCall, args: dict[str, Any]) -> ToolOutcome:
@@ -201,10 +225,15 @@ class AgentTools:
             if change.demoted:
                 result["moved_back_to_pending"] = list(change.demoted)
             result["todo"] = self.board.snapshot()
-            return self._remember(ToolOutcome(
-                call_id=call.id, name=call.name, result=_dump(result), ok=True,
-                todo_changed=change.changed,
-            ))
+            return self._remember(
+                ToolOutcome(
+                    call_id=call.id,
+                    name=call.name,
+                    result=_dump(result),
+                    ok=True,
+                    todo_changed=change.changed,
+                )
+            )
         _only(args, {"reason"} if call.name == END_CALL else {"reason", "summary"})
         reason = text_arg(args, "reason", MAX_REASON_CHARS, required=True)
         assert reason is not None
@@ -214,16 +243,27 @@ class AgentTools:
             result = {"ok": True, "ending_call": True}
             if missing:
                 result["required_items_not_completed"] = missing
-            return self._remember(ToolOutcome(
-                call_id=call.id, name=call.name, result=_dump(result), ok=True, end_call=reason,
-            ))
+            return self._remember(
+                ToolOutcome(
+                    call_id=call.id,
+                    name=call.name,
+                    result=_dump(result),
+                    ok=True,
+                    end_call=reason,
+                )
+            )
         summary = text_arg(args, "summary", MAX_SUMMARY_CHARS, required=True)
         assert summary is not None
         self._handoff = (reason, summary)
-        return self._remember(ToolOutcome(
-            call_id=call.id, name=call.name, result=_dump({"ok": True, "handed_off": True}),
-            ok=True, handoff=(reason, summary),
-        ))
+        return self._remember(
+            ToolOutcome(
+                call_id=call.id,
+                name=call.name,
+                result=_dump({"ok": True, "handed_off": True}),
+                ok=True,
+                handoff=(reason, summary),
+            )
+        )
 
     def _error(self, call: ToolCall, message: str, *, remember: bool = True) -> ToolOutcome:
         log.info("tool_call_refused", call_id=call.id, tool=call.name[:64], error=message)

@@ -110,8 +110,9 @@ class Driver:
 
 
 def _driver(mode: ContextMode = "fresh", items: list[TodoItem] | None = None) -> Driver:
-    return Driver(tools=AgentTools(board=TodoBoard(items=_items() if items is None else items)),
-                  mode=mode)
+    return Driver(
+        tools=AgentTools(board=TodoBoard(items=_items() if items is None else items)), mode=mode
+    )
 
 
 def _status(driver: Driver) -> dict[str, str]:
@@ -243,8 +244,9 @@ async def test_a_refused_update_ends_the_turn_with_an_apology() -> None:
         ChatMessage(role="system", content=render_todo_context(_items(), {})),
         ChatMessage(role="user", content="Hi"),
         ChatMessage(role="assistant", tool_calls=(call,)),
-        ChatMessage(role="tool", tool_call_id="c1",
-                    content=json.dumps({"ok": False, "error": "boom"})),
+        ChatMessage(
+            role="tool", tool_call_id="c1", content=json.dumps({"ok": False, "error": "boom"})
+        ),
     ]
     events = [e async for e in llm.chat(ChatRequest(messages=messages, tools=tools.specs()))]
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
@@ -292,8 +294,10 @@ def test_it_is_named_for_what_it_is() -> None:
         ("Collect the caller's full name", "Could you tell me your full name?"),
         ("Date of birth", "Could you tell me your date of birth?"),
         ("Ask the patient for their insurance number", "Could you tell me your insurance number?"),
-        ("Ask whether they have been here before", "Could you tell me whether they have been "
-         "here before?"),
+        (
+            "Ask whether they have been here before",
+            "Could you tell me whether they have been here before?",
+        ),
         ("What brings you in today?", "What brings you in today?"),
         ("NHS number", "Could you tell me your NHS number?"),
     ],
@@ -324,8 +328,15 @@ def test_human_request_detection(text: str, expected: bool) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("Pardon?", True), ("um", True), ("...", True), ("Say that again", True),
-     ("What?", True), ("Jane", False), ("What a day, it's Jane", False)],
+    [
+        ("Pardon?", True),
+        ("um", True),
+        ("...", True),
+        ("Say that again", True),
+        ("What?", True),
+        ("Jane", False),
+        ("What a day, it's Jane", False),
+    ],
 )
 def test_repeat_request_detection(text: str, expected: bool) -> None:
     assert wants_repeat(text) is expected

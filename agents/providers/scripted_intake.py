@@ -59,8 +59,7 @@ NO_TODO_TEXT = (
     "this call, so I have nothing to ask you."
 )
 NO_TOOLS_TEXT = (
-    "I'm a scripted offline responder, not a language model, and I can't take notes on this "
-    "call."
+    "I'm a scripted offline responder, not a language model, and I can't take notes on this call."
 )
 TROUBLE_TEXT = "Sorry, I couldn't update my notes just now."
 HANDOFF_TEXT = "Of course, I'll connect you with a person now."
@@ -85,8 +84,23 @@ _LEADING_VERB = re.compile(
 _POSSESSIVE = re.compile(r"\b(the\s+)?(caller|user|customer|patient|client)'s\b", re.IGNORECASE)
 _THEIR = re.compile(r"^(their|his|her)\b", re.IGNORECASE)
 _KEEP_AS_IS = frozenset(
-    {"your", "the", "a", "an", "any", "whether", "if", "how", "what", "when", "where", "why",
-     "which", "who", "my"}
+    {
+        "your",
+        "the",
+        "a",
+        "an",
+        "any",
+        "whether",
+        "if",
+        "how",
+        "what",
+        "when",
+        "where",
+        "why",
+        "which",
+        "who",
+        "my",
+    }
 )
 
 
@@ -148,17 +162,21 @@ class ScriptedIntakeLLM(LLM):
             await asyncio.sleep(0)
         base = _request_digest(request.messages)
         for index, (name, args) in enumerate(plan.calls):
-            yield ToolCallEvent(ToolCall(
-                id=f"call_scripted_{base}_{index}", name=name,
-                arguments=json.dumps(args, ensure_ascii=False),
-            ))
+            yield ToolCallEvent(
+                ToolCall(
+                    id=f"call_scripted_{base}_{index}",
+                    name=name,
+                    arguments=json.dumps(args, ensure_ascii=False),
+                )
+            )
 
 
 def _plan(request: ChatRequest) -> _Plan:
     messages = request.messages
     offered = {t.name for t in request.tools}
-    last_user = next((i for i in range(len(messages) - 1, -1, -1)
-                      if messages[i].role == "user"), None)
+    last_user = next(
+        (i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None
+    )
     user_text = (
         " ".join(messages[-1].content.split()) if messages and messages[-1].role == "user" else None
     )
@@ -173,9 +191,18 @@ def _plan(request: ChatRequest) -> _Plan:
         if HANDOFF_TO_HUMAN not in offered:
             return _Plan(text=NO_HANDOFF_TEXT)
         summary = _handoff_summary(user_text, items, notes)
-        return _Plan(text=HANDOFF_TEXT, calls=[(HANDOFF_TO_HUMAN, {
-            "reason": "The caller asked to speak with a person.", "summary": summary,
-        })])
+        return _Plan(
+            text=HANDOFF_TEXT,
+            calls=[
+                (
+                    HANDOFF_TO_HUMAN,
+                    {
+                        "reason": "The caller asked to speak with a person.",
+                        "summary": summary,
+                    },
+                )
+            ],
+        )
     if not items:
         return _Plan(text=NO_TODO_TEXT)
     if UPDATE_TODO not in offered:
@@ -185,9 +212,16 @@ def _plan(request: ChatRequest) -> _Plan:
     if current is not None:
         if not user_text or wants_repeat(user_text):
             return _Plan(text=question_for(current))
-        calls: list[tuple[str, dict[str, Any]]] = [(UPDATE_TODO, {
-            "id": current.id, "status": "completed", "note": user_text[:MAX_NOTE_CHARS],
-        })]
+        calls: list[tuple[str, dict[str, Any]]] = [
+            (
+                UPDATE_TODO,
+                {
+                    "id": current.id,
+                    "status": "completed",
+                    "note": user_text[:MAX_NOTE_CHARS],
+                },
+            )
+        ]
         following = _next_required(items, skip=current.id)
         if following is not None:
             calls.append((UPDATE_TODO, {"id": following.id, "status": "in_progress"}))
@@ -199,8 +233,11 @@ def _plan(request: ChatRequest) -> _Plan:
 
 
 def _follow_up(
-    messages: Sequence[ChatMessage], last_user: int | None, items: list[TodoItem],
-    notes: dict[str, str], offered: set[str],
+    messages: Sequence[ChatMessage],
+    last_user: int | None,
+    items: list[TodoItem],
+    notes: dict[str, str],
+    offered: set[str],
 ) -> _Plan:
     """The pipeline ran our tool calls and asks again: speak, or go on."""
     start = 0 if last_user is None else last_user + 1
@@ -244,7 +281,7 @@ def _closing(items: list[TodoItem], notes: dict[str, str], offered: set[str]) ->
 
 
 def _handoff_summary(user_text: str, items: list[TodoItem], notes: dict[str, str]) -> str:
-    lines = [f"The caller asked for a person: \"{_short(user_text, 200)}\"."]
+    lines = [f'The caller asked for a person: "{_short(user_text, 200)}".']
     recorded = [f"{i.description}: {_short(notes[i.id], 200)}" for i in items if i.id in notes]
     missing = [i.description for i in items if i.required and i.status != "completed"]
     if recorded:
@@ -301,9 +338,7 @@ def _in_progress(items: list[TodoItem]) -> TodoItem | None:
 
 
 def _next_required(items: list[TodoItem], *, skip: str | None = None) -> TodoItem | None:
-    return next(
-        (i for i in items if i.required and i.status != "completed" and i.id != skip), None
-    )
+    return next((i for i in items if i.required and i.status != "completed" and i.id != skip), None)
 
 
 def _short(text: str, limit: int) -> str:
