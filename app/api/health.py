@@ -1,0 +1,39 @@
+"""``GET /health``, ``GET /ready`` and ``GET /metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import RuntimeDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health(runtime: RuntimeDep) -> dict[str, Any]:
+    """Liveness: the process answers. Says whether it drains and how many jobs run."""
+    manager = runtime.manager
+    return {
+        "status": "draining" if manager.draining else "ok",
+        "uptime": round(runtime.uptime, 3),
+        "active_jobs": manager.active_jobs,
+        "max_jobs": manager.max_jobs,
+        "draining": manager.draining,
+    }
+
+
+@router.get("/ready")
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    """Readiness: 200 while new jobs are welcome, 503 while starting or draining."""
+    if runtime.ready and not runtime.manager.draining:
+        return JSONResponse({"ready": True})
+    reason = "draining" if runtime.manager.draining else "starting"
+    return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(runtime: RuntimeDep) -> Response:
+    return Response(content=runtime.metrics.render(), media_type=runtime.metrics.content_type)

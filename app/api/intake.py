@@ -1,0 +1,85 @@
+"""``POST /livekit/agent`` (path from settings): the signed job notification webhook."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import structlog
+from fastapi import APIRouter, Request, Response
+
+from app.errors import IntakeError
+from app.intake.pipeline import IntakeAnswer, error_answer, handle_notification
+from app.runtime import Runtime
+
+log = structlog.get_logger("app.intake")
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise IntakeError(400, "invalid Content-Length", outcome="bad_request")
+        if int(declared) > limit:
+            raise IntakeError(413, "body too large", outcome="too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise IntakeError(413, "body too large", outcome="too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _response(answer: IntakeAnswer) -> Response:
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
+    return Response(
+        content=json.dumps(answer.body, separators=(",", ":")),
+        status_code=answer.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def build_intake_router(path: str) -> APIRouter:
+    router = APIRouter(tags=["intake"])
+
+    @router.post(path, name="job_notification")
+    async def job_notification(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        started = time.perf_counter()
+        try:
+            body = await read_capped(request, runtime.intake_policy.max_body_bytes)
+        except IntakeError as e:
+            answer = error_answer(e)
+            notification = None
+        else:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            answer, notification = await handle_notification(
+                body,
+                headers,
+                policy=runtime.intake_policy,
+                admission=runtime.manager,
+                now=time.time(),
+            )
+        runtime.metrics.webhooks.labels(outcome=answer.outcome).inc()
+        runtime.metrics.accept_latency.labels(source="webhook").observe(
+            time.perf_counter() - started
+        )
+        if answer.outcome not in ("accepted", "duplicate"):
+            log.info(
+                "job_notification_refused",
+                status=answer.status,
+                outcome=answer.outcome,
+                error=answer.body.get("error"),
+                job_id=notification.job_id if notification else None,
+                room=notification.room.name if notification else None,
+                dispatch_id=notification.dispatch_id if notification else None,
+            )
+        elif answer.outcome == "duplicate" and notification is not None:
+            log.info("job_notification_duplicate", job_id=notification.job_id)
+        return _response(answer)
+
+    return router

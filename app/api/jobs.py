@@ -1,0 +1,51 @@
+"""The jobs admin API: ``GET /jobs``, ``GET /jobs/{id}``, ``DELETE /jobs/{id}``.
+
+Needs ``Authorization: Bearer <admin_token>``; off (404) when no admin token is configured.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from app.api.deps import AdminDep, ManagerDep
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+@router.get("")
+async def list_jobs(
+    _admin: AdminDep,
+    manager: ManagerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    jobs = manager.list_jobs()
+    return {
+        "active_jobs": manager.active_jobs,
+        "max_jobs": manager.max_jobs,
+        "draining": manager.draining,
+        "jobs": [job.summary() for job in jobs[:limit]],
+    }
+
+
+@router.get("/{job_id}")
+async def get_job(_admin: AdminDep, manager: ManagerDep, job_id: JobId) -> dict[str, Any]:
+    job = manager.get_job(job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown job")
+    return job.full()
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_job(_admin: AdminDep, manager: ManagerDep, job_id: JobId) -> dict[str, Any]:
+    job = manager.get_job(job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown job")
+    if job.finished:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job already {job.state}")
+    await manager.cancel(job_id, reason="cancelled by operator")
+    current = manager.get_job(job_id)
+    return {"job_id": job_id, "state": current.state if current else job.state}

@@ -1,0 +1,1 @@
+"""The job notification webhook: its schema and the order of checks."""

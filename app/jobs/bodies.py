@@ -1,0 +1,72 @@
+"""Choosing the job body, and the development bodies behind the ``job_body`` testing hook.
+
+In production the body is the agent (``agents.entry.make_job_body``). With ``dev_mode`` on,
+``job_body: "module:function"`` replaces it, which is how the end-to-end tests, the drain test
+and the benchmark exercise the lifecycle without a LiveKit server:
+
+- ``app.jobs.bodies:idle``: connecting, running, then waits until cancelled.
+- ``app.jobs.bodies:instant``: completes at once.
+- ``app.jobs.bodies:hold``: when ``metadata`` is a number, runs that many seconds and completes;
+  otherwise waits until cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from typing import cast
+
+from agents.job import JobBody, JobOutcome, JobReporter, JobSpec
+from app.errors import JobBodyImportError
+from app.settings import Settings
+
+
+async def idle(spec: JobSpec, reporter: JobReporter) -> JobOutcome:
+    reporter.state("connecting")
+    reporter.state("running")
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def instant(spec: JobSpec, reporter: JobReporter) -> JobOutcome:
+    return JobOutcome(end_reason="instant")
+
+
+async def hold(spec: JobSpec, reporter: JobReporter) -> JobOutcome:
+    reporter.state("connecting")
+    reporter.state("running")
+    try:
+        seconds = float(spec.metadata)
+    except ValueError:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable") from None  # pragma: no cover
+    await asyncio.sleep(max(0.0, seconds))
+    reporter.record("held_seconds", seconds)
+    return JobOutcome(end_reason="held")
+
+
+def load_job_body(path: str) -> JobBody:
+    """Import ``module:function`` and check that it is an async function."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        body = getattr(module, attr)
+    except (ImportError, AttributeError) as e:
+        raise JobBodyImportError(f"cannot load job body {path!r}: {e}") from e
+    if not inspect.iscoroutinefunction(body):
+        raise JobBodyImportError(f"job body {path!r} is not an async function")
+    return cast(JobBody, body)
+
+
+def default_job_body(settings: Settings) -> JobBody:
+    """The testing hook when set (dev mode only, enforced by the settings), else the agent."""
+    if settings.job_body is not None:
+        return load_job_body(settings.job_body)
+    # Imported lazily: the agent is heavy, and the service's tests must not depend on it.
+    try:
+        entry = importlib.import_module("agents.entry")
+    except ImportError as e:
+        raise JobBodyImportError(f"cannot load the agent (agents.entry): {e}") from e
+    make_job_body = entry.make_job_body
+    return cast(JobBody, make_job_body(settings.agent))

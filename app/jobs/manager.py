@@ -1,0 +1,443 @@
+"""The job manager: one decision path for every door, and the owner of every job task.
+
+States: ``accepted → connecting → running → completed | failed | cancelled``, each with a
+timestamp, the final one with a reason. Every job body runs in a task named ``job-<job_id>`` held
+here; cancellation, the drain deadline and :meth:`JobManager.aclose` cancel and await it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, RunningState
+from app.admission import AdmissionResult, JobRequest
+from app.errors import TokenMintError
+from app.jobs.records import JobRecord, JobState, StoredAnswer
+from app.jobs.registry import JobRegistry, RegistryError
+from app.jobs.tokens import mint_agent_token
+from app.metrics import Metrics
+from app.settings import Settings
+
+log = structlog.get_logger("app.jobs")
+
+JobEndCallback = Callable[[str, JobState, "str | None"], None]
+_REMOTE_SCHEMES = ("ws://", "wss://", "http://", "https://")
+
+
+@dataclass(slots=True)
+class _Reservation:
+    request: JobRequest
+    answer: StoredAnswer
+    expiry: asyncio.Task[None]
+
+
+class _Reporter:
+    """The :class:`agents.job.JobReporter` handed to one body. Never blocks or raises."""
+
+    def __init__(self, *, manager: JobManager, job: JobRecord) -> None:
+        self._manager = manager
+        self._job = job
+
+    def state(self, state: RunningState, *, detail: str | None = None) -> None:
+        if state not in ("connecting", "running"):
+            log.warning("job_state_ignored", state=str(state))
+            return
+        self._manager._enter(self._job, state, detail=detail)
+
+    def record(self, key: str, value: Any) -> None:
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            log.warning("job_record_not_json", key=key, value_type=type(value).__name__)
+            value = repr(value)
+        self._job.record[str(key)] = value
+
+
+class JobManager:
+    """Implements :class:`app.admission.Admission`."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        job_body: JobBody,
+        registry: JobRegistry,
+        metrics: Metrics,
+        cancel_grace: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._body = job_body
+        self._registry = registry
+        self._metrics = metrics
+        self._cancel_grace = cancel_grace
+        self._jobs: dict[str, JobRecord] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancel_reasons: dict[str, str] = {}
+        self._history: OrderedDict[str, JobRecord] = OrderedDict()
+        self._reservations: dict[str, _Reservation] = {}
+        self._inflight: dict[str, asyncio.Future[AdmissionResult]] = {}
+        self._end_callbacks: list[JobEndCallback] = []
+        self._draining = False
+        self._closed = False
+        metrics.capacity.set(settings.max_jobs)
+
+    # -- read-only state -------------------------------------------------------------------
+
+    @property
+    def active_jobs(self) -> int:
+        """Jobs started and not finished."""
+        return len(self._jobs)
+
+    @property
+    def max_jobs(self) -> int:
+        return self._settings.max_jobs
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def used_slots(self) -> int:
+        """Running jobs plus reservations plus offers being decided."""
+        return len(self._jobs) + len(self._reservations) + len(self._inflight)
+
+    def on_job_end(self, callback: JobEndCallback) -> None:
+        """Call ``callback(job_id, final_state, reason)`` whenever a job finishes."""
+        self._end_callbacks.append(callback)
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        return self._jobs.get(job_id) or self._history.get(job_id)
+
+    def list_jobs(self) -> list[JobRecord]:
+        """Running jobs first, then finished ones, newest first."""
+        finished = list(reversed(self._history.values()))
+        return [*self._jobs.values(), *finished]
+
+    # -- Admission -------------------------------------------------------------------------
+
+    async def admit(self, request: JobRequest) -> AdmissionResult:
+        return await self._decide(request, hold=None)
+
+    async def reserve(self, request: JobRequest, *, hold_seconds: float) -> AdmissionResult:
+        return await self._decide(request, hold=max(0.0, hold_seconds))
+
+    async def start_reserved(self, job_id: str, *, access_token: str, server_url: str) -> bool:
+        reservation = self._reservations.pop(job_id, None)
+        if reservation is None:
+            return False
+        await self._stop_expiry(reservation)
+        request = dataclasses.replace(
+            reservation.request, access_token=access_token, server_url=server_url
+        )
+        problem = "draining" if self._draining else self._server_url_problem(server_url)
+        if problem is not None:
+            log.warning("reservation_not_started", job_id=job_id, reason=problem)
+            await self._forget(job_id)
+            return False
+        self._start(request, reservation.answer, access_token=access_token, server_url=server_url)
+        return True
+
+    async def release(self, job_id: str) -> None:
+        reservation = self._reservations.pop(job_id, None)
+        if reservation is None:
+            return
+        await self._stop_expiry(reservation)
+        await self._forget(job_id)
+
+    async def cancel(self, job_id: str, *, reason: str) -> bool:
+        if job_id in self._reservations:
+            await self.release(job_id)
+            return True
+        task = self._tasks.get(job_id)
+        if task is None or task.done():
+            return False
+        self._cancel_reasons.setdefault(job_id, reason)
+        task.cancel()
+        await asyncio.wait({task}, timeout=self._cancel_grace)
+        return True
+
+    # -- lifecycle of the manager ----------------------------------------------------------
+
+    def start_draining(self) -> None:
+        """Refuse new offers from now on (``busy``); running jobs go on."""
+        if not self._draining:
+            self._draining = True
+            self._metrics.draining.set(1)
+            log.info("drain_started", active_jobs=len(self._jobs))
+
+    async def drain(self, *, grace: float) -> None:
+        """Stop accepting, give running jobs up to ``grace`` seconds, then cancel the rest
+        and await them."""
+        self.start_draining()
+        for job_id in list(self._reservations):
+            await self.release(job_id)
+        pending = set(self._tasks.values())
+        if pending and grace > 0:
+            await asyncio.wait(pending, timeout=grace)
+        await self._cancel_all("drain deadline")
+        log.info("drain_finished")
+
+    async def aclose(self) -> None:
+        """Cancel everything still running and close the registry. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.start_draining()
+        for job_id in list(self._reservations):
+            await self.release(job_id)
+        await self._cancel_all("service shutdown")
+        await self._registry.aclose()
+
+    async def _cancel_all(self, reason: str) -> None:
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        if not tasks:
+            return
+        for job_id, task in list(self._tasks.items()):
+            if not task.done():
+                self._cancel_reasons.setdefault(job_id, reason)
+                task.cancel()
+        _, stuck = await asyncio.wait(tasks, timeout=self._cancel_grace)
+        if stuck:
+            log.error("jobs_did_not_stop", jobs=sorted(t.get_name() for t in stuck))
+            await asyncio.wait(stuck)
+
+    # -- the decision ----------------------------------------------------------------------
+
+    def _refuse(self, request: JobRequest, error: str) -> AdmissionResult:
+        log.info("job_refused", job_id=request.job_id, room=request.room_name, error=error)
+        return AdmissionResult(verdict="refused", job_id=request.job_id, error=error)
+
+    def _busy(self, request: JobRequest, error: str) -> AdmissionResult:
+        return AdmissionResult(
+            verdict="busy",
+            job_id=request.job_id,
+            error=error,
+            retry_after=self._settings.retry_after,
+        )
+
+    def _server_url_problem(self, url: str | None) -> str | None:
+        if not url:
+            return "the offer has no server_url and no LIVEKIT_URL is configured"
+        if url.startswith("local://"):
+            if self._settings.agent.room.allow_local_rooms:
+                return None
+            return "local:// rooms are only allowed in development mode"
+        if not url.startswith(_REMOTE_SCHEMES):
+            return "server_url must be a ws://, wss://, http:// or https:// URL"
+        return None
+
+    def _policy(self, request: JobRequest) -> str | None:
+        settings = self._settings
+        if not settings.enabled:
+            return "agent disabled"
+        if request.job_type not in settings.job_types:
+            return f"job type {request.job_type} not enabled"
+        if request.job_type != "JT_ROOM" and not request.participant_identity:
+            return f"participant is required for {request.job_type}"
+        if request.access_token is None and not settings.can_mint_tokens:
+            return (
+                "the offer has no access_token and no LIVEKIT_API_KEY / LIVEKIT_API_SECRET "
+                "are configured to mint one"
+            )
+        return None
+
+    def _answer(self, job_id: str) -> StoredAnswer:
+        return StoredAnswer(
+            participant_identity=self._settings.agent_identity_prefix + job_id,
+            participant_name=self._settings.agent_name,
+            participant_metadata=self._settings.agent_metadata,
+        )
+
+    @staticmethod
+    def _result(verdict: str, job_id: str, answer: StoredAnswer) -> AdmissionResult:
+        return AdmissionResult(
+            verdict="accepted" if verdict == "accepted" else "duplicate",
+            job_id=job_id,
+            participant_identity=answer.participant_identity,
+            participant_name=answer.participant_name,
+            participant_metadata=answer.participant_metadata,
+        )
+
+    async def _decide(self, request: JobRequest, *, hold: float | None) -> AdmissionResult:
+        job_id = request.job_id
+        problem = self._policy(request)
+        if problem is None and hold is None:
+            url = request.server_url or self._settings.livekit_url
+            problem = self._server_url_problem(url)
+        if problem is not None:
+            return self._refuse(request, problem)
+
+        pending = self._inflight.get(job_id)
+        if pending is not None:  # the same offer is being decided right now
+            first = await asyncio.shield(pending)
+            if first.accepted:
+                return dataclasses.replace(first, verdict="duplicate")
+            return first
+        known = self.get_job(job_id)
+        if known is not None or job_id in self._reservations:
+            return self._result("duplicate", job_id, self._answer(job_id))
+        try:
+            stored = await self._registry.get(job_id)
+        except RegistryError as e:
+            return self._busy(request, e.message)
+        if stored is not None:
+            return self._result("duplicate", job_id, stored)
+
+        if self._draining:
+            return self._busy(request, "draining")
+        if self.used_slots >= self._settings.max_jobs:
+            return self._busy(request, "at capacity")
+
+        future: asyncio.Future[AdmissionResult] = asyncio.get_running_loop().create_future()
+        self._inflight[job_id] = future
+        result = self._busy(request, "admission interrupted")
+        try:
+            result = await self._claim_and_start(request, hold=hold)
+            return result
+        finally:
+            del self._inflight[job_id]
+            future.set_result(result)
+
+    async def _claim_and_start(self, request: JobRequest, *, hold: float | None) -> AdmissionResult:
+        job_id = request.job_id
+        answer = self._answer(job_id)
+        try:
+            first = await self._registry.claim(job_id, answer)
+        except RegistryError as e:
+            return self._busy(request, e.message)
+        if first is not None:
+            return self._result("duplicate", job_id, first)
+        if hold is not None:
+            expiry = asyncio.create_task(self._expire(job_id, hold), name=f"reserve-{job_id}")
+            self._reservations[job_id] = _Reservation(request=request, answer=answer, expiry=expiry)
+            log.info("job_reserved", job_id=job_id, room=request.room_name, hold=hold)
+            return self._result("accepted", job_id, answer)
+        server_url = request.server_url or self._settings.livekit_url or ""
+        try:
+            token = request.access_token or mint_agent_token(
+                api_key=self._settings.livekit_api_key,
+                api_secret=self._settings.livekit_api_secret,
+                room=request.room_name,
+                identity=answer.participant_identity,
+                name=answer.participant_name,
+                metadata=answer.participant_metadata,
+                ttl_seconds=self._settings.token_ttl,
+            )
+        except TokenMintError as e:
+            await self._forget(job_id)
+            return self._refuse(request, e.message)
+        self._start(request, answer, access_token=token, server_url=server_url)
+        return self._result("accepted", job_id, answer)
+
+    async def _expire(self, job_id: str, hold: float) -> None:
+        await asyncio.sleep(hold)
+        if self._reservations.pop(job_id, None) is not None:
+            log.info("reservation_expired", job_id=job_id)
+            await self._forget(job_id)
+
+    async def _stop_expiry(self, reservation: _Reservation) -> None:
+        task = reservation.expiry
+        if task is asyncio.current_task() or task.done():
+            return
+        task.cancel()
+        await asyncio.wait({task})
+
+    async def _forget(self, job_id: str) -> None:
+        try:
+            await self._registry.forget(job_id)
+        except RegistryError as e:
+            log.warning("registry_forget_failed", job_id=job_id, error=e.message)
+
+    # -- running a job ---------------------------------------------------------------------
+
+    def _start(
+        self, request: JobRequest, answer: StoredAnswer, *, access_token: str, server_url: str
+    ) -> None:
+        job_id = request.job_id
+        spec = JobSpec(
+            job_id=job_id,
+            dispatch_id=request.dispatch_id,
+            job_type=request.job_type,
+            room_name=request.room_name,
+            room_sid=request.room_sid,
+            participant_identity=request.participant_identity,
+            metadata=request.metadata,
+            server_url=server_url,
+            access_token=access_token,
+            agent_identity=answer.participant_identity,
+            agent_name=answer.participant_name,
+            agent_metadata=answer.participant_metadata,
+            source=request.source,
+        )
+        job = JobRecord(
+            job_id=job_id,
+            dispatch_id=request.dispatch_id,
+            source=request.source,
+            job_type=request.job_type,
+            room_name=request.room_name,
+            room_sid=request.room_sid,
+            participant_identity=request.participant_identity,
+            agent_identity=answer.participant_identity,
+        )
+        self._jobs[job_id] = job
+        self._metrics.jobs.labels(source=job.source, state="accepted").inc()
+        self._metrics.active_jobs.labels(source=job.source).inc()
+        task = asyncio.create_task(self._run(job, spec), name=f"job-{job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(job_id, None))
+
+    def _enter(self, job: JobRecord, state: JobState, *, detail: str | None = None) -> None:
+        if job.move(state, detail=detail):
+            self._metrics.jobs.labels(source=job.source, state=state).inc()
+            log.info("job_state", state=state, detail=detail)
+
+    async def _run(self, job: JobRecord, spec: JobSpec) -> None:
+        structlog.contextvars.bind_contextvars(
+            job_id=job.job_id, room=job.room_name, dispatch_id=job.dispatch_id
+        )
+        log.info("job_accepted", source=job.source, job_type=job.job_type)
+        reporter = _Reporter(manager=self, job=job)
+        try:
+            outcome = await self._body(spec, reporter)
+        except JobFailed as e:
+            self._finish(job, "failed", e.reason, e.record)
+        except asyncio.CancelledError:
+            self._finish(job, "cancelled", self._cancel_reasons.get(job.job_id, "cancelled"), {})
+            raise
+        except Exception as e:
+            log.exception("job_body_crashed")
+            self._finish(job, "failed", f"internal error: {type(e).__name__}", {})
+        else:
+            if isinstance(outcome, JobOutcome):
+                self._finish(job, "completed", outcome.end_reason, outcome.record)
+            else:
+                reason = f"job body returned {type(outcome).__name__}, not JobOutcome"
+                self._finish(job, "failed", reason, {})
+
+    def _finish(self, job: JobRecord, state: JobState, reason: str, record: dict[str, Any]) -> None:
+        if isinstance(record, dict):
+            job.record.update(record)
+        if not job.move(state, reason=reason):
+            return
+        self._jobs.pop(job.job_id, None)
+        self._cancel_reasons.pop(job.job_id, None)
+        self._metrics.jobs.labels(source=job.source, state=state).inc()
+        self._metrics.active_jobs.labels(source=job.source).dec()
+        if self._settings.job_history > 0:
+            self._history[job.job_id] = job
+            while len(self._history) > self._settings.job_history:
+                self._history.popitem(last=False)
+        log.info("job_finished", state=state, reason=reason)
+        for callback in list(self._end_callbacks):
+            try:
+                callback(job.job_id, state, reason)
+            except Exception:
+                log.exception("job_end_callback_failed")

@@ -1,0 +1,75 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` builds an app whose lifespan creates the :class:`Runtime` (metrics, job
+manager, background services) and puts it on ``app.state.runtime``. Nothing happens at import.
+
+Adding a door or a background service (e.g. LiveKit webhooks, native dispatch)::
+
+    create_app(settings, routers=[livekit_webhook_router], services=[make_dispatch_worker])
+
+where ``make_dispatch_worker(runtime) -> BackgroundService`` (``start()`` / ``aclose()``). They
+are started after the manager exists and stopped, last first, before it closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import APIRouter, FastAPI
+
+from agents.job import JobBody
+from app.api import health, jobs
+from app.api.intake import build_intake_router
+from app.jobs.bodies import default_job_body
+from app.metrics import Metrics
+from app.runtime import Runtime, ServiceFactory
+from app.settings import Settings
+
+log = structlog.get_logger("app.main")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    job_body: JobBody | None = None,
+    routers: Sequence[APIRouter] = (),
+    services: Sequence[ServiceFactory] = (),
+) -> FastAPI:
+    """The service. ``job_body`` defaults to the testing hook (dev mode) or the agent
+    (``agents.entry.make_job_body(settings.agent)``), resolved at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        body = job_body if job_body is not None else default_job_body(settings)
+        runtime = Runtime(settings=settings, job_body=body, metrics=Metrics())
+        app.state.runtime = runtime
+        await runtime.start(services)
+        log.info(
+            "service_started",
+            max_jobs=settings.max_jobs,
+            webhook_path=settings.webhook_path,
+            secrets=len(settings.webhook_secrets),
+            dev_mode=settings.dev_mode,
+        )
+        try:
+            yield
+        finally:
+            await runtime.aclose()
+            log.info("service_stopped")
+
+    app = FastAPI(
+        title="LiveKit external agent",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.dev_mode else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.dev_mode else None,
+    )
+    app.state.settings = settings
+    app.include_router(build_intake_router(settings.webhook_path))
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    for router in routers:
+        app.include_router(router)
+    return app

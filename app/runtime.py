@@ -1,0 +1,109 @@
+"""What one running service holds: settings, metrics, the job manager and background services.
+
+Built in the app's lifespan and put on ``app.state.runtime``; handlers reach it through the
+dependencies in :mod:`app.api.deps`, never through a module global.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from agents.job import JobBody
+from app.intake.pipeline import IntakePolicy
+from app.jobs.manager import JobManager
+from app.jobs.registry import JobRegistry, MemoryJobRegistry, RedisJobRegistry
+from app.metrics import Metrics
+from app.settings import Settings
+
+log = structlog.get_logger("app.runtime")
+
+
+class BackgroundService(Protocol):
+    """Something that runs beside the HTTP server for the life of the service (e.g. the native
+    dispatch worker). ``start`` returns once it is running; ``aclose`` stops it, idempotently."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+ServiceFactory = Callable[["Runtime"], BackgroundService]
+
+
+def build_registry(settings: Settings) -> JobRegistry:
+    if settings.registry == "redis" and settings.redis_url is not None:
+        return RedisJobRegistry.from_url(
+            settings.redis_url.get_secret_value(), ttl=settings.idempotency_ttl
+        )
+    return MemoryJobRegistry(ttl=settings.idempotency_ttl, max_entries=settings.idempotency_max)
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        job_body: JobBody,
+        metrics: Metrics,
+        registry: JobRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.started_at = time.monotonic()
+        self.manager = JobManager(
+            settings=settings,
+            job_body=job_body,
+            registry=registry if registry is not None else build_registry(settings),
+            metrics=metrics,
+        )
+        self.intake_policy = IntakePolicy(
+            secrets=tuple(settings.webhook_secrets),
+            max_body_bytes=settings.max_body_bytes,
+            timestamp_tolerance=settings.timestamp_tolerance,
+        )
+        self.services: list[BackgroundService] = []
+        self.ready = False
+        self._closed = False
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_at
+
+    async def start(self, factories: Sequence[ServiceFactory]) -> None:
+        """Start each background service in order; on a failure, stop the ones started."""
+        for factory in factories:
+            service = factory(self)
+            try:
+                await service.start()
+            except BaseException:
+                await self.aclose()
+                raise
+            self.services.append(service)
+            log.info("background_service_started", service=service.name)
+        self.ready = True
+
+    async def drain(self) -> None:
+        """SIGTERM: not ready at once, new offers busy, running jobs get ``drain_timeout``."""
+        self.ready = False
+        await self.manager.drain(grace=self.settings.drain_timeout)
+
+    async def aclose(self) -> None:
+        """Stop background services (last started first), then every job. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.ready = False
+        self.manager.start_draining()
+        for service in reversed(self.services):
+            try:
+                await service.aclose()
+            except Exception:
+                log.exception("background_service_close_failed", service=service.name)
+        self.services.clear()
+        await self.manager.aclose()

@@ -1,0 +1,1 @@
+"""Signature checks and admin authentication."""

@@ -1,0 +1,82 @@
+"""Running the app under uvicorn with a real drain on SIGTERM / SIGINT.
+
+uvicorn's own handling closes the listening socket at once. Ours keeps serving while it drains:
+readiness turns 503 and new offers get 503 with ``Retry-After`` at once, running jobs get up to
+``drain_timeout`` seconds, the rest are cancelled and awaited, and only then does uvicorn stop.
+A second signal cuts the drain short (jobs are still cancelled and awaited in the lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from types import FrameType
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from app.runtime import Runtime
+
+log = structlog.get_logger("app.server")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, *, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in the signal handler on the loop's thread: only schedule work here.
+        loop = self._loop
+        if loop is None or self._drain_task is not None or self.should_exit:
+            # A second signal: stop waiting for the drain. The lifespan still cancels and
+            # awaits every job (force_exit would skip it).
+            self.should_exit = True
+            return
+        loop.call_soon_threadsafe(self._begin_drain, signal.Signals(sig).name)
+
+    def _begin_drain(self, signame: str) -> None:
+        if self._drain_task is not None:
+            self.should_exit = True
+            return
+        log.info("shutdown_signal", signal=signame)
+        self._drain_task = asyncio.create_task(self._drain(), name="server-drain")
+
+    async def _drain(self) -> None:
+        try:
+            runtime: Runtime | None = getattr(self._app.state, "runtime", None)
+            if runtime is not None:
+                await runtime.drain()
+        finally:
+            self.should_exit = True
+
+    async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        task = self._drain_task
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        await super().shutdown(sockets)  # type: ignore[arg-type]
+
+
+def run(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve until a signal's drain finishes. Returns normally (exit code 0)."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = DrainingServer(config, app=app)
+    server.run()
