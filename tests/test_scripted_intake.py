@@ -276,10 +276,32 @@ async def test_resumes_from_the_context_after_an_interrupted_turn_lost_its_messa
     await d.turn("Jane Doe")
     # An interruption dropped the whole turn from the history; the board kept its changes.
     d.history = [m for m in d.history if m.role == "user"][:1]
-    turn = await d.turn("The fifth of May")
+    resumed = await d.turn("Sorry, go on")
+    assert resumed.text == "Could you tell me your date of birth?"
+    assert "dob" not in d.tools.board.notes
+    done = await d.turn("The fifth of May")
     assert _status(d)["dob"] == "completed"
     assert d.tools.end_call_reason is not None
-    assert "Jane Doe" in turn.text
+    assert "Jane Doe" in done.text
+
+
+async def test_a_question_cut_off_by_the_caller_is_asked_again_not_answered() -> None:
+    d = _driver()
+    await d.turn("Hi")
+    # The caller spoke over the question: the context keeps only what was heard.
+    assert d.history[-1].role == "assistant"
+    d.history[-1] = ChatMessage(role="assistant", content="Could you tell me")
+    turn = await d.turn("Hang on a second")
+    assert turn.text == "Could you tell me your full name?"
+    assert d.tools.board.notes == {} and _status(d)["name"] == "in_progress"
+
+
+async def test_a_turn_cut_in_two_is_recorded_as_one_answer() -> None:
+    d = _driver()
+    await d.turn("Hi")
+    d.history.append(ChatMessage(role="user", content="Jane"))
+    await d.turn("Doe")
+    assert d.tools.board.notes == {"name": "Jane Doe"}
 
 
 def test_it_is_named_for_what_it_is() -> None:

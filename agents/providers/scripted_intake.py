@@ -177,9 +177,7 @@ def _plan(request: ChatRequest) -> _Plan:
     last_user = next(
         (i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None
     )
-    user_text = (
-        " ".join(messages[-1].content.split()) if messages and messages[-1].role == "user" else None
-    )
+    user_text, asked = _caller_turn(messages)
     snapshot = _current_snapshot(messages)
     items = snapshot.items if snapshot is not None else []
     notes = snapshot.notes if snapshot is not None else {}
@@ -210,8 +208,9 @@ def _plan(request: ChatRequest) -> _Plan:
 
     current = _in_progress(items)
     if current is not None:
-        if not user_text or wants_repeat(user_text):
-            return _Plan(text=question_for(current))
+        question = question_for(current)
+        if not user_text or wants_repeat(user_text) or _squash(question) not in asked:
+            return _Plan(text=question)
         calls: list[tuple[str, dict[str, Any]]] = [
             (
                 UPDATE_TODO,
@@ -230,6 +229,30 @@ def _plan(request: ChatRequest) -> _Plan:
     if following is not None:
         return _Plan(calls=[(UPDATE_TODO, {"id": following.id, "status": "in_progress"})])
     return _closing(items, notes, offered)
+
+
+def _caller_turn(messages: Sequence[ChatMessage]) -> tuple[str | None, str]:
+    """What the caller said in this turn (the user messages at the end, joined: a turn cut
+    short and resumed is one answer), and what the agent said to them before it (its text since
+    the caller's previous words, as heard: an interrupted reply is cut where playout stopped)."""
+    end = len(messages)
+    start = end
+    while start > 0 and messages[start - 1].role == "user":
+        start -= 1
+    if start == end:
+        return None, ""
+    said: list[str] = []
+    for message in reversed(messages[:start]):
+        if message.role == "user":
+            break
+        if message.role == "assistant" and message.content:
+            said.append(message.content)
+    text = " ".join(" ".join(m.content.split()) for m in messages[start:end]).strip()
+    return text or None, _squash(" ".join(reversed(said)))
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def _follow_up(
