@@ -1,0 +1,235 @@
+"""``POST /livekit/webhook``: LiveKit server webhooks as the third door.
+
+A stock LiveKit server posts room and participant events to the URLs in its ``webhook:``
+configuration, signed with its API key/secret. Verified events that match a
+:class:`~app.dispatch.config.DispatchRule` dispatch our agent into the room through the same
+:meth:`Admission.admit` as every door (``source="livekit_webhook"``, no token: the manager mints
+one). The job id is ``LW_<event id>``, so a redelivered event is idempotent in the manager too;
+event ids are also remembered here for a window, and a redelivery gets the first answer again.
+
+Answers: 401 bad or missing signature (also expired or tampered), 413 too large, 400 not a
+webhook event, 200 for everything verified (``status``: ``dispatched``, ``duplicate``,
+``ignored`` or ``refused``), 503 with ``Retry-After`` when no capacity is left (not remembered,
+so the server's retry can succeed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request, Response
+from livekit.protocol import models
+from livekit.protocol.webhook import WebhookEvent
+
+from app.admission import Admission, JobRequest
+from app.dispatch.config import DispatchRule, LiveKitWebhookSettings
+from app.dispatch.ports import DispatchError, WebhookPayloadError, WebhookVerificationError
+from app.dispatch.webhook_verify import ConstantTimeWebhookReceiver, EventDeduplicator
+
+log = structlog.get_logger("app.dispatch.livekit_webhook")
+
+WEBHOOK_PATH = "/livekit/webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    status: int
+    body: dict[str, Any]
+    retry_after: int | None = None
+
+
+def match_rule(rules: list[DispatchRule], event: WebhookEvent) -> DispatchRule | None:
+    """The first rule the event matches, or ``None``."""
+    for rule in rules:
+        if rule.event != event.event or not fnmatchcase(event.room.name, rule.room_pattern):
+            continue
+        if rule.event == "participant_joined":
+            p = event.participant
+            if not p.identity or not fnmatchcase(p.identity, rule.participant_pattern):
+                continue
+            if not rule.include_agents and p.kind == models.ParticipantInfo.Kind.AGENT:
+                continue
+            if any(p.identity.startswith(prefix) for prefix in rule.exclude_identity_prefixes):
+                continue
+        return rule
+    return None
+
+
+def job_request_for(event: WebhookEvent, rule: DispatchRule, *, body: bytes) -> JobRequest:
+    """The job a matched event asks for. Its id derives from the event id (or, for an event
+    without one, from the body), so a redelivery maps to the same job."""
+    key = event.id or "h" + hashlib.sha256(body).hexdigest()[:24]
+    job_type = rule.effective_job_type()
+    identity = event.participant.identity if job_type != "JT_ROOM" else None
+    return JobRequest(
+        source="livekit_webhook",
+        job_id=f"LW_{key}",
+        dispatch_id=event.id or key,
+        job_type=job_type,
+        room_name=event.room.name,
+        room_sid=event.room.sid,
+        participant_identity=identity,
+        metadata=rule.metadata,
+        access_token=None,
+        server_url=None,
+    )
+
+
+class LiveKitWebhookHandler:
+    """Framework-free core of the endpoint: verification, dedup, rules, admission."""
+
+    def __init__(
+        self,
+        *,
+        settings: LiveKitWebhookSettings,
+        api_key: str,
+        api_secret: str,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._receiver = ConstantTimeWebhookReceiver(
+            api_key=api_key, api_secret=api_secret, leeway=settings.token_leeway
+        )
+        dedup_kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        self._dedup = EventDeduplicator(
+            window=settings.dedup_window, max_entries=settings.dedup_max_entries, **dedup_kwargs
+        )
+
+    async def handle(
+        self, body: bytes, authorization: str | None, *, admission: Admission
+    ) -> WebhookAnswer:
+        if len(body) > self.settings.max_body_bytes:
+            return _error(413, "body too large")
+        try:
+            event = self._receiver.receive_bytes(body, authorization)
+        except WebhookVerificationError as e:
+            log.warning("livekit_webhook_unverified", error=e.message)
+            return _error(401, e.message)
+        except WebhookPayloadError as e:
+            log.warning("livekit_webhook_bad_payload", error=e.message)
+            return _error(400, e.message)
+
+        ctx = {"livekit_event": event.event, "event_id": event.id, "room": event.room.name}
+        if event.id:
+            first = self._dedup.get(event.id)
+            if first is not None:
+                log.info("livekit_webhook_redelivered", **ctx)
+                return WebhookAnswer(200, {**first, "redelivered": True})
+
+        answer = await self._decide(event, body, admission, ctx)
+        if event.id and answer.status == 200:
+            self._dedup.remember(event.id, answer.body)
+        return answer
+
+    async def _decide(
+        self, event: WebhookEvent, body: bytes, admission: Admission, ctx: dict[str, str]
+    ) -> WebhookAnswer:
+        rule = match_rule(self.settings.rules, event)
+        if rule is None:
+            log.debug("livekit_webhook_ignored", **ctx)
+            return WebhookAnswer(
+                200, {"accepted": False, "status": "ignored", "event_id": event.id or None}
+            )
+        if not event.room.name:
+            log.warning("livekit_webhook_no_room", **ctx)
+            return WebhookAnswer(
+                200, {"accepted": False, "status": "ignored", "error": "event has no room name"}
+            )
+        request = job_request_for(event, rule, body=body)
+        try:
+            result = await admission.admit(request)
+        except Exception as e:
+            log.exception("livekit_webhook_admission_failed", job_id=request.job_id, **ctx)
+            return _error(503, f"admission failed: {type(e).__name__}", retry_after=5)
+        log.info(
+            "livekit_webhook_dispatch",
+            job_id=request.job_id,
+            job_type=request.job_type,
+            participant=request.participant_identity,
+            verdict=result.verdict,
+            error=result.error,
+            **ctx,
+        )
+        if result.verdict == "busy":
+            return _error(503, result.error or "no capacity", retry_after=result.retry_after or 5)
+        if result.verdict == "refused":
+            return WebhookAnswer(
+                200,
+                {
+                    "accepted": False,
+                    "status": "refused",
+                    "job_id": request.job_id,
+                    "error": result.error or "refused",
+                },
+            )
+        return WebhookAnswer(
+            200,
+            {
+                "accepted": True,
+                "status": "dispatched" if result.verdict == "accepted" else "duplicate",
+                "job_id": request.job_id,
+                "participant_identity": result.participant_identity,
+            },
+        )
+
+
+def _error(status: int, message: str, *, retry_after: int | None = None) -> WebhookAnswer:
+    return WebhookAnswer(status, {"accepted": False, "error": message}, retry_after)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The raw body, or ``None`` as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _response(answer: WebhookAnswer) -> Response:
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
+    return Response(
+        content=json.dumps(answer.body, separators=(",", ":")),
+        status_code=answer.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def build_livekit_webhook_router(
+    *,
+    handler: LiveKitWebhookHandler,
+    get_admission: Callable[[Request], Admission],
+    path: str = WEBHOOK_PATH,
+) -> APIRouter:
+    """The router. ``handler`` holds this app's dedup memory (build one per app);
+    ``get_admission`` finds the job manager for a request (e.g. on ``app.state``)."""
+    router = APIRouter(tags=["livekit"])
+
+    @router.post(path, name="livekit_webhook")
+    async def livekit_webhook(request: Request) -> Response:
+        body = await _read_capped(request, handler.settings.max_body_bytes)
+        if body is None:
+            return _response(_error(413, "body too large"))
+        try:
+            admission = get_admission(request)
+        except DispatchError as e:
+            return _response(_error(503, e.message, retry_after=5))
+        answer = await handler.handle(
+            body, request.headers.get("authorization"), admission=admission
+        )
+        return _response(answer)
+
+    return router
