@@ -29,6 +29,7 @@ from agents.providers.errors import (
     ProviderError,
     ProviderStatusError,
     ProviderTimeout,
+    ProviderUnavailable,
 )
 from agents.providers.openai_llm import OpenAILLM, ToolCallAssembler
 from agents.providers.openai_stt import OpenAISTT, iso639_1
@@ -454,6 +455,12 @@ async def test_empty_text_makes_no_request(openai_server: OpenAIServer) -> None:
     assert openai_server.requests == []
 
 
-def test_empty_api_key_is_refused() -> None:
-    with pytest.raises(ProviderError, match="api_key"):
+async def test_empty_api_key_is_refused_for_openai_but_fine_for_a_local_server(
+    openai_server: OpenAIServer,
+) -> None:
+    with pytest.raises(ProviderUnavailable, match="api_key"):
         OpenAITTS(name="t", api_key="")
+    provider = OpenAISTT(name="local", api_key="", base_url=openai_server.base_url)
+    assert (await provider.transcribe(speech(0.1))).text == "hello world"
+    await provider.aclose()
+    assert openai_server.requests[0].headers["Authorization"] == "Bearer no-key"

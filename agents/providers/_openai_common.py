@@ -22,9 +22,12 @@ from agents.providers.errors import (
     ProviderError,
     ProviderStatusError,
     ProviderTimeout,
+    ProviderUnavailable,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+LOCAL_PLACEHOLDER_KEY = "no-key"
+"""Sent as the bearer token to a ``base_url`` configured without an ``api_key``."""
 _BACKSTOP = 1.0
 """Seconds the HTTP timeouts add to the policy's deadlines."""
 _BODY_LIMIT = 500
@@ -64,16 +67,19 @@ def make_client(
     *, api_key: str, base_url: str | None, policy: CallPolicy, provider: str
 ) -> openai.AsyncOpenAI:
     """An ``AsyncOpenAI`` client for ``base_url`` (default: the OpenAI API) with no retries of
-    its own and HTTP timeouts consistent with ``policy``.
+    its own and HTTP timeouts consistent with ``policy``. An empty ``api_key`` is refused for the
+    OpenAI API and replaced by a placeholder for a ``base_url`` (local servers need none).
 
     ``base_url`` is always passed explicitly, so ``OPENAI_BASE_URL`` in the environment cannot
     redirect a provider: endpoints come from configuration only.
     """
     if not api_key:
-        raise ProviderError(
-            "api_key is empty (a local server that needs none still needs a placeholder)",
-            provider=provider,
-        )
+        if not base_url:
+            raise ProviderUnavailable(
+                "api_key is required for the OpenAI API (set base_url for a local server)",
+                provider=provider,
+            )
+        api_key = LOCAL_PLACEHOLDER_KEY  # local servers (Ollama, llama.cpp) ignore it
     read = max(policy.timeout, policy.chunk_timeout) + _BACKSTOP
     timeout = openai.Timeout(
         read, connect=policy.timeout + _BACKSTOP, write=policy.timeout + _BACKSTOP, pool=read
