@@ -242,11 +242,6 @@ class JobManager:
             return f"job type {request.job_type} not enabled"
         if request.job_type != "JT_ROOM" and not request.participant_identity:
             return f"participant is required for {request.job_type}"
-        if request.access_token is None and not settings.can_mint_tokens:
-            return (
-                "the offer has no access_token and no LIVEKIT_API_KEY / LIVEKIT_API_SECRET "
-                "are configured to mint one"
-            )
         return None
 
     def _answer(self, job_id: str) -> StoredAnswer:
@@ -269,9 +264,14 @@ class JobManager:
     async def _decide(self, request: JobRequest, *, hold: float | None) -> AdmissionResult:
         job_id = request.job_id
         problem = self._policy(request)
-        if problem is None and hold is None:
-            url = request.server_url or self._settings.livekit_url
-            problem = self._server_url_problem(url)
+        if problem is None and hold is None:  # a reservation gets both with its assignment
+            if request.access_token is None and not self._settings.can_mint_tokens:
+                problem = (
+                    "the offer has no access_token and no LIVEKIT_API_KEY / LIVEKIT_API_SECRET "
+                    "are configured to mint one"
+                )
+            else:
+                problem = self._server_url_problem(request.server_url or self._settings.livekit_url)
         if problem is not None:
             return self._refuse(request, problem)
 
