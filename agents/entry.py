@@ -35,6 +35,7 @@ class ListeningConversation:
         self.text_turns: list[tuple[str, str]] = []
         self.speakers_left: list[str] = []
         self._stop: asyncio.Future[str] | None = None
+        self._end_reason: str | None = None
 
     def push_audio(self, speaker: str, frame: rtc.AudioFrame) -> None:
         self.audio_frames[speaker] = self.audio_frames.get(speaker, 0) + 1
@@ -51,10 +52,14 @@ class ListeningConversation:
 
     def end(self, reason: str) -> None:
         """End the conversation on its own (tests and the demo use this)."""
+        if self._end_reason is None:
+            self._end_reason = reason
         if self._stop is not None and not self._stop.done():
             self._stop.set_result(reason)
 
     async def run(self) -> str:
+        if self._end_reason is not None:
+            return self._end_reason
         self._stop = asyncio.get_running_loop().create_future()
         return await self._stop
 

@@ -190,6 +190,8 @@ class AgentParticipant(RoomListener):
                 raise
             else:
                 self._transport = transport
+                for info in transport.remote_participants():
+                    self._present.setdefault(info.identity, info)
                 self._recorder.mark("connected")
                 self._recorder.count("connect_attempts", attempt)
                 return
@@ -217,8 +219,6 @@ class AgentParticipant(RoomListener):
         for call in self._early:
             call(conversation)
         self._early.clear()
-        for info in transport.remote_participants():
-            self._present.setdefault(info.identity, info)
         self._check_presence(initial=True)
         self._reporter.state("running")
         self._recorder.mark("running")

@@ -76,3 +76,53 @@ async def settle(rounds: int = 5) -> None:
     """Let call_soon-delivered room events run."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+class Harness:
+    """One job body running against an in-memory room, with its conversation at hand."""
+
+    def __init__(self, *, config_overrides: dict[str, Any] | None = None,
+                 conversation_factory: Any = None) -> None:
+        from agents.config import AgentConfig
+        from agents.entry import ListeningConversation, make_job_body
+        from agents.transport.memory import MemoryHub
+
+        room_cfg = {"allow_local_rooms": True, "participant_wait": 30.0}
+        cfg: dict[str, Any] = {"room": room_cfg}
+        for key, value in (config_overrides or {}).items():
+            if key == "room":
+                room_cfg.update(value)
+            else:
+                cfg[key] = value
+        self.config = AgentConfig.model_validate(cfg)
+        self.hub = MemoryHub()
+        self.reporter = RecordingReporter()
+        self.conversations: list[Any] = []
+        self.contexts: list[Any] = []
+        inner = conversation_factory or ListeningConversation
+
+        def factory(ctx: Any) -> Any:
+            self.contexts.append(ctx)
+            conv = inner(ctx)
+            self.conversations.append(conv)
+            return conv
+
+        self.body = make_job_body(self.config, hub=self.hub, conversation_factory=factory)
+        self.task: asyncio.Task[Any] | None = None
+
+    def start(self, spec: JobSpec) -> asyncio.Task[Any]:
+        self.task = asyncio.create_task(self.body(spec, self.reporter), name="test.job_body")
+        return self.task
+
+    async def running(self) -> None:
+        async with asyncio.timeout(5):
+            await self.reporter.running.wait()
+
+    @property
+    def conversation(self) -> Any:
+        return self.conversations[-1]
+
+    async def outcome(self) -> Any:
+        assert self.task is not None
+        async with asyncio.timeout(5):
+            return await self.task

@@ -330,6 +330,7 @@ class _TrackListener:
     def __init__(self, *, track: rtc.LocalAudioTrack) -> None:
         self.frames = 0
         self.voiced_frames = 0
+        self._voiced = asyncio.Event()
         self._stream = rtc.AudioStream.from_track(track=track, sample_rate=48000, num_channels=1)
         self._task = asyncio.create_task(self._read(), name="memory.sim.listen")
         self._closed = False
@@ -339,6 +340,13 @@ class _TrackListener:
             self.frames += 1
             if any(event.frame.data):
                 self.voiced_frames += 1
+                self._voiced.set()
+
+    async def wait_for_voiced(self, count: int) -> None:
+        """Wait until ``count`` frames carrying sound were heard (bound it with a timeout)."""
+        while self.voiced_frames < count:
+            self._voiced.clear()
+            await self._voiced.wait()
 
     async def aclose(self) -> None:
         if self._closed:
