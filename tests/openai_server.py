@@ -10,7 +10,8 @@ Endpoints (under ``/v1``):
 Faults, queued with :meth:`OpenAIServer.fail_next` and consumed one per request, any endpoint:
 ``status`` (an error status with an OpenAI-style JSON body), ``hang`` (no answer until the test
 ends), ``hang_after_first`` (one chunk, then nothing), ``cut`` (the connection drops part-way),
-``malformed`` (a body that is not valid JSON / not valid SSE JSON).
+``malformed`` (a body that is not valid JSON / not valid SSE JSON), ``error_event`` (chat only:
+an ``{"error": ...}`` event after the first chunk, as vLLM and OpenAI send on overload).
 
 Every request is recorded in ``server.requests`` (path, headers, JSON body or form fields/files).
 """
@@ -29,7 +30,7 @@ from typing import Any, Literal
 import pytest
 from aiohttp import web
 
-FaultKind = Literal["status", "hang", "hang_after_first", "cut", "malformed"]
+FaultKind = Literal["status", "hang", "hang_after_first", "cut", "malformed", "error_event"]
 
 
 @dataclass
@@ -179,6 +180,10 @@ class OpenAIServer:
         for i, chunk in enumerate(self.chat_chunks):
             if fault is not None and fault.kind == "malformed" and i == 1:
                 await resp.write(b'data: {"id": "chatcmpl-x", "choices": [\n\n')
+                break
+            if fault is not None and fault.kind == "error_event" and i == 1:
+                error = {"error": {"message": "overloaded", "type": "server_error"}}
+                await resp.write(f"data: {json.dumps(error)}\n\n".encode())
                 break
             if fault is not None and fault.kind == "cut" and i == 2:
                 self._drop(request)

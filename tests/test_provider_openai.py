@@ -266,6 +266,21 @@ async def test_chat_malformed_json_is_a_non_retryable_error(openai_server: OpenA
     assert type(info.value) is ProviderError
 
 
+async def test_chat_error_event_mid_stream_is_a_retryable_provider_error(
+    openai_server: OpenAIServer,
+) -> None:
+    openai_server.fail_next("error_event")
+    provider = llm(openai_server)
+    seen: list[LLMEvent] = []
+    with pytest.raises(ProviderError, match="overloaded") as info:
+        async for event in provider.chat(ChatRequest(messages=HELLO)):
+            seen.append(event)
+    await provider.aclose()
+    assert info.value.retryable  # the server said server_error
+    assert seen == [TextDelta("Hello")]
+    assert len(openai_server.requests) == 1  # output had started: not retried
+
+
 async def test_unreachable_server_is_a_retryable_connection_error() -> None:
     provider = OpenAILLM(name="x", api_key="k", base_url="http://127.0.0.1:9/v1", policy=ONE_SHOT)
     with pytest.raises(ProviderConnectionError) as info:
