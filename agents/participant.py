@@ -270,7 +270,8 @@ class AgentParticipant(RoomListener):
                 self._record["artifact_error"] = str(e)
             else:
                 self._record["artifact"] = str(path)
-        self._reporter.record("room", self._record)
+        for key, value in self._record.items():  # reaches the job even when cancelled
+            self._reporter.record(key, value)
 
     def _end(self, reason: str) -> None:
         if self._ended is not None and not self._ended.done():

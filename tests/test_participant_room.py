@@ -180,7 +180,7 @@ async def test_cancel_leaves_cleanly_reraises_and_leaves_no_task(tmp_path: objec
     assert task_snapshot() == before
     record = json.loads((tmp_path / "AJ_test1.json").read_text())  # type: ignore[operator]
     assert record["end_reason"] == "cancelled"
-    assert h.reporter.records["room"]["end_reason"] == "cancelled"
+    assert h.reporter.records["end_reason"] == "cancelled"
 
 
 async def test_drain_deadline_cancels_and_the_participant_leaves_cleanly() -> None:
