@@ -26,7 +26,7 @@ from livekit import rtc
 from agents.providers.base import ImagePart
 from agents.vision.change import Thumb, thumbnail
 from agents.vision.config import VisionConfig
-from agents.vision.convert import FrameError, encode
+from agents.vision.convert import Encoded, FrameError, encode
 from agents.vision.metrics import VisionMetrics, default_vision_metrics
 
 log = structlog.get_logger("agents.vision")
@@ -188,6 +188,16 @@ class FrameStore:
             del self._tracks[key]
         self._speaking.discard(speaker)
 
+    def held_bytes(self) -> int:
+        """Memory held for images: pending raw frames, JPEGs and thumbnails."""
+        total = 0
+        for t in self._tracks.values():
+            if t.pending is not None:
+                total += t.pending.data.nbytes
+            if t.latest is not None:
+                total += len(t.latest.image.jpeg) + t.latest.thumb.nbytes
+        return total
+
     def record(self) -> dict[str, dict[str, int]]:
         """Per-track frame counters for the job record."""
         return {f"{t.speaker}/{t.source}": dict(t.counts) for t in self._tracks.values()}
@@ -205,21 +215,16 @@ class FrameStore:
             await self._wake.wait()
             self._wake.clear()
             for track in list(self._tracks.values()):
-                frame, at = track.pending, track.pending_at
-                if frame is None:
-                    continue
-                track.pending = None
-                await self._convert(track, frame, at)
+                if track.pending is not None:
+                    # The frame is passed on, never kept in this (long-lived) coroutine.
+                    await self._convert(track, track.pending, track.pending_at)
             if not any(t.pending is not None for t in self._tracks.values()):
                 self._idle.set()
 
     async def _convert(self, track: _Track, frame: rtc.VideoFrame, at: float) -> None:
-        cfg = self._config
+        track.pending = None
         try:
-            enc = await asyncio.to_thread(
-                encode, frame, max_side=cfg.max_side, jpeg_quality=cfg.jpeg_quality
-            )
-            thumb = await asyncio.to_thread(thumbnail, enc.rgb)
+            enc, thumb = await asyncio.to_thread(self._encode, frame)
         except FrameError as e:
             track.counts["failed"] += 1
             self._metrics.frames.labels(track.source, "failed").inc()
@@ -242,6 +247,11 @@ class FrameStore:
         self._metrics.frames.labels(track.source, "converted").inc()
         self._new_sample.set()
         self._new_sample = asyncio.Event()
+
+    def _encode(self, frame: rtc.VideoFrame) -> tuple[Encoded, Thumb]:
+        """In a worker thread: the one conversion of a sampled frame."""
+        enc = encode(frame, max_side=self._config.max_side, jpeg_quality=self._config.jpeg_quality)
+        return enc, thumbnail(enc.rgb)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
