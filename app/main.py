@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI
 from agents.job import JobBody
 from app.api import health, jobs
 from app.api.intake import build_intake_router
+from app.dispatch.wiring import dispatch_services, livekit_webhook_routers
 from app.jobs.bodies import default_job_body
 from app.metrics import Metrics
 from app.runtime import Runtime, ServiceFactory
@@ -45,7 +46,7 @@ def create_app(
         body = job_body if job_body is not None else default_job_body(settings)
         runtime = Runtime(settings=settings, job_body=body, metrics=Metrics())
         app.state.runtime = runtime
-        await runtime.start(services)
+        await runtime.start([*dispatch_services(settings), *services])
         log.info(
             "service_started",
             max_jobs=settings.max_jobs,
@@ -70,6 +71,6 @@ def create_app(
     app.include_router(build_intake_router(settings.webhook_path))
     app.include_router(health.router)
     app.include_router(jobs.router)
-    for router in routers:
+    for router in (*livekit_webhook_routers(settings), *routers):
         app.include_router(router)
     return app

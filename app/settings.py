@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from agents.config import AgentConfig
 from agents.job import JOB_TYPES, JobType
+from app.dispatch.config import LiveKitWebhookSettings, WorkerSettings
 
 CONFIG_ENV = "EXTERNAL_AGENT_CONFIG"
 
@@ -214,6 +215,13 @@ class Settings(ClientSettings):
     )
 
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    worker: WorkerSettings = Field(
+        default_factory=WorkerSettings, description="Native agent dispatch (docs/livekit.md)."
+    )
+    livekit_webhook: LiveKitWebhookSettings = Field(
+        default_factory=LiveKitWebhookSettings,
+        description="POST /livekit/webhook: LiveKit server webhooks (docs/livekit.md).",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -369,3 +369,28 @@ async def test_aclose_is_idempotent_and_releases_reservations(
     assert not worker.running
     with pytest.raises(RuntimeError):
         await worker.start()
+
+
+async def test_status_follows_manager_changes_without_being_told(
+    server: AgentProtocolServer, manager: FakeJobManager, make_worker: WorkerFactory
+) -> None:
+    await registered(await make_worker())  # status_interval is 60 s here
+    await server.wait_for(kind_is("update_worker"))
+    start = len(server.received)
+    manager.is_draining = True  # e.g. SIGTERM: the manager drains, nobody tells the worker
+    drain = await server.wait_for(
+        lambda r: r.kind == "update_worker" and r.msg.update_worker.draining, after=start
+    )
+    assert drain.msg.update_worker.status == pb.WS_FULL
+
+
+async def test_availability_for_a_job_that_already_ran_here_is_declined(
+    server: AgentProtocolServer, manager: FakeJobManager, make_worker: WorkerFactory
+) -> None:
+    await registered(await make_worker())
+    job = make_job("AJ_1")
+    await run_job(server, job)
+    manager.finish("AJ_1", "failed", "boom")
+    again = await server.request_availability(job)
+    assert not again.available
+    assert manager.starts == ["AJ_1"]

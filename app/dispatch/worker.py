@@ -74,6 +74,8 @@ class AgentWorker:
     """The agent worker client. ``start()`` returns at once; ``aclose()`` is idempotent and
     leaves running jobs to the job manager (drain them first to report their ends)."""
 
+    name = "livekit-agent-worker"
+
     def __init__(
         self,
         *,
@@ -107,6 +109,7 @@ class AgentWorker:
         self._jobs: dict[str, _DispatchedJob] = {}
         self._outbox: dict[str, pb.UpdateJobStatus] = {}
         self._failure: DispatchError | None = None
+        self._last_status: tuple[int, int, bool] | None = None
 
     # -- public -------------------------------------------------------------------------------
 
@@ -298,14 +301,23 @@ class AgentWorker:
             await self._send(pb.WorkerMessage(ping=pb.WorkerPing(timestamp=now_ms)))
 
     async def _status_loop(self) -> None:
+        """Flush job ends and send the worker status: at once when woken, when the manager's
+        load or draining flag changed (checked every second: jobs from the other doors count
+        too), and every ``status_interval`` regardless."""
+        interval = self._settings.status_interval
+        last_sent = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.status_interval):
+                async with asyncio.timeout(min(1.0, interval)):
                     await self._wakeup.wait()
+            woken = self._wakeup.is_set()
             self._wakeup.clear()
             self._prune_pending()
             await self._flush_outbox()
-            await self._send_status()
+            due = time.monotonic() - last_sent >= interval
+            if woken or due or self._status_snapshot() != self._last_status:
+                await self._send_status()
+                last_sent = time.monotonic()
 
     # -- server messages ----------------------------------------------------------------------
 
@@ -367,6 +379,9 @@ class AgentWorker:
             except Exception as e:  # the manager must not take the connection down
                 log.exception("dispatch_reserve_failed", job_id=job_id)
                 reason = f"admission error: {type(e).__name__}"
+        if result is not None and result.verdict == "duplicate" and job_id not in self._pending:
+            # The manager knows this job id but we are not running it: it ran here already.
+            result, reason = None, "job id already handled by this worker"
         if result is not None and result.accepted:
             deadline = time.monotonic() + 2 * self._settings.assignment_timeout
             self._pending[job_id] = _Reservation(deadline=deadline, answer=result)
@@ -471,11 +486,14 @@ class AgentWorker:
                 if self._outbox.get(job_id) is update:
                     del self._outbox[job_id]
 
-    async def _send_status(self) -> None:
+    def _status_snapshot(self) -> tuple[int, int, bool]:
         m = self._manager
-        await self._send(
-            worker_status_message(active=m.active_jobs, capacity=m.max_jobs, draining=m.draining)
-        )
+        return m.active_jobs, m.max_jobs, m.draining
+
+    async def _send_status(self) -> None:
+        active, capacity, draining = snapshot = self._status_snapshot()
+        self._last_status = snapshot
+        await self._send(worker_status_message(active=active, capacity=capacity, draining=draining))
 
     async def _send(self, msg: pb.WorkerMessage) -> bool:
         ws = self._ws

@@ -1,0 +1,70 @@
+"""How the LiveKit doors plug into the app: the worker as a background service, the webhook
+router. Both are off unless the LiveKit URL (worker only) and API key/secret are configured."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+from fastapi import APIRouter, Request
+
+from app.admission import Admission
+from app.dispatch.livekit_webhook import LiveKitWebhookHandler, build_livekit_webhook_router
+from app.dispatch.worker import AgentWorker
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+    from app.settings import Settings
+
+log = structlog.get_logger("app.dispatch")
+
+
+def _credentials(settings: Settings) -> tuple[str, str] | None:
+    if not settings.livekit_api_key or settings.livekit_api_secret is None:
+        return None
+    secret = settings.livekit_api_secret.get_secret_value()
+    return (settings.livekit_api_key, secret) if secret else None
+
+
+def dispatch_services(settings: Settings) -> list[Callable[[Runtime], AgentWorker]]:
+    """The native-dispatch worker's service factory, when enabled and configured."""
+    creds = _credentials(settings)
+    if not settings.worker.enabled:
+        return []
+    if creds is None or not settings.livekit_url:
+        log.info("livekit_worker_off", reason="livekit_url, api_key or api_secret not set")
+        return []
+    url = settings.livekit_url
+    api_key, api_secret = creds
+
+    def make_worker(runtime: Runtime) -> AgentWorker:
+        return AgentWorker(
+            manager=runtime.manager,
+            settings=settings.worker,
+            livekit_url=url,
+            api_key=api_key,
+            api_secret=api_secret,
+        )
+
+    return [make_worker]
+
+
+def _manager_of(request: Request) -> Admission:
+    from app.api.deps import get_runtime  # the app's dependency: 503 while starting
+
+    return get_runtime(request).manager
+
+
+def livekit_webhook_routers(settings: Settings) -> list[APIRouter]:
+    """``POST /livekit/webhook``, when enabled and the API key/secret are configured."""
+    creds = _credentials(settings)
+    if not settings.livekit_webhook.enabled:
+        return []
+    if creds is None:
+        log.info("livekit_webhook_off", reason="livekit api_key or api_secret not set")
+        return []
+    handler = LiveKitWebhookHandler(
+        settings=settings.livekit_webhook, api_key=creds[0], api_secret=creds[1]
+    )
+    return [build_livekit_webhook_router(handler=handler, get_admission=_manager_of)]
