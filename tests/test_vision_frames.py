@@ -148,6 +148,14 @@ async def test_latest_images_gives_the_speakers_camera_and_any_live_screen_share
         assert fs.latest_images("alice") == []
 
 
+async def test_attach_to_voice_off_attaches_nothing() -> None:
+    async with store(FakeClock(), attach_to_voice=False) as fs:
+        fs.push_video("alice", "camera", frame(image(RED, 64, 48)))
+        await fs.drain()
+        assert fs.latest("alice", "camera") is not None
+        assert fs.latest_images("alice") == []
+
+
 async def test_wait_new_wakes_on_the_next_sample() -> None:
     clock = FakeClock()
     async with store(clock) as fs:

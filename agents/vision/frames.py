@@ -147,8 +147,11 @@ class FrameStore:
 
     def latest_images(self, speaker: str) -> list[ImagePart]:
         """What a voice turn of ``speaker`` attaches: their live camera image, and a live screen
-        share (theirs, else the most recently updated one of anybody)."""
+        share (theirs, else the most recently updated one of anybody). Nothing when
+        ``attach_to_voice`` is off."""
         images: list[ImagePart] = []
+        if not self._config.attach_to_voice:
+            return images
         cam = self.latest(speaker, "camera")
         if cam is not None and self.is_live(speaker, "camera"):
             images.append(cam.image)
