@@ -144,10 +144,13 @@ async def test_a_model_error_is_counted_and_the_pipeline_goes_on() -> None:
     assert await rig.pipeline.check_once() == "failed"
     assert rig.messages.sent == []
     rig.llm.error = None
-    rig.clock.advance(2.0)
-    await rig.show(GREEN)
+    rig.clock.advance(0.5)
+    assert await rig.pipeline.check_once() == "rate_limited"
+    rig.clock.advance(1.0)  # no new frame: the failed change is retried on its own
     assert await rig.pipeline.check_once() == "described"
-    assert rig.pipeline.record()["vision"]["decisions"] == {"failed": 1, "described": 1}
+    assert rig.pipeline.record()["vision"]["decisions"] == {
+        "failed": 1, "rate_limited": 1, "described": 1
+    }
     await rig.frames.aclose()
 
 

@@ -147,7 +147,10 @@ class VisionPipeline:
         if self._speech is not None and self._speech.busy():
             self._blocked.add(key)
             return self._decide("busy")
-        return self._decide(await self._describe(sample, score))
+        decision = await self._describe(sample, score)
+        if decision == "failed":
+            self._blocked.add(key)  # retried after min_interval_s even if no new frame comes
+        return self._decide(decision)
 
     def _decide(self, decision: Decision) -> Decision:
         self._decisions[decision] += 1
