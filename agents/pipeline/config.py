@@ -1,0 +1,251 @@
+"""Configuration of the buffered voice pipeline (and the provider table the vision pipeline shares).
+
+Shaped like the seed's buffer configuration: an audio pipeline is a list of steps, each step names
+a provider by nickname, and providers are declared once under ``providers``. Providers declared in
+``config.yaml`` are merged over the embedded defaults (``silero``, ``moonshine``,
+``scripted-intake``, ``piper``), so a configuration only needs to name what it changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+ProviderType = Literal[
+    "openai", "moonshine", "piper", "silero", "scripted-intake", "embedded-vision"
+]
+ProviderKind = Literal["vad", "stt", "llm", "tts"]
+AudioStep = Literal["stt", "llm", "tts", "return"]
+VisionStep = Literal["visionllm", "tts", "return"]
+
+_KIND_OF_TYPE: dict[str, ProviderKind] = {
+    "silero": "vad",
+    "moonshine": "stt",
+    "piper": "tts",
+    "scripted-intake": "llm",
+    "embedded-vision": "llm",
+}
+
+
+class ProviderSpec(BaseModel):
+    """One provider, declared once and named by its nickname in pipeline steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: ProviderType
+    kind: ProviderKind | None = Field(
+        None, description="Required for `openai` (stt, llm or tts); implied by the other types."
+    )
+    model: str | None = Field(None, description="Model name (openai) or size (moonshine).")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (Ollama, vLLM).")
+    api_key: SecretStr | None = Field(None, description="Credential; never logged.")
+    voice: str | None = Field(None, description="Default voice (openai tts).")
+    language: str | None = Field(None, description="Language hint (openai stt).")
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    vision: bool = Field(False, description="The openai llm accepts images.")
+    model_path: str | None = Field(None, description="Piper .onnx voice file.")
+    speaker_id: int | None = Field(None, ge=0)
+    length_scale: float = Field(1.0, gt=0.1, le=5.0, description="Piper speaking rate (>1 slower).")
+    timeout: float = Field(10.0, gt=0, le=300, description="Seconds per attempt / first chunk.")
+    chunk_timeout: float | None = Field(
+        None, gt=0, le=300, description="Seconds between stream chunks (default: timeout)."
+    )
+    attempts: int = Field(2, ge=1, le=5, description="Attempts for retryable errors.")
+    threads: int = Field(1, ge=1, le=16, description="onnxruntime threads (embedded providers).")
+
+    @model_validator(mode="after")
+    def _kind_matches_type(self) -> ProviderSpec:
+        implied = _KIND_OF_TYPE.get(self.type)
+        if implied is None:
+            if self.kind is None or self.kind == "vad":
+                raise ValueError("an openai provider needs kind: stt, llm or tts")
+        elif self.kind is None:
+            self.kind = implied
+        elif self.kind != implied:
+            raise ValueError(f"a {self.type} provider is a {implied}, not a {self.kind}")
+        return self
+
+    @property
+    def resolved_kind(self) -> ProviderKind:
+        assert self.kind is not None  # set by the validator
+        return self.kind
+
+
+DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "silero": {"type": "silero"},
+    "moonshine": {"type": "moonshine", "model": "base"},
+    "scripted-intake": {"type": "scripted-intake"},
+    "piper": {"type": "piper"},
+    "embedded-vision": {"type": "embedded-vision"},
+}
+
+
+def _audio_steps() -> list[AudioStep]:
+    return ["stt", "llm", "tts", "return"]
+
+
+def _vision_steps() -> list[VisionStep]:
+    return ["visionllm", "tts", "return"]
+
+
+class AudioPipelineConfig(BaseModel):
+    """The audio pipeline: ``stt`` first, ``return`` last, ``llm`` and ``tts`` optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: list[AudioStep] = Field(default_factory=lambda: _audio_steps())
+    stt: str = "moonshine"
+    llm: str | None = "scripted-intake"
+    tts: str | None = "piper"
+
+    @field_validator("pipeline", mode="before")
+    @classmethod
+    def _alias_steps(cls, value: Any) -> Any:
+        # The seed's buffer configuration spells the model step "ttllm".
+        if isinstance(value, list):
+            return ["llm" if step == "ttllm" else step for step in value]
+        return value
+
+    @model_validator(mode="after")
+    def _valid_order(self) -> AudioPipelineConfig:
+        steps = self.pipeline
+        if len(set(steps)) != len(steps):
+            raise ValueError("a pipeline step appears twice")
+        if not steps or steps[0] != "stt" or steps[-1] != "return":
+            raise ValueError('the audio pipeline starts with "stt" and ends with "return"')
+        order = ["stt", "llm", "tts", "return"]
+        if [s for s in order if s in steps] != steps:
+            raise ValueError('audio steps run in the order "stt", "llm", "tts", "return"')
+        if "tts" in steps and "llm" not in steps:
+            raise ValueError('"tts" needs an "llm" step before it')
+        if "llm" in steps and not self.llm:
+            raise ValueError('the "llm" step needs audio.llm (a provider nickname)')
+        if "tts" in steps and not self.tts:
+            raise ValueError('the "tts" step needs audio.tts (a provider nickname)')
+        return self
+
+    def has(self, step: AudioStep) -> bool:
+        return step in self.pipeline
+
+
+class VisionPipelineConfig(BaseModel):
+    """The vision pipeline (run by the vision module); declared here to share the providers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    fps: float = Field(1.0, gt=0, le=10)
+    pipeline: list[VisionStep] = Field(default_factory=lambda: _vision_steps())
+    llm: str = "embedded-vision"
+    tts: str | None = "piper"
+
+    @model_validator(mode="after")
+    def _valid_order(self) -> VisionPipelineConfig:
+        steps = self.pipeline
+        if not steps or steps[0] != "visionllm" or steps[-1] != "return":
+            raise ValueError('the vision pipeline starts with "visionllm" and ends with "return"')
+        if len(set(steps)) != len(steps):
+            raise ValueError("a pipeline step appears twice")
+        if "tts" in steps and not self.tts:
+            raise ValueError('the "tts" step needs vision.tts (a provider nickname)')
+        return self
+
+
+class TurnConfig(BaseModel):
+    """When a user turn ends, and when the user takes the floor from the agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vad_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Speech probability to start.")
+    silence_ms: int = Field(500, ge=100, le=5000, description="Silence that ends a turn.")
+    min_speech_ms: int = Field(250, ge=0, le=5000, description="Shorter speech is not a turn.")
+    prefix_ms: int = Field(200, ge=0, le=1000, description="Audio kept from before speech onset.")
+    interim_interval_ms: int = Field(
+        1000, ge=200, le=10000, description="Interim transcript cadence (STTs that support it)."
+    )
+    barge_in_min_ms: int = Field(
+        400, ge=0, le=5000, description="Speech over the agent needed to interrupt it."
+    )
+    max_turn_seconds: float = Field(30.0, gt=1, le=300, description="A longer turn is cut here.")
+
+
+class PipelineConfig(BaseModel):
+    """The ``pipeline`` section of ``config.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audio: AudioPipelineConfig = Field(default_factory=AudioPipelineConfig)
+    vision: VisionPipelineConfig = Field(default_factory=VisionPipelineConfig)
+    providers: dict[str, ProviderSpec] = Field(default_factory=dict)
+    vad: str = "silero"
+    turn: TurnConfig = Field(default_factory=TurnConfig)
+    max_consecutive_failures: int = Field(3, ge=1, le=20)
+    max_tool_rounds: int = Field(4, ge=1, le=10, description="Model calls per turn with tools.")
+    history_messages: int = Field(40, ge=2, le=500, description="Chat history kept per call.")
+    fallback_line: str = Field(
+        "Sorry, I had a problem there. Could you say that again?", min_length=1, max_length=300
+    )
+    goodbye_line: str = Field(
+        "Thank you for your time. Goodbye!", min_length=1, max_length=300,
+        description="Said on end_call when the model said nothing itself.",
+    )
+    handoff_line: str = Field(
+        "Let me connect you with a person.", min_length=1, max_length=300,
+        description="Said on a handoff when the model said nothing itself.",
+    )
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = dict(DEFAULT_PROVIDERS)
+        merged.update(value)
+        return merged
+
+    @model_validator(mode="after")
+    def _steps_name_declared_providers(self) -> PipelineConfig:
+        if not self.providers:  # the default_factory bypasses the merge validator
+            self.providers = {
+                k: ProviderSpec.model_validate(v) for k, v in DEFAULT_PROVIDERS.items()
+            }
+        wanted: list[tuple[str, str | None, ProviderKind]] = [("vad", self.vad, "vad")]
+        audio = self.audio
+        wanted.append(("audio.stt", audio.stt, "stt"))
+        if audio.has("llm"):
+            wanted.append(("audio.llm", audio.llm, "llm"))
+        if audio.has("tts"):
+            wanted.append(("audio.tts", audio.tts, "tts"))
+        if self.vision.enabled:
+            wanted.append(("vision.llm", self.vision.llm, "llm"))
+            if "tts" in self.vision.pipeline:
+                wanted.append(("vision.tts", self.vision.tts, "tts"))
+        for where, nickname, kind in wanted:
+            spec = self.providers.get(nickname or "")
+            if spec is None:
+                raise ValueError(f"{where} names {nickname!r}, which is not in providers")
+            if spec.resolved_kind != kind:
+                raise ValueError(
+                    f"{where} needs a {kind} provider; {nickname!r} is a {spec.resolved_kind}"
+                )
+        return self
+
+    def nicknames_in_use(self) -> list[str]:
+        """Providers the enabled pipelines name, in a stable order, without repeats."""
+        names: list[str | None] = [self.vad, self.audio.stt]
+        if self.audio.has("llm"):
+            names.append(self.audio.llm)
+        if self.audio.has("tts"):
+            names.append(self.audio.tts)
+        if self.vision.enabled:
+            names.append(self.vision.llm)
+            if "tts" in self.vision.pipeline:
+                names.append(self.vision.tts)
+        out: list[str] = []
+        for n in names:
+            if n and n not in out:
+                out.append(n)
+        return out

@@ -1,0 +1,76 @@
+"""How the room participant gets a conversation for a job: one factory per service, built from
+the configuration, holding the shared providers."""
+
+from __future__ import annotations
+
+import structlog
+
+from agents.config import PersonaConfig
+from agents.io import AudioOutput, MessageOutput
+from agents.job import JobSpec
+from agents.messages import TodoItem
+from agents.pipeline.config import PipelineConfig
+from agents.pipeline.context import FrameSource
+from agents.pipeline.registry import ProviderRegistry
+from agents.pipeline.voice import VoicePipeline
+from agents.tools import AgentTools, TodoBoard
+
+log = structlog.get_logger("agents.pipeline.factory")
+
+
+class ConversationFactory:
+    """Callable with keyword arguments ``spec, audio, messages, persona`` (and optionally
+    ``frames``); returns a fresh :class:`VoicePipeline` per job. ``aclose`` closes the shared
+    providers (call it when the service stops)."""
+
+    def __init__(self, *, config: PipelineConfig, registry: ProviderRegistry) -> None:
+        self.config = config
+        self.registry = registry
+
+    def __call__(
+        self,
+        *,
+        spec: JobSpec,
+        audio: AudioOutput,
+        messages: MessageOutput,
+        persona: PersonaConfig,
+        frames: FrameSource | None = None,
+    ) -> VoicePipeline:
+        cfg = self.config
+        reg = self.registry
+        board = TodoBoard(items=_unique(persona.todo_items, job_id=spec.job_id))
+        return VoicePipeline(
+            config=cfg, spec=spec, audio=audio, messages=messages, persona=persona,
+            vad=reg.vad(cfg.vad),
+            stt=reg.stt(cfg.audio.stt),
+            llm=reg.llm(cfg.audio.llm) if cfg.audio.has("llm") and cfg.audio.llm else None,
+            tts=reg.tts(cfg.audio.tts) if cfg.audio.has("tts") and cfg.audio.tts else None,
+            tools=AgentTools(board=board),
+            frames=frames,
+        )
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+
+
+def make_conversation_factory(
+    config: PipelineConfig, *, registry: ProviderRegistry | None = None, load: bool = True
+) -> ConversationFactory:
+    """Build the factory. With ``load`` (the default) every provider the pipelines name is built
+    now, so a missing extra or model fails at startup, not in the first call."""
+    reg = registry or ProviderRegistry(config=config)
+    if load:
+        reg.load()
+    return ConversationFactory(config=config, registry=reg)
+
+
+def _unique(items: list[TodoItem], *, job_id: str) -> list[TodoItem]:
+    seen: set[str] = set()
+    out: list[TodoItem] = []
+    for item in items:
+        if item.id in seen:
+            log.warning("todo_item_duplicate_dropped", job_id=job_id, item_id=item.id)
+            continue
+        seen.add(item.id)
+        out.append(item)
+    return out

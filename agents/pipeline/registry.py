@@ -1,0 +1,167 @@
+"""Builds providers from their declarations. Vendor modules are imported lazily, so an optional
+extra that is not installed only matters when a pipeline names a provider that needs it.
+
+One registry serves every job of the service: providers are stateless per call (a VAD hands out
+a stream per speaker), so the models load once and are shared.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from agents.pipeline.config import PipelineConfig, ProviderSpec
+from agents.providers.base import LLM, STT, TTS, VAD, CallPolicy, Provider
+from agents.providers.errors import ProviderUnavailable
+
+log = structlog.get_logger("agents.pipeline.registry")
+
+
+def _policy(spec: ProviderSpec) -> CallPolicy:
+    return CallPolicy(
+        timeout=spec.timeout,
+        chunk_timeout=spec.chunk_timeout or spec.timeout,
+        attempts=spec.attempts,
+    )
+
+
+def _secret(spec: ProviderSpec) -> str:
+    return spec.api_key.get_secret_value() if spec.api_key is not None else ""
+
+
+def build_provider(nickname: str, spec: ProviderSpec) -> Provider:
+    """Construct one provider. Raises :class:`ProviderUnavailable` when its package is missing."""
+    try:
+        return _build(nickname, spec)
+    except ImportError as e:
+        raise ProviderUnavailable(
+            f"provider type {spec.type!r} needs an optional package that is not installed "
+            f"({e.name or e}); install the matching extra",
+            provider=nickname,
+        ) from e
+
+
+def _build(nickname: str, spec: ProviderSpec) -> Provider:
+    policy = _policy(spec)
+    if spec.type == "silero":
+        from agents.providers.silero_vad import SileroVAD
+
+        return SileroVAD(name=nickname, threads=spec.threads)
+    if spec.type == "moonshine":
+        from agents.providers.moonshine_stt import MoonshineSTT  # type: ignore[import-not-found,unused-ignore]
+
+        stt: Provider = MoonshineSTT(
+            name=nickname, model=spec.model or "base", threads=spec.threads, policy=policy
+        )
+        return stt
+    if spec.type == "piper":
+        from agents.providers.piper_tts import PiperTTS
+
+        return PiperTTS(
+            name=nickname, model_path=spec.model_path, speaker_id=spec.speaker_id,
+            length_scale=spec.length_scale, threads=spec.threads, policy=policy,
+        )
+    if spec.type == "scripted-intake":
+        from agents.providers.scripted_intake import ScriptedIntakeLLM
+
+        return ScriptedIntakeLLM(name=nickname)
+    if spec.type == "embedded-vision":
+        from agents.providers.embedded_vision import EmbeddedVisionLLM  # type: ignore[import-not-found,unused-ignore]
+
+        vision: Provider = EmbeddedVisionLLM(name=nickname)
+        return vision
+    # openai: one vendor file per kind
+    if not spec.model:
+        raise ProviderUnavailable("an openai provider needs a model", provider=nickname)
+    if spec.kind == "stt":
+        from agents.providers.openai_stt import OpenAISTT
+
+        return OpenAISTT(
+            name=nickname, model=spec.model, api_key=_secret(spec), base_url=spec.base_url,
+            language=spec.language, policy=policy,
+        )
+    if spec.kind == "llm":
+        from agents.providers.openai_llm import OpenAILLM  # type: ignore[import-not-found,unused-ignore]
+
+        llm: Provider = OpenAILLM(
+            name=nickname, model=spec.model, api_key=_secret(spec), base_url=spec.base_url,
+            temperature=spec.temperature, vision=spec.vision, policy=policy,
+        )
+        return llm
+    from agents.providers.openai_tts import OpenAITTS  # type: ignore[import-not-found,unused-ignore]
+
+    tts: Provider = OpenAITTS(
+        name=nickname, model=spec.model, voice=spec.voice or "alloy", api_key=_secret(spec),
+        base_url=spec.base_url, policy=policy,
+    )
+    return tts
+
+
+class ProviderRegistry:
+    """The providers a configuration names, built once and shared by every job."""
+
+    def __init__(
+        self, *, config: PipelineConfig, prebuilt: dict[str, Provider] | None = None
+    ) -> None:
+        self._config = config
+        self._providers: dict[str, Provider] = dict(prebuilt or {})
+        self._closed = False
+
+    def load(self) -> None:
+        """Build every provider the enabled pipelines name (loads models: call at startup)."""
+        for nickname in self._config.nicknames_in_use():
+            self.get(nickname)
+
+    def get(self, nickname: str) -> Provider:
+        if self._closed:
+            raise RuntimeError("provider registry is closed")
+        provider = self._providers.get(nickname)
+        if provider is None:
+            spec = self._config.providers.get(nickname)
+            if spec is None:
+                raise KeyError(nickname)
+            provider = build_provider(nickname, spec)
+            log.info("provider_built", provider=nickname, type=spec.type, kind=spec.kind)
+            self._providers[nickname] = provider
+        return provider
+
+    def vad(self, nickname: str) -> VAD:
+        provider = self.get(nickname)
+        if not isinstance(provider, VAD):
+            raise _wrong_kind(provider, "vad", nickname)
+        return provider
+
+    def stt(self, nickname: str) -> STT:
+        provider = self.get(nickname)
+        if not isinstance(provider, STT):
+            raise _wrong_kind(provider, "stt", nickname)
+        return provider
+
+    def llm(self, nickname: str) -> LLM:
+        provider = self.get(nickname)
+        if not isinstance(provider, LLM):
+            raise _wrong_kind(provider, "llm", nickname)
+        return provider
+
+    def tts(self, nickname: str) -> TTS:
+        provider = self.get(nickname)
+        if not isinstance(provider, TTS):
+            raise _wrong_kind(provider, "tts", nickname)
+        return provider
+
+    async def aclose(self) -> None:
+        """Close every provider built. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        providers, self._providers = list(self._providers.values()), {}
+        for provider in providers:
+            try:
+                await provider.aclose()
+            except Exception as e:  # noqa: BLE001 (closing must go on)
+                log.warning("provider_close_failed", provider=provider.name, error=str(e))
+
+
+def _wrong_kind(provider: Provider, kind: str, nickname: str) -> ProviderUnavailable:
+    return ProviderUnavailable(
+        f"{nickname!r} is a {provider.kind} provider, not a {kind}", provider=nickname
+    )

@@ -1,0 +1,188 @@
+"""From model tokens to audio in the room.
+
+:class:`SentenceSplitter` cuts streamed text into sentence-sized pieces as soon as each one is
+complete. :class:`SpeechOut` synthesises one piece at a time, streams the audio into the room's
+:class:`~agents.io.AudioOutput` in 20 ms frames as it is made, and keeps track of what the caller
+has actually heard (by playout position), so an interrupted answer can be cut at the right word.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from livekit import rtc
+
+from agents.io import AudioOutput
+from agents.providers.base import PCM, TTS, monotonic_ms
+
+_END = re.compile(r"[.!?…。！？]+[\"')\]]*\s|\n+")
+_SOFT = re.compile(r"[,;:—–]\s")
+
+
+class SentenceSplitter:
+    """Accumulates streamed text and hands out complete sentences.
+
+    A sentence ends at terminal punctuation followed by whitespace, or at a line break; a piece
+    shorter than ``min_chars`` waits for the next one (so "Hi." and "Dr." do not go alone); text
+    longer than ``max_chars`` with no sentence end is cut at a comma or a space.
+    """
+
+    def __init__(self, *, min_chars: int = 12, max_chars: int = 220) -> None:
+        self._buf = ""
+        self._min = min_chars
+        self._max = max_chars
+
+    def push(self, text: str) -> list[str]:
+        self._buf += text
+        out: list[str] = []
+        start = 0
+        for m in _END.finditer(self._buf):
+            piece = self._buf[start : m.end()].strip()
+            if len(piece) < self._min:
+                continue
+            out.append(piece)
+            start = m.end()
+        self._buf = self._buf[start:]
+        while len(self._buf) > self._max:
+            cut = self._cut_point(self._buf[: self._max])
+            piece, self._buf = self._buf[:cut].strip(), self._buf[cut:]
+            if piece:
+                out.append(piece)
+        return out
+
+    def flush(self) -> list[str]:
+        piece, self._buf = self._buf.strip(), ""
+        return [piece] if piece else []
+
+    @staticmethod
+    def _cut_point(text: str) -> int:
+        soft = list(_SOFT.finditer(text))
+        if soft:
+            return soft[-1].end()
+        space = text.rfind(" ")
+        return space + 1 if space > 0 else len(text)
+
+
+@dataclass(slots=True)
+class _Segment:
+    text: str
+    start: float
+    end: float
+
+
+class SpeechOut:
+    """One agent turn's speech. Not reusable: make one per turn."""
+
+    def __init__(
+        self,
+        *,
+        tts: TTS,
+        audio: AudioOutput,
+        voice: str | None = None,
+        frame_ms: int = 20,
+        on_first_audio: Callable[[float], None] | None = None,
+        on_sentence: Callable[[str], None] | None = None,
+    ) -> None:
+        self._tts = tts
+        self._audio = audio
+        self._voice = voice
+        self._rate = tts.sample_rate
+        self._frame = max(1, self._rate * frame_ms // 1000)
+        self._pushed = 0.0  # seconds of our audio handed to the output
+        self._segments: list[_Segment] = []
+        self._stopped_at: float | None = None
+        self._first_audio_ms: float | None = None
+        self._on_first_audio = on_first_audio
+        self._on_sentence = on_sentence
+
+    @property
+    def first_audio_ms(self) -> float | None:
+        return self._first_audio_ms
+
+    @property
+    def pushed_seconds(self) -> float:
+        return self._pushed
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped_at is not None
+
+    def played_seconds(self) -> float:
+        """Seconds of this turn's audio the caller has heard (output queue assumed FIFO)."""
+        if self._stopped_at is not None:
+            return self._stopped_at
+        queued = self._audio.queued_duration
+        return max(0.0, self._pushed - min(self._pushed, queued))
+
+    async def speak(self, text: str) -> None:
+        """Synthesise ``text`` and stream it out. Raises the TTS's :class:`ProviderError`."""
+        if self._stopped_at is not None:
+            return
+        seg = _Segment(text=text, start=self._pushed, end=self._pushed)
+        self._segments.append(seg)
+        carry = np.zeros(0, dtype=np.int16)
+        announced = False
+        async for chunk in self._tts.synthesize(text, voice=self._voice):
+            if chunk.size == 0:
+                continue
+            pcm = np.concatenate((carry, chunk)) if carry.size else chunk
+            whole = pcm.size - pcm.size % self._frame
+            for i in range(0, whole, self._frame):
+                if not announced:
+                    announced = True
+                    if self._on_sentence is not None:
+                        self._on_sentence(text)
+                await self._capture(pcm[i : i + self._frame])
+                seg.end = self._pushed
+            carry = pcm[whole:]
+        if carry.size:
+            padded = np.zeros(self._frame, dtype=np.int16)
+            padded[: carry.size] = carry
+            if not announced and self._on_sentence is not None:
+                self._on_sentence(text)
+            await self._capture(padded)
+            seg.end = self._pushed
+
+    async def _capture(self, pcm: PCM) -> None:
+        if self._stopped_at is not None:
+            return
+        frame = rtc.AudioFrame(
+            data=pcm.tobytes(), sample_rate=self._rate, num_channels=1,
+            samples_per_channel=pcm.size,
+        )
+        if self._first_audio_ms is None:
+            self._first_audio_ms = monotonic_ms()
+            if self._on_first_audio is not None:
+                self._on_first_audio(self._audio.queued_duration)
+        await self._audio.capture_frame(frame)
+        self._pushed += pcm.size / self._rate
+
+    def stop(self) -> float:
+        """Barge-in: note what was heard, then drop everything queued. Returns seconds heard."""
+        if self._stopped_at is None:
+            self._stopped_at = self.played_seconds()
+            self._audio.clear_queue()
+        return self._stopped_at
+
+    def spoken_text(self) -> str:
+        """The text the caller heard: whole sentences, then the heard share of a partial one."""
+        played = self.played_seconds()
+        words: list[str] = []
+        for seg in self._segments:
+            if seg.end <= seg.start:
+                break
+            if played >= seg.end - 1e-6:
+                words.extend(seg.text.split())
+                continue
+            share = (played - seg.start) / (seg.end - seg.start)
+            if share > 0:
+                seg_words = seg.text.split()
+                words.extend(seg_words[: int(len(seg_words) * share)])
+            break
+        return " ".join(words)
+
+    def full_text(self) -> str:
+        return " ".join(seg.text for seg in self._segments)

@@ -1,0 +1,507 @@
+"""The buffered voice pipeline: a :class:`~agents.io.Conversation` for one job.
+
+Audio from each speaker goes through voice-activity detection into a per-speaker
+:class:`~agents.pipeline.turns.TurnDetector`. A finished turn (or a ``user_text`` message) becomes
+one agent turn, run in a task this object owns: speech recognition, then a :class:`Reply` (the
+model with its tools, speech streamed into the room). User speech over the agent for longer than
+``barge_in_min_ms`` interrupts it at once; shorter speech is a false interruption and the agent
+simply goes on. Everything the clients see is published, in order, by one sender task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+from livekit import rtc
+
+from agents.config import PersonaConfig
+from agents.io import AudioOutput, MessageOutput
+from agents.job import JobSpec
+from agents.messages import (
+    MAX_USER_TEXT_CHARS,
+    AgentState,
+    OutboundMessage,
+    agent_status,
+    new_id,
+    todo_list,
+)
+from agents.messages import transcript_chunk as transcript_msg
+from agents.pipeline.config import PipelineConfig
+from agents.pipeline.context import ChatContext, FrameSource
+from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome
+from agents.pipeline.trace import INTERRUPTIONS, TurnKind, TurnTrace
+from agents.pipeline.turns import SpeechDiscarded, SpeechStarted, TurnDetector, TurnEnded
+from agents.providers.base import LLM, PCM, STT, TTS, VAD, ImagePart, monotonic_ms
+from agents.providers.errors import ProviderError
+from agents.tools import AgentTools
+
+log = structlog.get_logger("agents.pipeline.voice")
+
+_SEND_DRAIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _TextTurn:
+    speaker: str
+    text: str
+    at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class _LineTurn:
+    text: str
+    kind: TurnKind
+
+
+_Turn = TurnEnded | _TextTurn | _LineTurn
+_KINDS: dict[str, TurnKind] = {"voice": "voice", "text": "text", "vision": "vision"}
+
+
+class VoicePipeline:
+    """One job's conversation. Push methods never block; :meth:`run` drives the turns."""
+
+    def __init__(
+        self,
+        *,
+        config: PipelineConfig,
+        spec: JobSpec,
+        audio: AudioOutput,
+        messages: MessageOutput,
+        persona: PersonaConfig,
+        vad: VAD,
+        stt: STT,
+        llm: LLM | None,
+        tts: TTS | None,
+        tools: AgentTools,
+        frames: FrameSource | None = None,
+    ) -> None:
+        self._cfg = config
+        self._spec = spec
+        self._messages = messages
+        self._persona = persona
+        self._vad = vad
+        self._stt = stt
+        self._llm = llm if config.audio.has("llm") else None
+        self._tts = tts if config.audio.has("tts") else None
+        self._tools = tools
+        self._frames = frames
+        self._log = log.bind(job_id=spec.job_id, room=spec.room_name)
+        self._context = ChatContext(
+            instructions=persona.instructions, max_messages=config.history_messages
+        )
+        self._env = ReplyEnv(
+            config=config, audio=audio, publish=self._publish, set_status=self._set_status,
+            context=self._context, tools=tools, agent_identity=spec.agent_identity,
+            llm=self._llm, tts=self._tts, voice=persona.voice,
+        )
+        self._detectors: dict[str, TurnDetector] = {}
+        self._bad_audio: set[str] = set()
+        self._inbox: asyncio.Queue[_Turn | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[OutboundMessage] = asyncio.Queue()
+        self._status: AgentState | None = None
+        self._turn_task: asyncio.Task[ReplyOutcome | None] | None = None
+        self._reply: Reply | None = None
+        self._bg: set[asyncio.Task[None]] = set()
+        self._interims: dict[str, asyncio.Task[None]] = {}
+        self._interim_at: dict[str, int] = {}
+        self._interim_sent: dict[str, bool] = {}
+        self._carry: dict[str, PCM] = {}
+        self._cut: asyncio.Task[ReplyOutcome | None] | None = None
+        self._failures = 0
+        self._end_reason: str | None = None
+        self._running = False
+        self._closed = False
+        self._turns: list[dict[str, Any]] = []
+        self._transcript: list[dict[str, Any]] = []
+        self._counters = {"barge_ins": 0, "false_interruptions": 0, "provider_failures": 0}
+
+    # -- Conversation: push side -------------------------------------------------------------
+
+    def push_audio(self, speaker: str, frame: rtc.AudioFrame) -> None:
+        if self._closed:
+            return
+        if frame.sample_rate != 16000 or frame.num_channels != 1:
+            if speaker not in self._bad_audio:
+                self._bad_audio.add(speaker)
+                self._log.warning(
+                    "audio_format_rejected", speaker=speaker, sample_rate=frame.sample_rate,
+                    channels=frame.num_channels,
+                )
+            return
+        det = self._detectors.get(speaker)
+        if det is None:
+            det = TurnDetector(speaker=speaker, vad=self._vad.stream(), config=self._cfg.turn)
+            self._detectors[speaker] = det
+        pcm = np.frombuffer(frame.data, dtype=np.int16).copy()
+        try:
+            events = det.push(pcm)
+        except (ProviderError, ValueError) as e:
+            if speaker not in self._bad_audio:
+                self._bad_audio.add(speaker)
+                self._log.warning("vad_failed", speaker=speaker, error=str(e))
+            return
+        for ev in events:
+            if isinstance(ev, SpeechStarted):
+                self._interim_at[speaker] = 0
+            elif isinstance(ev, TurnEnded):
+                self._on_turn_ended(ev)
+            elif isinstance(ev, SpeechDiscarded):
+                self._cancel_interim(speaker)
+                if self._agent_active():
+                    self._false_interruption(speaker, ev.speech_ms)
+        if det.in_speech:
+            self._maybe_barge_in(det)
+            self._maybe_interim(det)
+
+    def push_text(self, speaker: str, text: str) -> None:
+        text = text.strip()
+        if self._closed or not text:
+            return
+        if len(text) > MAX_USER_TEXT_CHARS:
+            self._log.warning("user_text_rejected", speaker=speaker, chars=len(text))
+            return
+        self._inbox.put_nowait(_TextTurn(speaker=speaker, text=text, at_ms=monotonic_ms()))
+
+    def push_video(self, speaker: str, source: str, frame: rtc.VideoFrame) -> None:
+        push = getattr(self._frames, "push_video", None)
+        if push is not None and not self._closed:
+            push(speaker, source, frame)
+
+    def speaker_left(self, speaker: str) -> None:
+        self._cancel_interim(speaker)
+        self._interim_at.pop(speaker, None)
+        self._bad_audio.discard(speaker)
+        det = self._detectors.pop(speaker, None)
+        if det is not None:
+            det.reset()
+
+    # -- Conversation: lifecycle -------------------------------------------------------------
+
+    async def run(self) -> str:
+        if self._running or self._closed:
+            raise RuntimeError("a VoicePipeline runs once")
+        self._running = True
+        sender = asyncio.create_task(self._send_loop(), name="pipeline-sender")
+        try:
+            self._publish(todo_list(self._tools.board.items))
+            if self._persona.greeting:
+                self._launch(_LineTurn(text=self._persona.greeting, kind="voice"))
+            else:
+                self._set_status("listening", None)
+            while self._end_reason is None:
+                turn = await self._inbox.get()
+                if turn is not None and self._end_reason is None:
+                    if self._llm is None:
+                        await self._wait_turn()  # transcription only: every turn, in order
+                    else:
+                        await self._stop_turn()
+                    self._launch(turn)
+            await self._wait_turn()
+            self._log.info("conversation_ended", reason=self._end_reason)
+            return self._end_reason
+        finally:
+            self._closed = True
+            await self._stop_turn()
+            await self._cancel_background()
+            await self._drain(sender)
+
+    def busy(self) -> bool:
+        """A user is speaking, or the agent is thinking or speaking."""
+        return self._agent_active() or any(d.in_speech for d in self._detectors.values())
+
+    async def say(self, text: str, *, kind: str = "vision") -> bool:
+        """Speak ``text`` as an agent turn. False when it could not (busy, ended, interrupted)."""
+        text = text.strip()
+        if not text or self._closed or not self._running or self._end_reason or self.busy():
+            return False
+        turn_kind = _KINDS.get(kind, "vision")
+        task = self._launch(_LineTurn(text=text, kind=turn_kind))
+        try:
+            outcome = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not _current_cancelling():
+                return False  # the line was interrupted
+            if self._turn_task is task:
+                await self._stop_turn()
+            raise
+        return outcome == "answered"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "turns": list(self._turns),
+            "transcript": list(self._transcript),
+            "todo": {
+                "items": [i.model_dump() for i in self._tools.board.items],
+                "notes": self._tools.board.notes,
+            },
+            "counters": dict(self._counters),
+            "end_reason": self._end_reason,
+        }
+
+    # -- turns -------------------------------------------------------------------------------
+
+    def _launch(self, turn: _Turn) -> asyncio.Task[ReplyOutcome | None]:
+        task = asyncio.create_task(self._run_turn(turn), name="pipeline-turn")
+        self._turn_task = task
+        return task
+
+    async def _run_turn(self, turn: _Turn) -> ReplyOutcome | None:
+        reply: Reply | None = None
+        trace: TurnTrace | None = None
+        try:
+            if isinstance(turn, _LineTurn):
+                trace = TurnTrace(kind=turn.kind)
+                reply = self._new_reply(trace)
+                await reply.run_line(turn.text)
+            elif isinstance(turn, _TextTurn):
+                trace = TurnTrace(kind="text", origin_ms=turn.at_ms, speaker=turn.speaker)
+                if self._llm is not None:
+                    self._set_status("thinking", None)
+                self._publish(transcript_msg(
+                    text=turn.text, is_final=True, participant_id=turn.speaker,
+                    transcript_id=new_id("TR"),
+                ))
+                self._user_said(turn.speaker, turn.text, trace)
+                if self._llm is not None:
+                    reply = self._new_reply(trace)
+                    await reply.run_model()
+            else:
+                trace = TurnTrace(kind="voice", origin_ms=turn.end_of_speech_ms,
+                                  speaker=turn.speaker)
+                reply = await self._voice_turn(turn, trace)
+        finally:
+            self._after_turn(reply, trace)
+        return reply.outcome if reply is not None else None
+
+    async def _voice_turn(self, turn: TurnEnded, trace: TurnTrace) -> Reply | None:
+        trace.mark("end_of_speech", turn.end_of_speech_ms)
+        trace.mark("turn_decided", turn.decided_ms)
+        if self._llm is not None:
+            self._set_status("thinking", None)
+        pcm = turn.pcm
+        carried = self._carry.pop(turn.speaker, None)
+        if carried is not None:
+            pcm = np.concatenate((carried, pcm))
+        try:
+            result = await self._stt.transcribe(pcm, language=self._persona.language)
+        except asyncio.CancelledError:
+            # Interrupted before the words were known: they join the speaker's next turn.
+            self._carry[turn.speaker] = pcm
+            raise
+        except ProviderError as e:
+            reply = self._new_reply(trace)
+            await reply.run_failure("stt", e)
+            return reply
+        trace.mark("final_transcript")
+        text = result.text.strip()
+        if text or self._interim_sent.pop(turn.transcript_id, False):
+            self._publish(transcript_msg(
+                text=text, is_final=True, participant_id=turn.speaker,
+                transcript_id=turn.transcript_id, confidence=result.confidence,
+            ))
+        if not text:
+            trace.outcome = "empty"
+            return None
+        self._user_said(turn.speaker, text, trace)
+        if self._llm is None:
+            return None
+        reply = self._new_reply(trace)
+        await reply.run_model()
+        return reply
+
+    def _user_said(self, speaker: str, text: str, trace: TurnTrace) -> None:
+        images: list[ImagePart] = []
+        if self._frames is not None and self._llm is not None and self._llm.supports_vision:
+            try:
+                images = list(self._frames.latest_images(speaker))
+            except Exception as e:  # noqa: BLE001 (vision is optional; the turn goes on)
+                self._log.warning("frames_failed", speaker=speaker, error=str(e))
+        self._context.add_user(text, speaker=speaker, images=images)
+        self._transcript.append(
+            {"role": "user", "speaker": speaker, "text": text, "turn_id": trace.turn_id}
+        )
+
+    def _new_reply(self, trace: TurnTrace) -> Reply:
+        reply = Reply(env=self._env, trace=trace)
+        self._reply = reply
+        return reply
+
+    def _after_turn(self, reply: Reply | None, trace: TurnTrace | None) -> None:
+        if reply is not None:
+            if reply.outcome == "failed":
+                self._failures += 1
+                self._counters["provider_failures"] += 1
+            elif reply.outcome != "interrupted":
+                self._failures = 0
+            if reply.spoken:
+                self._transcript.append({
+                    "role": "agent", "text": reply.spoken, "interrupted": reply.interrupted,
+                    "turn_id": reply.trace.turn_id,
+                })
+        elif trace is not None and "final_transcript" in trace.stages:
+            trace.mark("done")  # transcription-only turn: the trace ends here
+            trace.observe()
+            self._publish(trace.message())
+        if trace is not None and ("done" in trace.stages or reply is not None):
+            self._turns.append(trace.record())
+        if self._reply is reply:
+            self._reply = None
+        if self._tools.handoff is not None:
+            self._end("handoff")
+        elif self._tools.end_call_reason is not None:
+            self._end("call_ended")
+        elif self._failures >= self._cfg.max_consecutive_failures:
+            self._end("provider_failures")
+        if self._end_reason is None and not self._closed:
+            note = None
+            if reply is not None and reply.outcome == "failed":
+                note = f"{reply.failed_step}_failed"
+            self._set_status("listening", note)
+
+    def _end(self, reason: str) -> None:
+        if self._end_reason is None:
+            self._end_reason = reason
+            self._inbox.put_nowait(None)
+
+    def _agent_active(self) -> bool:
+        return self._turn_task is not None and not self._turn_task.done()
+
+    async def _wait_turn(self) -> None:
+        task = self._turn_task
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _stop_turn(self) -> None:
+        """Interrupt the agent's turn in flight (if any) and wait until it is gone."""
+        task = self._turn_task
+        if task is None or task.done():
+            return
+        if self._reply is not None:
+            self._reply.interrupt()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    # -- barge-in and interim transcripts ----------------------------------------------------
+
+    def _on_turn_ended(self, ev: TurnEnded) -> None:
+        self._cancel_interim(ev.speaker)
+        if self._llm is None:
+            self._inbox.put_nowait(ev)
+            return
+        if self._agent_active() and self._status == "speaking" and not self._interrupting():
+            # Speech over the agent, shorter than the barge-in minimum: not for the agent.
+            self._false_interruption(ev.speaker, ev.speech_ms)
+            return
+        if self._agent_active() and not self._interrupting():
+            self._barge_in(ev.speaker, ev.speech_ms)
+        self._inbox.put_nowait(ev)
+
+    def _maybe_barge_in(self, det: TurnDetector) -> None:
+        if self._llm is None or not self._agent_active() or self._interrupting():
+            return
+        speaking = self._status == "speaking"
+        need = self._cfg.turn.barge_in_min_ms if speaking else self._cfg.turn.min_speech_ms
+        if det.speech_ms >= need:
+            self._barge_in(det.speaker, det.speech_ms)
+
+    def _interrupting(self) -> bool:
+        return self._cut is not None and self._cut is self._turn_task
+
+    def _barge_in(self, speaker: str, speech_ms: float) -> None:
+        reply, task = self._reply, self._turn_task
+        self._cut = task
+        if reply is not None:
+            reply.interrupt()  # clears the queued audio now
+        if task is not None and not task.done():
+            task.cancel()
+        self._counters["barge_ins"] += 1
+        INTERRUPTIONS.labels(kind="barge_in").inc()
+        self._log.info("barge_in", speaker=speaker, speech_ms=round(speech_ms))
+        self._set_status("listening", None)
+
+    def _false_interruption(self, speaker: str, speech_ms: float) -> None:
+        self._counters["false_interruptions"] += 1
+        INTERRUPTIONS.labels(kind="false").inc()
+        self._log.info("false_interruption", speaker=speaker, speech_ms=round(speech_ms))
+
+    def _maybe_interim(self, det: TurnDetector) -> None:
+        if not self._stt.supports_interim:
+            return
+        speaker = det.speaker
+        step = 16 * self._cfg.turn.interim_interval_ms
+        if det.utterance_samples < self._interim_at.get(speaker, 0) + step:
+            return
+        running = self._interims.get(speaker)
+        if running is not None and not running.done():
+            return
+        self._interim_at[speaker] = det.utterance_samples
+        task = asyncio.create_task(
+            self._interim(det, det.transcript_id), name=f"pipeline-interim-{speaker}"
+        )
+        self._interims[speaker] = task
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _interim(self, det: TurnDetector, transcript_id: str) -> None:
+        try:
+            result = await self._stt.transcribe(det.utterance(), language=self._persona.language)
+        except ProviderError as e:
+            self._log.debug("interim_failed", speaker=det.speaker, error=str(e))
+            return
+        if det.in_speech and det.transcript_id == transcript_id and result.text.strip():
+            self._interim_sent[transcript_id] = True
+            self._publish(transcript_msg(
+                text=result.text.strip(), is_final=False, participant_id=det.speaker,
+                transcript_id=transcript_id, confidence=result.confidence,
+            ))
+
+    def _cancel_interim(self, speaker: str) -> None:
+        task = self._interims.pop(speaker, None)
+        if task is not None and not task.done():
+            task.cancel()
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def _publish(self, message: OutboundMessage) -> None:
+        self._outbox.put_nowait(message)
+
+    def _set_status(self, status: AgentState, message: str | None) -> None:
+        if status != self._status or message is not None:
+            self._status = status
+            self._publish(agent_status(status, message))
+
+    async def _send_loop(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            try:
+                await self._messages.publish(message)
+            except Exception as e:  # noqa: BLE001 (a lost message must not end the call)
+                self._log.warning("publish_failed", type=message.type, error=str(e))
+            finally:
+                self._outbox.task_done()
+
+    async def _drain(self, sender: asyncio.Task[None]) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), timeout=_SEND_DRAIN_SECONDS)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+    async def _cancel_background(self) -> None:
+        tasks = list(self._bg)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _current_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
