@@ -128,8 +128,9 @@ async def test_nothing_is_described_while_someone_speaks() -> None:
     await rig.frames.aclose()
 
 
-async def test_silent_pipeline_publishes_without_speaking() -> None:
-    rig = Rig(pipeline=["visionllm"])
+@pytest.mark.parametrize("steps", [["visionllm"], ["visionllm", "return"]])
+async def test_pipeline_without_tts_publishes_without_speaking(steps: list[str]) -> None:
+    rig = Rig(pipeline=steps)
     await rig.show(RED)
     assert await rig.pipeline.check_once() == "described"
     assert len(rig.descriptions()) == 1 and rig.speech.said == []

@@ -14,7 +14,9 @@ DEFAULT_DESCRIBE_PROMPT = (
 )
 
 VISION_STEPS_SPEAK = ("visionllm", "tts", "return")
+VISION_STEPS_TEXT = ("visionllm", "return")
 VISION_STEPS_SILENT = ("visionllm",)
+_KNOWN_STEPS = (VISION_STEPS_SPEAK, VISION_STEPS_TEXT, VISION_STEPS_SILENT)
 
 
 class VisionConfig(BaseModel):
@@ -64,16 +66,16 @@ class VisionConfig(BaseModel):
     max_tokens: int = Field(80, ge=8, le=1024, description="Answer limit of one description.")
     pipeline: list[str] = Field(
         default_factory=lambda: list(VISION_STEPS_SPEAK),
-        description='Steps: ["visionllm", "tts", "return"] (describe and say) or ["visionllm"] '
-        "(publish descriptions only).",
+        description='Steps: ["visionllm", "tts", "return"] (describe and say), or '
+        '["visionllm", "return"] / ["visionllm"] (publish descriptions only).',
     )
 
     @model_validator(mode="after")
     def _known_pipeline(self) -> Self:
-        if tuple(self.pipeline) not in (VISION_STEPS_SPEAK, VISION_STEPS_SILENT):
+        if tuple(self.pipeline) not in _KNOWN_STEPS:
             raise ValueError(
-                f"vision pipeline must be {list(VISION_STEPS_SPEAK)} or "
-                f"{list(VISION_STEPS_SILENT)}, got {self.pipeline}"
+                f"vision pipeline must be one of {[list(s) for s in _KNOWN_STEPS]}, "
+                f"got {self.pipeline}"
             )
         return self
 
