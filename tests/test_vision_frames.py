@@ -112,10 +112,13 @@ async def test_a_corrupt_frame_is_dropped_and_the_next_one_still_converts() -> N
         await fs.drain()
         assert fs.latest("alice", "camera") is None
         clock.advance(2.0)
+        fs.push_video("alice", "camera", rtc.VideoFrame(0, 0, rtc.VideoBufferType.RGBA, b""))
+        await fs.drain()
+        clock.advance(2.0)
         fs.push_video("alice", "camera", frame(image(RED, 64, 48)))
         await fs.drain()
         counts = fs.record()["alice/camera"]
-        assert counts["failed"] == 1 and counts["converted"] == 1
+        assert counts["failed"] == 2 and counts["converted"] == 1
         assert fs.latest("alice", "camera") is not None
 
 
@@ -174,3 +177,27 @@ async def test_aclose_is_idempotent_and_ignores_later_frames() -> None:
     fs.push_video("alice", "camera", frame(image(RED, 64, 48)))
     assert fs.samples() == [] and fs.record() == {}
     assert [t for t in asyncio.all_tasks() if t.get_name() == "vision-frame-convert"] == []
+
+
+async def test_an_unexpected_conversion_error_does_not_stop_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    async with store(clock) as fs:
+        real = fs._encode
+        calls = iter([RuntimeError("boom")])
+
+        def flaky(f: rtc.VideoFrame) -> object:
+            err = next(calls, None)
+            if err is not None:
+                raise err
+            return real(f)
+
+        monkeypatch.setattr(fs, "_encode", flaky)
+        fs.push_video("alice", "camera", frame(image(RED, 64, 48)))
+        await fs.drain()
+        clock.advance(2.0)
+        fs.push_video("alice", "camera", frame(image(RED, 64, 48)))
+        await fs.drain()
+        counts = fs.record()["alice/camera"]
+    assert counts["failed"] == 1 and counts["converted"] == 1

@@ -129,7 +129,10 @@ def _plane_length(frame: rtc.VideoFrame) -> int:
 
 def encode(frame: rtc.VideoFrame, *, max_side: int, jpeg_quality: int) -> Encoded:
     """Convert once: frame → RGB → shrunk → JPEG. Raises :class:`FrameError`."""
-    rgb = shrink(to_rgb(frame), max_side)
+    try:
+        rgb = shrink(to_rgb(frame), max_side)
+    except cv2.error as e:
+        raise FrameError(f"conversion failed: {e}") from e
     ok, jpeg = cv2.imencode(
         ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
     )

@@ -228,12 +228,13 @@ class FrameStore:
         track.pending = None
         try:
             enc, thumb = await asyncio.to_thread(self._encode, frame)
-        except FrameError as e:
+        except Exception as e:  # noqa: BLE001 (one bad frame must not stop the worker)
             track.counts["failed"] += 1
             self._metrics.frames.labels(track.source, "failed").inc()
             log.warning(
                 "vision_frame_dropped", speaker=track.speaker, source=track.source,
                 width=frame.width, height=frame.height, error=str(e),
+                error_type=type(e).__name__, expected=isinstance(e, FrameError),
             )
             return
         if self._tracks.get((track.speaker, track.source)) is not track:
