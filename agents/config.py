@@ -25,6 +25,11 @@ class RoomConfig(BaseModel):
         False,
         description="Accept local:// server URLs (the in-memory room). Development only.",
     )
+    video: bool = Field(
+        False,
+        description="Also subscribe to the camera and screen-share tracks of the people the job "
+        "listens to and hand the frames to the conversation (for the vision pipeline).",
+    )
     output_sample_rate: int = Field(
         24000, ge=8000, le=48000,
         description="Rate of the agent's published audio track; set it to the speech engine's.",

@@ -179,7 +179,8 @@ class AgentParticipant(RoomListener):
             try:
                 async with asyncio.timeout(room_cfg.connect_timeout):
                     await transport.connect(url=spec.server_url, token=spec.access_token,
-                                            listener=self, wants_audio=self._wants)
+                                            listener=self, wants_audio=self._wants,
+                                            video=room_cfg.video)
             except TimeoutError:
                 error = f"no answer within {room_cfg.connect_timeout:g} s"
                 retryable = True
@@ -340,6 +341,16 @@ class AgentParticipant(RoomListener):
             conversation.push_audio(identity, frame)
         else:
             self._to_conversation(lambda c: c.push_audio(identity, frame))
+
+    def video_frame(self, identity: str, source: str, frame: rtc.VideoFrame) -> None:
+        conversation = self._conversation
+        if conversation is None:
+            return  # a video frame is superseded by the next one; nothing to keep
+        try:
+            conversation.push_video(identity, source, frame)
+        except ValueError as e:
+            self._recorder.count("video_frames_rejected")
+            self._log.warning("video_frame_rejected", speaker=identity, error=str(e))
 
     def data_received(self, identity: str | None, topic: str, payload: bytes) -> None:
         info = self._present.get(identity) if identity is not None else None

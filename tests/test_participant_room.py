@@ -274,3 +274,22 @@ async def test_audio_and_text_arriving_before_the_conversation_exists_are_not_lo
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+@pytest.mark.parametrize("video", [True, False])
+async def test_video_reaches_the_conversation_only_when_enabled(video: bool) -> None:
+    h = Harness(config_overrides={"room": {"video": video}})
+    room = h.hub.room("room-1")
+    alice, bob = room.add_participant("alice"), room.add_participant("bob")
+    h.start(make_spec(job_type="JT_PUBLISHER", target="alice"))
+    await h.running()
+    frame = rtc.VideoFrame(4, 4, rtc.VideoBufferType.RGBA, bytes(4 * 4 * 4))
+    alice.push_video(frame, source="screen_share")
+    bob.push_video(frame)
+    await settle()
+    expected = {"alice/screen_share": 1} if video else {}
+    assert h.conversation.video_frames == expected
+    with pytest.raises(ValueError, match="unknown video source"):
+        alice.push_video(frame, source="hologram")
+    alice.leave()
+    await h.outcome()

@@ -35,6 +35,9 @@ class EventLog(RoomListener):
             self.events.append(("frame", identity))
         self.frames.append(frame)
 
+    def video_frame(self, identity: str, source: str, frame: rtc.VideoFrame) -> None:
+        self.events.append(("video", identity, source))
+
     def data_received(self, identity: str | None, topic: str, payload: bytes) -> None:
         self.events.append(("data", str(identity), topic, payload.decode()))
 

@@ -78,6 +78,11 @@ class RoomListener(abc.ABC):
         """A 16 kHz mono 10 ms frame (hot path)."""
 
     @abc.abstractmethod
+    def video_frame(self, identity: str, source: str, frame: rtc.VideoFrame) -> None:
+        """A decoded video frame (``source`` is ``camera`` or ``screen_share``); only when the
+        transport was connected with ``video=True``."""
+
+    @abc.abstractmethod
     def data_received(self, identity: str | None, topic: str, payload: bytes) -> None:
         """A data packet; ``identity`` is ``None`` when the server sent it."""
 
@@ -94,10 +99,17 @@ class RoomTransport(abc.ABC):
 
     @abc.abstractmethod
     async def connect(
-        self, *, url: str, token: str, listener: RoomListener, wants_audio: WantsAudio
+        self,
+        *,
+        url: str,
+        token: str,
+        listener: RoomListener,
+        wants_audio: WantsAudio,
+        video: bool = False,
     ) -> None:
         """Join the room. Raises :class:`TransportError`. The caller bounds it with a deadline,
-        and cancelling it leaves nothing behind."""
+        and cancelling it leaves nothing behind. With ``video``, the camera and screen-share
+        tracks of the participants ``wants_audio`` picks are subscribed too."""
 
     @property
     @abc.abstractmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -29,6 +30,7 @@ from agents.transport.base import (
     WantsAudio,
     is_agent_participant,
 )
+from agents.vision.stream import VideoTrackPump, source_name
 
 log = structlog.get_logger("agents.transport.livekit")
 
@@ -92,6 +94,16 @@ class AudioReader:
                 await self._stream.aclose()
 
 
+class _VideoSink:
+    """Hands a pump's frames to the transport's listener (unless the transport is closing)."""
+
+    def __init__(self, transport: LiveKitTransport) -> None:
+        self._transport = transport
+
+    def push_video(self, speaker: str, source: str, frame: rtc.VideoFrame) -> None:
+        self._transport._emit("video_frame", speaker, source, frame)
+
+
 class LiveKitTransport(RoomTransport):
     """One agent connection to a LiveKit server."""
 
@@ -103,6 +115,9 @@ class LiveKitTransport(RoomTransport):
         self._readers: dict[str, AudioReader] = {}
         self._reader_tracks: dict[str, str] = {}
         self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._video = False
+        self._pumps: dict[str, VideoTrackPump] = {}
+        self._pump_owner: dict[str, str] = {}
         self._output: TrackAudioOutput | None = None
         self._publication_sid: str | None = None
         self._closing = False
@@ -113,12 +128,19 @@ class LiveKitTransport(RoomTransport):
         return self._room.local_participant.identity if self._room is not None else ""
 
     async def connect(
-        self, *, url: str, token: str, listener: RoomListener, wants_audio: WantsAudio
+        self,
+        *,
+        url: str,
+        token: str,
+        listener: RoomListener,
+        wants_audio: WantsAudio,
+        video: bool = False,
     ) -> None:
         if self._room is not None or self._closed:
             raise TransportError("transport already used", retryable=False)
         self._listener = listener
         self._wants = wants_audio
+        self._video = video
         room = rtc.Room()
         self._subscribe_events(room)
         options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=self._signal_timeout)
@@ -170,6 +192,9 @@ class LiveKitTransport(RoomTransport):
         for reader in list(self._readers.values()):
             await reader.aclose()
         self._readers.clear()
+        for pump in list(self._pumps.values()):
+            await pump.aclose()
+        self._pumps.clear()
         if self._closing_tasks:
             await asyncio.gather(*self._closing_tasks, return_exceptions=True)
         room = self._room
@@ -216,20 +241,31 @@ class LiveKitTransport(RoomTransport):
         if not self._wants(remote_info(participant)):
             return
         for publication in participant.track_publications.values():
-            if publication.kind == rtc.TrackKind.KIND_AUDIO and not publication.subscribed:
+            if self._worth_subscribing(publication) and not publication.subscribed:
                 publication.set_subscribed(True)
+
+    def _worth_subscribing(self, publication: rtc.RemoteTrackPublication) -> bool:
+        if publication.kind == rtc.TrackKind.KIND_AUDIO:
+            return True
+        return (
+            self._video and publication.kind == rtc.TrackKind.KIND_VIDEO
+            and source_name(publication.source) is not None
+        )
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
         self._emit("participant_joined", remote_info(participant))
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         self._stop_reader(participant.identity)
+        for sid, owner in list(self._pump_owner.items()):
+            if owner == participant.identity:
+                self._stop_pump(sid)
         self._emit("participant_left", participant.identity)
 
     def _on_track_published(
         self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
-        if publication.kind == rtc.TrackKind.KIND_AUDIO and self._wants(remote_info(participant)):
+        if self._worth_subscribing(publication) and self._wants(remote_info(participant)):
             publication.set_subscribed(True)
 
     def _on_track_subscribed(
@@ -239,7 +275,12 @@ class LiveKitTransport(RoomTransport):
         participant: rtc.RemoteParticipant,
     ) -> None:
         identity = participant.identity
-        if track.kind != rtc.TrackKind.KIND_AUDIO or self._listener is None or self._closing:
+        if self._listener is None or self._closing:
+            return
+        if track.kind == rtc.TrackKind.KIND_VIDEO:
+            self._start_pump(track, publication, identity)
+            return
+        if track.kind != rtc.TrackKind.KIND_AUDIO:
             return
         if identity in self._readers:  # a second microphone: keep the first
             return
@@ -257,6 +298,29 @@ class LiveKitTransport(RoomTransport):
     ) -> None:
         if self._reader_tracks.get(participant.identity) == publication.sid:
             self._stop_reader(participant.identity)
+        self._stop_pump(publication.sid)
+
+    def _start_pump(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, identity: str
+    ) -> None:
+        source = source_name(publication.source)
+        if not self._video or source is None or publication.sid in self._pumps:
+            return
+        self._pumps[publication.sid] = VideoTrackPump(
+            track=track, speaker=identity, source=source, sink=_VideoSink(self)
+        )
+        self._pump_owner[publication.sid] = identity
+
+    def _stop_pump(self, sid: str) -> None:
+        pump = self._pumps.pop(sid, None)
+        self._pump_owner.pop(sid, None)
+        if pump is not None:
+            self._close_later(pump.aclose(), f"livekit.video_pump_close.{pump.speaker}")
+
+    def _close_later(self, closing: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(closing, name=name)
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
 
     def _stop_reader(self, identity: str) -> None:
         reader = self._readers.pop(identity, None)
@@ -264,11 +328,7 @@ class LiveKitTransport(RoomTransport):
         if reader is None:
             return
         reader.stop()
-        task = asyncio.get_running_loop().create_task(
-            reader.aclose(), name=f"livekit.audio_reader_close.{identity}"
-        )
-        self._closing_tasks.add(task)
-        task.add_done_callback(self._closing_tasks.discard)
+        self._close_later(reader.aclose(), f"livekit.audio_reader_close.{identity}")
         self._emit("audio_track_unsubscribed", identity)
 
     def _on_data_received(self, packet: rtc.DataPacket) -> None:

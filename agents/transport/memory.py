@@ -205,6 +205,10 @@ class MemoryRoom:
         for agent in self._agents.values():
             agent._remote_audio(sim.identity, frame)
 
+    def _sim_video(self, sim: SimulatedParticipant, source: str, frame: rtc.VideoFrame) -> None:
+        for agent in self._agents.values():
+            agent._remote_video(sim.identity, source, frame)
+
     def _sim_data(self, sim: SimulatedParticipant, payload: bytes, topic: str) -> None:
         for agent in self._agents.values():
             agent._remote_data(sim.identity, topic, payload)
@@ -263,6 +267,15 @@ class SimulatedParticipant:
         if frame.num_channels != 1:
             raise ValueError("simulated microphones are mono")
         self.room._sim_audio(self, frame)
+
+    # camera / screen share
+    def push_video(self, frame: rtc.VideoFrame, *, source: str = "camera") -> None:
+        """One decoded video frame from the camera or a screen share; agents connected with
+        ``video=True`` that listen to this participant receive it."""
+        self._check_present()
+        if source not in ("camera", "screen_share"):
+            raise ValueError(f"unknown video source {source!r}")
+        self.room._sim_video(self, source, frame)
 
     # data
     def send_data(self, payload: bytes | str, *, topic: str = "") -> None:
@@ -397,6 +410,7 @@ class MemoryTransport(RoomTransport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._closed = False
+        self._video = False
 
     @property
     def identity(self) -> str:
@@ -411,8 +425,15 @@ class MemoryTransport(RoomTransport):
         return self._output.track if self._output is not None else None
 
     async def connect(
-        self, *, url: str, token: str, listener: RoomListener, wants_audio: WantsAudio
+        self,
+        *,
+        url: str,
+        token: str,
+        listener: RoomListener,
+        wants_audio: WantsAudio,
+        video: bool = False,
     ) -> None:
+        self._video = video
         if not url.startswith(LOCAL_SCHEME):
             raise TransportError(f"not a local room url: {url}", retryable=False)
         if self._connected or self._closed:
@@ -511,6 +532,11 @@ class MemoryTransport(RoomTransport):
         on_frame = self._listener.audio_frame
         for out in sub.convert(frame):
             self._post(lambda out=out: on_frame(identity, out))  # type: ignore[misc]
+
+    def _remote_video(self, identity: str, source: str, frame: rtc.VideoFrame) -> None:
+        info = self._remotes.get(identity)
+        if self._video and info is not None and self._wants(info):
+            self._post(self._listener_call("video_frame", identity, source, frame))
 
     def _remote_data(self, identity: str, topic: str, payload: bytes) -> None:
         self._post(self._listener_call("data_received", identity, topic, payload))
