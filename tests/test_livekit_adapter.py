@@ -11,6 +11,7 @@ from typing import Literal
 
 import pytest
 from livekit import api, rtc
+from livekit.rtc._ffi_client import FfiClient
 from room_kit import API_KEY, API_SECRET, Harness, make_spec, make_token, tone_frame
 
 from agents.job import JobFailed
@@ -169,10 +170,13 @@ async def test_server_that_never_answers_fails_within_the_deadline(
     silent_server: tuple[int, list[int]],
 ) -> None:
     port, accepted = silent_server
+    subscribers = len(FfiClient.instance.queue._subscribers)
     h = Harness(config_overrides={"room": {"connect_timeout": 0.5, "connect_attempts": 2,
                                             "connect_backoff": 0.05}})
     async with asyncio.timeout(0.5 * 2 + 3):  # attempts x deadline, plus backoff and slack
         with pytest.raises(JobFailed, match=r"no answer within 0.5 s \(attempt 2 of 2\)") as e:
             await h.body(make_spec(url=f"ws://127.0.0.1:{port}"), h.reporter)
     assert accepted, "the SDK never dialled the server"
+    # the abandoned connects left no subscription to the SDK's events behind
+    assert len(FfiClient.instance.queue._subscribers) == subscribers
     assert e.value.record["end_reason"].startswith("failed: could not join room")

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from livekit import rtc
+from livekit.rtc._ffi_client import FfiClient
 
 from agents.transport.audio import FrameChunker
 from agents.transport.base import (
@@ -50,6 +51,17 @@ def connect_error(e: BaseException) -> TransportError:
     text = str(e) or type(e).__name__
     retryable = not any(h in text.lower() for h in _NOT_RETRYABLE_HINTS)
     return TransportError(f"connect failed: {text}", retryable=retryable)
+
+
+def _release_unconnected(room: rtc.Room) -> None:
+    """``Room.connect`` subscribes the room to the SDK's event fan-out before it dials and only
+    undoes that on a reported error. When the connect is cancelled (our deadline), the
+    subscription would stay and collect every SDK event forever: drop it here."""
+    if room.isconnected():
+        return
+    queue = getattr(room, "_ffi_queue", None)
+    if queue is not None:
+        FfiClient.instance.queue.unsubscribe(queue)
 
 
 class AudioReader:
@@ -146,12 +158,11 @@ class LiveKitTransport(RoomTransport):
         options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=self._signal_timeout)
         try:
             await room.connect(url, token, options)
-        except rtc.ConnectError as e:
-            raise connect_error(e) from e
-        except asyncio.CancelledError:
+        except BaseException as e:
+            _release_unconnected(room)
+            if isinstance(e, Exception):  # ConnectError, and plain errors for a bad url
+                raise connect_error(e) from e
             raise
-        except Exception as e:  # the SDK raises plain exceptions too (bad url)
-            raise connect_error(e) from e
         self._room = room
         for participant in room.remote_participants.values():
             self._subscribe_wanted(participant)
