@@ -159,3 +159,35 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
         d = backoff_delay(attempt, initial=0.5, cap=8.0)
         nominal = backoff_delay(attempt, initial=0.5, cap=8.0, jitter=0.0)
         assert nominal / 2 <= d <= nominal
+
+
+async def test_go_away_makes_the_worker_reconnect_keeping_its_jobs(
+    server: AgentProtocolServer, worker: tuple[AgentWorker, FakeJobManager]
+) -> None:
+    w, manager = worker
+    await start_job(server, "AJ_1")
+    await server.send(pb.ServerMessage(go_away=pb.AgentHttp.GoAway(reason="node draining")))
+    await server.wait_connections(2)
+    assert await w.wait_registered() == "AW_test2"
+    assert w.dispatched_jobs == frozenset({"AJ_1"}) and manager.starts == ["AJ_1"]
+
+
+async def test_a_server_that_never_answers_pings_is_not_dropped(
+    server: AgentProtocolServer,
+) -> None:
+    server.answer_pings = False
+    manager = FakeJobManager()
+    w = AgentWorker(
+        manager=manager,
+        settings=WorkerSettings(ping_interval=0.02, ping_timeout=0.05, status_interval=60),
+        livekit_url=server.url,
+        api_key="devkey",
+        api_secret=SECRET,
+    )
+    await w.start()
+    try:
+        await server.wait_for(lambda _: len(server.of_kind("ping")) >= 10)
+        assert server.connections == 1
+        assert {r.conn for r in server.of_kind("ping")} == {1}
+    finally:
+        await w.aclose()

@@ -18,7 +18,6 @@ import contextlib
 import random
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -26,41 +25,22 @@ import structlog
 from google.protobuf.message import DecodeError
 from livekit.protocol import agent as pb
 
-from app.admission import AdmissionResult
 from app.dispatch.config import WorkerSettings
 from app.dispatch.ports import (
     DispatchError,
-    InvalidJobError,
     JobManagerPort,
     WorkerConnectionError,
     WorkerProtocolError,
 )
 from app.dispatch.protocol import (
     agent_ws_url,
-    availability_message,
-    job_request_from_proto,
-    job_status_message,
     register_message,
     worker_status_message,
     worker_token,
 )
+from app.dispatch.worker_jobs import DispatchedJobs
 
 log = structlog.get_logger("app.dispatch.worker")
-
-
-@dataclass(frozen=True, slots=True)
-class _Reservation:
-    """A slot held after answering ``available``, waiting for the assignment."""
-
-    deadline: float
-    answer: AdmissionResult
-
-
-@dataclass(slots=True)
-class _DispatchedJob:
-    """A job this worker started (or is starting) for the LiveKit server."""
-
-    answer: AdmissionResult | None
 
 
 def backoff_delay(attempt: int, *, initial: float, cap: float, jitter: float = 0.5) -> float:
@@ -103,11 +83,15 @@ class AgentWorker:
         self._registered = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._send_lock = asyncio.Lock()
-        self._flush_lock = asyncio.Lock()
         self._last_pong = 0.0
-        self._pending: dict[str, _Reservation] = {}
-        self._jobs: dict[str, _DispatchedJob] = {}
-        self._outbox: dict[str, pb.UpdateJobStatus] = {}
+        self._pong_seen = False
+        self._jobs = DispatchedJobs(
+            manager=manager,
+            livekit_url=livekit_url,
+            assignment_timeout=settings.assignment_timeout,
+            send=self._send,
+            wake=self._wakeup.set,
+        )
         self._failure: DispatchError | None = None
         self._last_status: tuple[int, int, bool] | None = None
 
@@ -130,7 +114,7 @@ class AgentWorker:
     @property
     def dispatched_jobs(self) -> frozenset[str]:
         """Ids of the jobs this worker started and whose end it has not seen yet."""
-        return frozenset(self._jobs)
+        return self._jobs.running
 
     async def wait_registered(self) -> str:
         """Wait until registered with the server; returns the worker id."""
@@ -148,17 +132,23 @@ class AgentWorker:
         if self._run_task is not None:
             raise RuntimeError("worker already started")
         self._session = aiohttp.ClientSession()
-        self._manager.on_job_end(self._on_job_end)
+        self._manager.on_job_end(self._jobs.on_job_end)
         self._run_task = asyncio.create_task(self._run(), name="dispatch-worker")
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._jobs.closing = True
+        # Handlers in flight are short (one admission call): let them finish, so the manager is
+        # never left half-way through a reservation or a start.
+        handlers = list(self._handlers)
+        if handlers:
+            await asyncio.wait(handlers, timeout=2.0)
         if self._registered.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
-                    await self._flush_outbox()
+                    await self._jobs.flush()
         if self._run_task is not None:
             self._run_task.cancel()
             await asyncio.gather(self._run_task, return_exceptions=True)
@@ -166,12 +156,11 @@ class AgentWorker:
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
-        for job_id in list(self._pending):
-            await self._release(job_id)
+        await self._jobs.release_all()
         if self._session is not None:
             await self._session.close()
-        if self._outbox:
-            log.warning("worker_closed_with_unsent_status", jobs=sorted(self._outbox))
+        if self._jobs.unsent:
+            log.warning("worker_closed_with_unsent_status", jobs=sorted(self._jobs.unsent))
         log.info("worker_closed", url=self._url)
 
     # -- connection lifecycle -----------------------------------------------------------------
@@ -224,7 +213,12 @@ class AgentWorker:
         ws: aiohttp.ClientWebSocketResponse | None = None
         try:
             async with asyncio.timeout(self._settings.connect_timeout):
-                ws = await self._session.ws_connect(self._url, headers=headers, autoping=True)
+                ws = await self._session.ws_connect(
+                    self._url,
+                    headers=headers,
+                    autoping=True,
+                    heartbeat=self._settings.ping_interval,
+                )
                 await ws.send_bytes(register_message(self._settings).SerializeToString())
                 raw = await ws.receive()
         except aiohttp.WSServerHandshakeError as e:
@@ -252,6 +246,7 @@ class AgentWorker:
         self._ws = ws
         self._worker_id = reg.worker_id
         self._last_pong = time.monotonic()
+        self._pong_seen = False
         self._registered.set()
         log.info(
             "worker_registered",
@@ -259,10 +254,10 @@ class AgentWorker:
             url=self._url,
             agent_name=self._settings.agent_name,
             region=reg.server_info.region,
-            running_jobs=len(self._jobs),
-            unsent_status=len(self._outbox),
+            running_jobs=len(self._jobs.running),
+            unsent_status=len(self._jobs.unsent),
         )
-        await self._flush_outbox()
+        await self._jobs.flush()
         await self._send_status()
         tasks = [
             asyncio.create_task(self._recv_loop(ws), name="dispatch-worker-recv"),
@@ -295,7 +290,9 @@ class AgentWorker:
         s = self._settings
         while True:
             await asyncio.sleep(s.ping_interval)
-            if time.monotonic() - self._last_pong > s.ping_timeout:
+            # Enforced once the server has shown it answers WorkerPing; otherwise the websocket
+            # heartbeat (ping frames every ping_interval) still detects a dead connection.
+            if self._pong_seen and time.monotonic() - self._last_pong > s.ping_timeout:
                 raise WorkerConnectionError(f"no pong for {s.ping_timeout:g}s")
             now_ms = int(time.time() * 1000)
             await self._send(pb.WorkerMessage(ping=pb.WorkerPing(timestamp=now_ms)))
@@ -312,8 +309,8 @@ class AgentWorker:
                     await self._wakeup.wait()
             woken = self._wakeup.is_set()
             self._wakeup.clear()
-            self._prune_pending()
-            await self._flush_outbox()
+            self._jobs.prune_pending()
+            await self._jobs.flush()
             due = time.monotonic() - last_sent >= interval
             if woken or due or self._status_snapshot() != self._last_status:
                 await self._send_status()
@@ -331,16 +328,19 @@ class AgentWorker:
         if which == "availability":
             job_id = msg.availability.job.id
             self._spawn(
-                self._answer_availability(msg.availability), f"dispatch-availability-{job_id}"
+                self._jobs.on_availability(msg.availability), f"dispatch-availability-{job_id}"
             )
         elif which == "assignment":
             job_id = msg.assignment.job.id
-            self._spawn(self._on_assignment(msg.assignment), f"dispatch-assignment-{job_id}")
+            self._spawn(self._jobs.on_assignment(msg.assignment), f"dispatch-assignment-{job_id}")
         elif which == "termination":
             job_id = msg.termination.job_id
-            self._spawn(self._on_termination(msg.termination), f"dispatch-termination-{job_id}")
+            self._spawn(
+                self._jobs.on_termination(msg.termination), f"dispatch-termination-{job_id}"
+            )
         elif which == "pong":
             self._last_pong = time.monotonic()
+            self._pong_seen = True
         elif which == "go_away":
             raise WorkerConnectionError(f"server asked to go away: {msg.go_away.reason}")
         else:
@@ -355,136 +355,6 @@ class AgentWorker:
         self._handlers.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("worker_handler_failed", task=task.get_name(), error=repr(task.exception()))
-
-    async def _answer_availability(self, req: pb.AvailabilityRequest) -> None:
-        job_id = req.job.id
-        known = self._jobs.get(job_id)
-        if known is not None:
-            # A re-sent or resuming request for a job we already run: same answer, nothing new.
-            await self._send(availability_message(job_id, known.answer))
-            log.info("dispatch_availability_known_job", job_id=job_id, resuming=req.resuming)
-            return
-        result: AdmissionResult | None = None
-        if self._closed:
-            reason = "worker closing"
-        else:
-            try:
-                request = job_request_from_proto(req.job)
-                result = await self._manager.reserve(
-                    request, hold_seconds=self._settings.assignment_timeout
-                )
-                reason = result.error or result.verdict
-            except InvalidJobError as e:
-                reason = e.message
-            except Exception as e:  # the manager must not take the connection down
-                log.exception("dispatch_reserve_failed", job_id=job_id)
-                reason = f"admission error: {type(e).__name__}"
-        if result is not None and result.verdict == "duplicate" and job_id not in self._pending:
-            # The manager knows this job id but we are not running it: it ran here already.
-            result, reason = None, "job id already handled by this worker"
-        if result is not None and result.accepted:
-            deadline = time.monotonic() + 2 * self._settings.assignment_timeout
-            self._pending[job_id] = _Reservation(deadline=deadline, answer=result)
-        sent = await self._send(availability_message(job_id, result))
-        if not sent and job_id in self._pending:
-            await self._release(job_id)
-        log.info(
-            "dispatch_availability",
-            job_id=job_id,
-            dispatch_id=req.job.dispatch_id,
-            room=req.job.room.name,
-            available=bool(result and result.accepted),
-            reason=reason,
-            answered=sent,
-        )
-
-    async def _on_assignment(self, assignment: pb.JobAssignment) -> None:
-        job = assignment.job
-        job_id = job.id
-        if job_id in self._jobs:
-            log.warning("dispatch_assignment_duplicate", job_id=job_id)
-            return
-        reservation = self._pending.pop(job_id, None)
-        url = assignment.url or self._livekit_url
-        if not assignment.token:
-            await self._release(job_id)
-            self._queue_status(
-                pb.UpdateJobStatus(
-                    job_id=job_id, status=pb.JS_FAILED, error="assignment without a token"
-                )
-            )
-            return
-        # Registered before the first await, so a job ending at once is still reported.
-        entry = _DispatchedJob(answer=reservation.answer if reservation else None)
-        self._jobs[job_id] = entry
-        error = ""
-        try:
-            started = await self._manager.start_reserved(
-                job_id, access_token=assignment.token, server_url=url
-            )
-            if not started:
-                # Reservation expired or unknown (e.g. re-assigned after our restart): the job
-                # goes through admission again, with its token.
-                request = replace(
-                    job_request_from_proto(job), access_token=assignment.token, server_url=url
-                )
-                result = await self._manager.admit(request)
-                entry.answer = result
-                started = result.verdict == "accepted"
-                error = result.error or f"not admitted ({result.verdict})"
-        except InvalidJobError as e:
-            started, error = False, e.message
-        except Exception as e:
-            log.exception("dispatch_start_failed", job_id=job_id)
-            started, error = False, f"admission error: {type(e).__name__}"
-        if not started:
-            if self._jobs.get(job_id) is entry:
-                del self._jobs[job_id]
-            self._queue_status(pb.UpdateJobStatus(job_id=job_id, status=pb.JS_FAILED, error=error))
-            log.warning("dispatch_assignment_refused", job_id=job_id, error=error)
-            return
-        if self._jobs.get(job_id) is entry and job_id not in self._outbox:
-            self._queue_status(pb.UpdateJobStatus(job_id=job_id, status=pb.JS_RUNNING))
-        log.info("dispatch_job_started", job_id=job_id, room=job.room.name, url=url)
-
-    async def _on_termination(self, term: pb.JobTermination) -> None:
-        job_id = term.job_id
-        if job_id in self._pending:
-            await self._release(job_id)
-            log.info("dispatch_reservation_terminated", job_id=job_id)
-            return
-        try:
-            cancelled = await self._manager.cancel(
-                job_id, reason="terminated by the LiveKit server"
-            )
-        except Exception:
-            log.exception("dispatch_cancel_failed", job_id=job_id)
-            return
-        if not cancelled and self._jobs.pop(job_id, None) is not None:
-            # The manager no longer knows it: report it over, so the server stops waiting.
-            self._queue_status(pb.UpdateJobStatus(job_id=job_id, status=pb.JS_SUCCESS))
-        log.info("dispatch_job_terminated", job_id=job_id, cancelled=cancelled)
-
-    # -- job ends and status ------------------------------------------------------------------
-
-    def _on_job_end(self, job_id: str, final_state: str, reason: str | None) -> None:
-        if self._jobs.pop(job_id, None) is None:
-            return  # not one of ours (another door) or already reported
-        self._queue_status(job_status_message(job_id, final_state, reason))
-
-    def _queue_status(self, update: pb.UpdateJobStatus) -> None:
-        self._outbox[update.job_id] = update
-        self._wakeup.set()
-
-    async def _flush_outbox(self) -> None:
-        async with self._flush_lock:
-            for job_id, update in list(self._outbox.items()):
-                if self._outbox.get(job_id) is not update:
-                    continue
-                if not await self._send(pb.WorkerMessage(update_job=update)):
-                    return  # kept for the next connection
-                if self._outbox.get(job_id) is update:
-                    del self._outbox[job_id]
 
     def _status_snapshot(self) -> tuple[int, int, bool]:
         m = self._manager
@@ -506,16 +376,3 @@ class AgentWorker:
                 log.info("worker_send_failed", kind=msg.WhichOneof("message"), error=repr(e))
                 return False
         return True
-
-    def _prune_pending(self) -> None:
-        now = time.monotonic()
-        for job_id, reservation in list(self._pending.items()):
-            if reservation.deadline < now:
-                del self._pending[job_id]  # the manager released it after hold_seconds
-
-    async def _release(self, job_id: str) -> None:
-        self._pending.pop(job_id, None)
-        try:
-            await self._manager.release(job_id)
-        except Exception:
-            log.exception("dispatch_release_failed", job_id=job_id)
