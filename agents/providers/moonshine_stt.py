@@ -130,8 +130,9 @@ class MoonshineSTT(STT):
             pending = list(self._inflight.items())
         for _, handle in pending:
             handle.cancel()
-        if pending:
-            await asyncio.wait([asyncio.wrap_future(f) for f, _ in pending])
+        # gather retrieves each run's outcome (a DecodeCancelled, usually): an unretrieved
+        # exception would be logged when its future is collected.
+        await asyncio.gather(*(asyncio.wrap_future(f) for f, _ in pending), return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._runner = None
 
