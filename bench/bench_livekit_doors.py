@@ -11,7 +11,8 @@
 
     python bench/bench_livekit_doors.py [--events 3000] [--offers 1000]
 
-Last line: ``bench_livekit_doors: <ratio> x bare offer throughput (target 0.5)``.
+Last line: ``bench_livekit_doors: <ratio> x bare offer throughput (target 0.5)``, the ratio of
+median round trips (offers go one at a time).
 """
 
 from __future__ import annotations
@@ -72,19 +73,22 @@ def signed_events(n: int) -> list[tuple[bytes, str]]:
     return out
 
 
-def bench_verify(events: list[tuple[bytes, str]]) -> tuple[float, float]:
+def bench_verify(events: list[tuple[bytes, str]], rounds: int = 5) -> tuple[float, float]:
+    """Median events/s over ``rounds`` alternating rounds (the machine is shared and noisy)."""
     ours = ConstantTimeWebhookReceiver(api_key=KEY, api_secret=SECRET)
     sdk = api.WebhookReceiver(api.TokenVerifier(KEY, SECRET))
     texts = [(body.decode(), token) for body, token in events]
-    t0 = time.perf_counter()
-    for body, token in events:
-        ours.receive_bytes(body, token)
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for text, token in texts:
-        sdk.receive(text, token)
-    t_sdk = time.perf_counter() - t0
-    return len(events) / t_ours, len(events) / t_sdk
+    ours_rates, sdk_rates = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for body, token in events:
+            ours.receive_bytes(body, token)
+        ours_rates.append(len(events) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for text, token in texts:
+            sdk.receive(text, token)
+        sdk_rates.append(len(events) / (time.perf_counter() - t0))
+    return statistics.median(ours_rates), statistics.median(sdk_rates)
 
 
 async def offers_round_trips(server: AgentProtocolServer, n: int, prefix: str) -> list[float]:
@@ -168,12 +172,13 @@ def main() -> None:
     p50_o, p50_b = statistics.median(ours) * 1e3, statistics.median(bare) * 1e3
     p99_o = statistics.quantiles(ours, n=100)[98] * 1e3
     p99_b = statistics.quantiles(bare, n=100)[98] * 1e3
-    thr_o, thr_b = len(ours) / sum(ours), len(bare) / sum(bare)
     print(
-        f"worker offers: ours {thr_o:,.0f}/s p50 {p50_o:.2f} ms p99 {p99_o:.2f} ms; "
-        f"bare {thr_b:,.0f}/s p50 {p50_b:.2f} ms p99 {p99_b:.2f} ms"
+        f"worker offers one at a time: ours p50 {p50_o:.3f} ms p99 {p99_o:.3f} ms; "
+        f"bare p50 {p50_b:.3f} ms p99 {p99_b:.3f} ms"
     )
-    print(f"bench_livekit_doors: {thr_o / thr_b:.2f} x bare offer throughput (target 0.5)")
+    # Offers go one at a time, so throughput is 1 / latency; the median resists the noise of a
+    # shared machine.
+    print(f"bench_livekit_doors: {p50_b / p50_o:.2f} x bare offer throughput (target 0.5)")
 
 
 if __name__ == "__main__":
