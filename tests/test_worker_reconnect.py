@@ -191,3 +191,32 @@ async def test_a_server_that_never_answers_pings_is_not_dropped(
         assert {r.conn for r in server.of_kind("ping")} == {1}
     finally:
         await w.aclose()
+
+
+async def test_an_unexpected_error_reconnects_instead_of_ending_dispatch(
+    server: AgentProtocolServer,
+) -> None:
+    class Flaky(FakeJobManager):
+        explode = 1
+
+        @property
+        def active_jobs(self) -> int:
+            if self.explode:
+                self.explode -= 1
+                raise RuntimeError("bug")
+            return 0
+
+    w = AgentWorker(
+        manager=Flaky(),
+        settings=WorkerSettings(reconnect_initial_delay=0.02, reconnect_max_delay=0.1),
+        livekit_url=server.url,
+        api_key="devkey",
+        api_secret=SECRET,
+    )
+    await w.start()
+    try:
+        await server.wait_connections(2)
+        assert await w.wait_registered() == "AW_test2"
+        assert w.running
+    finally:
+        await w.aclose()

@@ -171,7 +171,10 @@ class AgentWorker:
         while True:
             try:
                 ws, reg = await self._connect()
-            except DispatchError as e:
+            except Exception as e:
+                if not isinstance(e, DispatchError):
+                    log.exception("worker_connect_crashed", url=self._url)
+                    e = WorkerConnectionError(f"unexpected {type(e).__name__}")
                 attempt += 1
                 if s.reconnect_max_attempts and attempt >= s.reconnect_max_attempts:
                     self._failure = e
@@ -195,6 +198,8 @@ class AgentWorker:
                 await self._serve(ws, reg)
             except DispatchError as e:
                 log.warning("worker_connection_lost", url=self._url, error=e.message)
+            except Exception:  # a bug must not end native dispatch for good: reconnect
+                log.exception("worker_connection_crashed", url=self._url)
             finally:
                 self._registered.clear()
                 self._ws = None

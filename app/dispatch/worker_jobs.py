@@ -103,6 +103,7 @@ class DispatchedJobs:
             "dispatch_availability",
             job_id=job_id,
             dispatch_id=req.job.dispatch_id,
+            agent_name=req.job.agent_name,
             room=req.job.room.name,
             available=bool(result and result.accepted),
             reason=reason,
