@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +15,14 @@ import structlog
 pytest.importorskip("onnxruntime")
 pytest.importorskip("moonshine_cpp")  # only its data files are read: nothing is imported
 
+from agents.providers import moonshine_decoder  # noqa: E402
 from agents.providers.base import PCM, CallPolicy  # noqa: E402
 from agents.providers.errors import (  # noqa: E402
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from agents.providers.moonshine_decoder import BinTokenizer  # noqa: E402
+from agents.providers.moonshine_decoder import BinTokenizer, model_dir  # noqa: E402
 from agents.providers.moonshine_stt import MoonshineSTT, split_chunks  # noqa: E402
 
 SENTENCE = "I would like to book an appointment with the doctor next week."
@@ -226,6 +228,31 @@ async def test_the_decoder_stops_at_the_token_limit(stt: MoonshineSTT, speech: P
     assert full.stop == "eos" and len(full.tokens) > 3
     assert capped.stop == "max_tokens"
     assert capped.tokens == full.tokens[:3]
+
+
+@pytest.mark.embedded
+async def test_without_the_rebuild_the_shipped_files_decode_the_same_tokens(
+    stt: MoonshineSTT, speech: PCM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = await asyncio.to_thread(stt.load_runner)
+    assert fast.optimised
+
+    def no_onnx(path: Path) -> bytes:
+        raise ImportError("No module named 'onnx'")
+
+    monkeypatch.setattr(moonshine_decoder, "ort_to_onnx", no_onnx)
+    with structlog.testing.capture_logs() as logs:
+        shipped = await asyncio.to_thread(
+            moonshine_decoder.MoonshineRunner, model_dir("base"), threads=1
+        )
+    assert not shipped.optimised
+    assert shipped.fallback_reason is not None and "onnx" in shipped.fallback_reason
+    assert [e["event"] for e in logs] == ["moonshine_rebuild_failed"]
+    audio = speech.astype(np.float32) / 32768.0
+    want = await asyncio.to_thread(fast.decode, audio, max_tokens=64)
+    got = await asyncio.to_thread(shipped.decode, audio, max_tokens=64)
+    assert got.tokens == want.tokens
+    assert got.confidence == pytest.approx(want.confidence, abs=0.01)
 
 
 @pytest.mark.embedded

