@@ -55,11 +55,30 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
-        for source in SOURCES:
-            self.active_jobs.labels(source=source)
-            self.accept_latency.labels(source=source)
-            for state in JOB_STATES:
-                self.jobs.labels(source=source, state=state)
+        # Children resolved once: ``labels()`` takes a lock and builds a key on every call.
+        self._active = {s: self.active_jobs.labels(source=s) for s in SOURCES}
+        self._latency = {s: self.accept_latency.labels(source=s) for s in SOURCES}
+        self._jobs = {
+            (s, state): self.jobs.labels(source=s, state=state)
+            for s in SOURCES
+            for state in JOB_STATES
+        }
+        self._webhooks: dict[str, Counter] = {}
+
+    def webhook(self, outcome: str) -> None:
+        child = self._webhooks.get(outcome)
+        if child is None:
+            child = self._webhooks[outcome] = self.webhooks.labels(outcome=outcome)
+        child.inc()
+
+    def job_state(self, source: JobSource, state: str) -> None:
+        self._jobs[(source, state)].inc()
+
+    def job_active(self, source: JobSource, delta: int) -> None:
+        self._active[source].inc(delta)
+
+    def accepted_in(self, source: JobSource, seconds: float) -> None:
+        self._latency[source].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

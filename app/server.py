@@ -9,6 +9,7 @@ A second signal cuts the drain short (jobs are still cancelled and awaited in th
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from types import FrameType
 
@@ -79,4 +80,8 @@ def run(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
         timeout_graceful_shutdown=5,
     )
     server = DrainingServer(config, app=app)
+    # Everything imported so far lives as long as the process: keep it out of every garbage
+    # collection (the service's heap is large: FastAPI, pydantic, livekit, the agent).
+    gc.collect()
+    gc.freeze()
     server.run()

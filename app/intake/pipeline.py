@@ -58,6 +58,13 @@ def parse_notification(
         raise IntakeError(413, "body too large", outcome="too_large")
     verified = verify_signature(body, headers, policy.secrets)
     check_timestamp(verified.header_timestamp, now=now, tolerance=policy.timestamp_tolerance)
+    try:  # fast path: one pass from bytes to model; the slow path below decides the error
+        notification = JobNotification.model_validate_json(body)
+    except ValidationError:
+        pass
+    else:
+        check_timestamp(notification.timestamp, now=now, tolerance=policy.timestamp_tolerance)
+        return notification
     try:
         obj = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:

@@ -388,15 +388,15 @@ class JobManager:
             agent_identity=answer.participant_identity,
         )
         self._jobs[job_id] = job
-        self._metrics.jobs.labels(source=job.source, state="accepted").inc()
-        self._metrics.active_jobs.labels(source=job.source).inc()
+        self._metrics.job_state(job.source, "accepted")
+        self._metrics.job_active(job.source, 1)
         task = asyncio.create_task(self._run(job, spec), name=f"job-{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(job_id, None))
 
     def _enter(self, job: JobRecord, state: JobState, *, detail: str | None = None) -> None:
         if job.move(state, detail=detail):
-            self._metrics.jobs.labels(source=job.source, state=state).inc()
+            self._metrics.job_state(job.source, state)
             log.info("job_state", state=state, detail=detail)
 
     async def _run(self, job: JobRecord, spec: JobSpec) -> None:
@@ -429,8 +429,8 @@ class JobManager:
             return
         self._jobs.pop(job.job_id, None)
         self._cancel_reasons.pop(job.job_id, None)
-        self._metrics.jobs.labels(source=job.source, state=state).inc()
-        self._metrics.active_jobs.labels(source=job.source).dec()
+        self._metrics.job_state(job.source, state)
+        self._metrics.job_active(job.source, -1)
         if self._settings.job_history > 0:
             self._history[job.job_id] = job
             while len(self._history) > self._settings.job_history:

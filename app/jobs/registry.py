@@ -44,29 +44,39 @@ class MemoryJobRegistry:
         self._ttl = ttl
         self._max = max_entries
         self._entries: OrderedDict[str, tuple[float, StoredAnswer]] = OrderedDict()
+        self._next_prune = 0.0
 
     def _prune(self, now: float) -> None:
-        while self._entries:
-            job_id, (stamp, _) = next(iter(self._entries.items()))
-            if now - stamp <= self._ttl and len(self._entries) <= self._max:
+        """Drop the oldest entries past their age or beyond the count (insertion order is age
+        order). Age is checked at most once a second; the count on every insert."""
+        if now < self._next_prune and len(self._entries) <= self._max:
+            return
+        self._next_prune = now + 1.0
+        entries = self._entries
+        while entries:
+            job_id = next(iter(entries))
+            if now - entries[job_id][0] <= self._ttl and len(entries) <= self._max:
                 break
-            del self._entries[job_id]
+            del entries[job_id]
 
-    def _lookup(self, job_id: str) -> StoredAnswer | None:
-        now = time.monotonic()
-        self._prune(now)
+    def _lookup(self, job_id: str, now: float) -> StoredAnswer | None:
         entry = self._entries.get(job_id)
-        return entry[1] if entry is not None else None
+        if entry is None or now - entry[0] > self._ttl:
+            return None
+        return entry[1]
 
     async def claim(self, job_id: str, answer: StoredAnswer) -> StoredAnswer | None:
-        existing = self._lookup(job_id)
+        now = time.monotonic()
+        existing = self._lookup(job_id, now)
         if existing is not None:
             return existing
-        self._entries[job_id] = (time.monotonic(), answer)
+        self._entries.pop(job_id, None)  # an expired entry: the new one goes to the end
+        self._entries[job_id] = (now, answer)
+        self._prune(now)
         return None
 
     async def get(self, job_id: str) -> StoredAnswer | None:
-        return self._lookup(job_id)
+        return self._lookup(job_id, time.monotonic())
 
     async def forget(self, job_id: str) -> None:
         self._entries.pop(job_id, None)
