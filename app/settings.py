@@ -50,6 +50,7 @@ PLACEHOLDER_SECRETS = frozenset(
         "password",
     }
 )
+PLACEHOLDER_PREFIXES = ("replace-me", "replace_me", "your-", "your_", "change-me", "changeme")
 MIN_SECRET_LENGTH = 16
 
 _yaml_path: ContextVar[Path | None] = ContextVar("external_agent_yaml_path", default=None)
@@ -67,8 +68,12 @@ def _split_secrets(value: Any) -> Any:
 def _is_placeholder(secret: SecretStr | None) -> bool:
     if secret is None:
         return True
-    value = secret.get_secret_value().strip()
-    return value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH
+    value = secret.get_secret_value().strip().lower()
+    return (
+        value in PLACEHOLDER_SECRETS
+        or value.startswith(PLACEHOLDER_PREFIXES)
+        or len(value) < MIN_SECRET_LENGTH
+    )
 
 
 class ClientSettings(BaseSettings):

@@ -282,3 +282,20 @@ async def test_participant_jobs_from_any_door_need_a_participant(body, job_type)
     result = await m.admit(request(job_type=job_type))
     assert result.verdict == "refused" and "participant" in (result.error or "")
     await m.aclose()
+
+
+async def test_memory_registry_forgets_by_age_and_by_count(monkeypatch):
+    import app.jobs.registry as registry_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(registry_module.time, "monotonic", lambda: clock[0])
+    reg = MemoryJobRegistry(ttl=10, max_entries=100)
+    answer = StoredAnswer(participant_identity="a", participant_name="n", participant_metadata="m")
+    assert await reg.claim("AJ_old", answer) is None
+    assert await reg.claim("AJ_old", answer) == answer
+    clock[0] += 11
+    assert await reg.get("AJ_old") is None  # too old: a new offer may claim it again
+    assert await reg.claim("AJ_old", answer) is None
+    for i in range(150):
+        await reg.claim(f"AJ_{i}", answer)
+    assert len(reg) == 100 and await reg.get("AJ_149") == answer and await reg.get("AJ_0") is None

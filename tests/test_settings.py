@@ -65,7 +65,8 @@ def test_livekit_secret_env_overrides_yaml_secrets(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "secret", ["", "secret", "changeme", "your-secure-webhook-secret", "short"]
+    "secret",
+    ["", "secret", "changeme", "your-secure-webhook-secret", "short", "replace-me-0123456789abc"],
 )
 def test_placeholder_or_empty_secret_refuses_to_start(monkeypatch, secret):
     monkeypatch.setenv("LIVEKIT_WEBHOOK_SECRET", secret)
