@@ -3,7 +3,11 @@
 extra (opencv-python-headless)."""
 
 from agents.vision.config import VisionConfig
+from agents.vision.conversation import WatchingConversation
 from agents.vision.frames import FrameStore, Sample
 from agents.vision.pipeline import SpeechOutput, VisionPipeline, VisionTurn
 
-__all__ = ["FrameStore", "Sample", "SpeechOutput", "VisionConfig", "VisionPipeline", "VisionTurn"]
+__all__ = [
+    "FrameStore", "Sample", "SpeechOutput", "VisionConfig", "VisionPipeline", "VisionTurn",
+    "WatchingConversation",
+]
