@@ -205,6 +205,22 @@ async def test_mono_column_input_and_leading_silence_still_transcribe(
 
 
 @pytest.mark.embedded
+async def test_concurrent_calls_share_the_model_and_each_get_their_own_words(
+    stt: MoonshineSTT, speech: PCM, other_speech: PCM
+) -> None:
+    second = MoonshineSTT(name="moonshine-2")
+    try:
+        first, other = await asyncio.gather(
+            stt.transcribe(speech), second.transcribe(other_speech)
+        )
+        assert second.load_runner() is stt.load_runner()
+    finally:
+        await second.aclose()
+    assert wer(SENTENCE, first.text) <= 0.15, first.text
+    assert wer(OTHER, other.text) <= 0.15, other.text
+
+
+@pytest.mark.embedded
 async def test_input_longer_than_a_chunk_is_transcribed_piece_by_piece(
     stt: MoonshineSTT, speech: PCM, other_speech: PCM
 ) -> None:
