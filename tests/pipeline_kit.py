@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,16 @@ async def running(kit: Kit) -> AsyncIterator[Kit]:
             kit.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await kit.task
+
+
+async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``cond`` (state that changes without a message, e.g. audio captured)."""
+
+    async def _poll() -> None:
+        while not cond():  # noqa: ASYNC110 (no event to wait on in the fakes' state)
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(_poll(), within)
 
 
 def pipeline_tasks() -> list[asyncio.Task[Any]]:

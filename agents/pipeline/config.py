@@ -64,6 +64,8 @@ class ProviderSpec(BaseModel):
             self.kind = implied
         elif self.kind != implied:
             raise ValueError(f"a {self.type} provider is a {implied}, not a {self.kind}")
+        if self.type == "moonshine" and self.model not in (None, "base", "tiny"):
+            raise ValueError('a moonshine model is "base" or "tiny"')
         return self
 
     @property

@@ -50,7 +50,8 @@ def _build(nickname: str, spec: ProviderSpec) -> Provider:
         from agents.providers.moonshine_stt import MoonshineSTT  # type: ignore[import-not-found,unused-ignore]
 
         stt: Provider = MoonshineSTT(
-            name=nickname, model=spec.model or "base", threads=spec.threads, policy=policy
+            name=nickname, model="tiny" if spec.model == "tiny" else "base",
+            threads=spec.threads, policy=policy,
         )
         return stt
     if spec.type == "piper":

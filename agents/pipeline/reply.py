@@ -9,7 +9,6 @@ interrupted), commits the assistant text to the chat context and closes the trac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +18,7 @@ import structlog
 from agents.io import AudioOutput
 from agents.messages import AgentState, OutboundMessage, handoff, new_id, todo_list
 from agents.messages import transcript_chunk as transcript_msg
+from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext
 from agents.pipeline.speech import SentenceSplitter, SpeechOut
@@ -148,20 +148,13 @@ class Reply:
         try:
             done, _ = await asyncio.wait({producer, speaker}, return_when=asyncio.FIRST_COMPLETED)
             if speaker in done and not producer.done():
-                producer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await producer
+                await cancel_and_wait(producer)
                 speaker.result()  # raises the speech failure
             producer.result()
             sentences.put_nowait(None)
             await speaker
         finally:
-            for task in (producer, speaker):
-                if not task.done():
-                    task.cancel()
-            for task in (producer, speaker):
-                with contextlib.suppress(asyncio.CancelledError, StepFailed):
-                    await task
+            await cancel_and_wait(producer, speaker)
 
     async def _speak_loop(self, sentences: asyncio.Queue[str | None]) -> None:
         while True:

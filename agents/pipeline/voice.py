@@ -31,6 +31,7 @@ from agents.messages import (
     todo_list,
 )
 from agents.messages import transcript_chunk as transcript_msg
+from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext, FrameSource
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome
@@ -384,9 +385,7 @@ class VoicePipeline:
             return
         if self._reply is not None:
             self._reply.interrupt()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     # -- barge-in and interim transcripts ----------------------------------------------------
 
@@ -490,15 +489,10 @@ class VoicePipeline:
     async def _drain(self, sender: asyncio.Task[None]) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._outbox.join(), timeout=_SEND_DRAIN_SECONDS)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
+        await cancel_and_wait(sender)
 
     async def _cancel_background(self) -> None:
-        tasks = list(self._bg)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._bg)
 
 
 def _current_cancelling() -> bool:

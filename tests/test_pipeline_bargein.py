@@ -1,0 +1,116 @@
+"""Barge-in: true interruptions stop the agent at once and cut its transcript at what was
+heard; short sounds over the agent are false interruptions and the agent goes on."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fakes import Delay, FakeAudioOutput, FakeLLM, FakeSTT, FakeTTS, silence, speech
+from pipeline_kit import AGENT, USER, Kit, make_kit, running, wait_until
+
+S1 = "The first sentence is here."
+S2 = "The second sentence is longer than that."
+S3 = "The third one ends it."
+ANSWER = f"{S1} {S2} {S3}"
+
+
+async def speaking_everything(kit: Kit) -> None:
+    """The whole answer has been handed to the audio output (none of it played yet)."""
+    total = sum(kit.tts.duration(s) for s in (S1, S2, S3))
+    await wait_until(lambda: abs(kit.audio.captured_seconds - total) < 0.03)
+
+
+async def test_barge_in_clears_audio_on_the_deciding_frame_and_cuts_the_transcript() -> None:
+    kit = make_kit(llm=FakeLLM(scripts=[[ANSWER]]), audio=FakeAudioOutput(auto_play=False))
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me three things")
+        await speaking_everything(kit)
+        kit.audio.advance(kit.tts.duration(S1) + kit.tts.duration(S2) / 2)
+        decided_at = None
+        for i, frame in enumerate(speech(400)):
+            kit.pipeline.push_audio(USER, frame)
+            if kit.audio.cleared and decided_at is None:
+                decided_at = i
+                assert kit.audio.queued_duration == 0.0
+        # barge_in_min_ms=300 of 10 ms frames: the 30th frame decides, and clears the queue.
+        assert decided_at == 29
+        kit.feed(silence(250))
+        kit.audio.release()
+        first = await kit.agent_final()
+        second = await kit.agent_final(2)
+    assert first.text == f"{S1} The second sentence"
+    assert second.text == "Okay."
+    assert kit.pipeline.record()["counters"]["barge_ins"] == 1
+    metrics = kit.msgs.of("agent_metrics")[0].data
+    assert metrics.interrupted and "interrupted" in metrics.stages
+    statuses = kit.msgs.statuses()
+    assert statuses[:4] == ["listening", "thinking", "speaking", "listening"]
+    # the model sees what the caller heard, then what the caller said
+    history = [(m.role, m.content) for m in kit.llm.requests[1].messages[1:]]
+    assert history == [("user", "tell me three things"),
+                       ("assistant", f"{S1} The second sentence"), ("user", "hello there")]
+    rec = kit.pipeline.record()["transcript"]
+    assert rec[1] == {"role": "agent", "text": first.text, "interrupted": True,
+                      "turn_id": metrics.turn_id}
+
+
+async def test_short_sounds_over_the_agent_are_false_interruptions() -> None:
+    kit = make_kit(llm=FakeLLM(scripts=[[ANSWER]]), audio=FakeAudioOutput(auto_play=False))
+    async with running(kit):
+        kit.pipeline.push_text(USER, "go on")
+        await speaking_everything(kit)
+        kit.audio.advance(0.3)
+        kit.feed(speech(200) + silence(250))  # an "mhm": a turn's length, under barge-in
+        kit.feed(speech(50) + silence(250))  # a click: not even a turn
+        await asyncio.sleep(0.02)
+        assert kit.audio.cleared == 0
+        kit.audio.release()
+        final = await kit.agent_final()
+    assert final.text == ANSWER
+    assert kit.stt.calls == []
+    assert kit.pipeline.record()["counters"] == {
+        "barge_ins": 0, "false_interruptions": 2, "provider_failures": 0}
+    assert not kit.msgs.of("agent_metrics")[0].data.interrupted
+
+
+async def test_speech_while_thinking_cancels_generation_in_flight() -> None:
+    llm = FakeLLM(scripts=[[Delay(10), "never said"], ["Second answer."]])
+    kit = make_kit(llm=llm)
+    async with running(kit):
+        kit.pipeline.push_text(USER, "first question")
+        await kit.status("thinking")
+        await wait_until(lambda: len(llm.requests) == 1)
+        kit.feed(speech(150) + silence(250))
+        final = await kit.agent_final()
+    assert final.text == "Second answer."
+    assert llm.cancelled == 1
+    assert [f.text for f in kit.agent_finals()] == ["Second answer."]
+    assert kit.msgs.of("agent_metrics")[0].data.interrupted
+
+
+async def test_words_of_a_turn_interrupted_during_recognition_join_the_next_turn() -> None:
+    stt = FakeSTT(delay=0.2, responses=["first and second"])
+    kit = make_kit(stt=stt)
+    async with running(kit):
+        kit.feed(speech(300) + silence(250))
+        await wait_until(lambda: len(stt.calls) == 1)
+        kit.feed(speech(300) + silence(250))
+        await kit.agent_final()
+    assert len(stt.calls) == 2 and stt.calls[1] > stt.calls[0]
+    assert [u.text for u in kit.msgs.transcripts(USER)] == ["first and second"]
+
+
+async def test_text_turn_interrupts_the_agent_and_is_answered() -> None:
+    kit = make_kit(llm=FakeLLM(scripts=[[ANSWER], ["Answer two."]]),
+                   audio=FakeAudioOutput(auto_play=False), tts=FakeTTS())
+    async with running(kit):
+        kit.pipeline.push_text(USER, "one")
+        await speaking_everything(kit)
+        kit.pipeline.push_text(USER, "two")
+        await kit.agent_final()
+        kit.audio.release()
+        second = await kit.agent_final(2)
+    assert kit.audio.cleared == 1
+    assert kit.agent_finals()[0].text == ""
+    assert second.text == "Answer two."
+    assert [t.data.participant_id for t in kit.msgs.of("transcript_chunk")].count(AGENT) >= 3
