@@ -160,7 +160,7 @@ async def test_bad_input_gets_a_clear_non_retryable_error() -> None:
             (np.zeros(16000, dtype=np.float32), "int16"),
             (np.zeros((16000, 2), dtype=np.int16), "mono"),
             (b"\x00\x00" * 16000, "numpy"),
-            (np.zeros(16000 * 121, dtype=np.int16), "longer than the 120s limit"),
+            (np.zeros(16000 * 301, dtype=np.int16), "longer than the 300s limit"),
         ]
         for pcm, message in cases:
             with pytest.raises(ProviderError, match=message) as err:

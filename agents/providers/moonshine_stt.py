@@ -52,8 +52,9 @@ class MoonshineSTT(STT):
     """Input whose RMS level is below this is silence: empty transcript, no model run."""
     chunk_seconds = 30.0
     """Longer input is cut at its quietest points into pieces of at most this length."""
-    max_input_seconds = 120.0
-    """Longer input is refused with a non-retryable ProviderError."""
+    max_input_seconds = 300.0
+    """Longer input is refused with a non-retryable ProviderError (the pipeline's longest
+    allowed turn is 300 s)."""
     tokens_per_second = 6.5
     """Decoding stops after ``max(min_tokens, ceil(seconds * tokens_per_second))`` tokens."""
     min_tokens = 4
