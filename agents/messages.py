@@ -41,6 +41,9 @@ class TranscriptChunkData(_Strict):
     participant_id: str
     chunk_id: str
     transcript_id: str
+    interrupted: bool | None = None
+    """Only on the agent's final chunk of a turn the user interrupted: ``text`` is what was
+    actually played. Absent otherwise."""
 
 
 class AgentStatusData(_Strict):
@@ -148,6 +151,7 @@ def transcript_chunk(
     participant_id: str,
     transcript_id: str,
     confidence: float = 1.0,
+    interrupted: bool | None = None,
 ) -> TranscriptChunk:
     return TranscriptChunk(
         data=TranscriptChunkData(
@@ -158,6 +162,7 @@ def transcript_chunk(
             participant_id=participant_id,
             chunk_id=new_id("CH"),
             transcript_id=transcript_id,
+            interrupted=interrupted,
         )
     )
 

@@ -38,7 +38,8 @@ async def test_barge_in_clears_audio_on_the_deciding_frame_and_cuts_the_transcri
         kit.audio.release()
         first = await kit.agent_final()
         second = await kit.agent_final(2)
-    assert first.text == f"{S1} The second sentence"
+    assert first.text == f"{S1} The second sentence" and first.interrupted is True
+    assert second.interrupted is None
     assert second.text == "Okay."
     assert kit.pipeline.record()["counters"]["barge_ins"] == 1
     metrics = kit.msgs.of("agent_metrics")[0].data

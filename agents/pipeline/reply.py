@@ -280,7 +280,7 @@ class Reply:
         if self._audible or spoken:
             env.publish(transcript_msg(
                 text=spoken, is_final=True, participant_id=env.agent_identity,
-                transcript_id=self.transcript_id,
+                transcript_id=self.transcript_id, interrupted=True if self._interrupted else None,
             ))
         # What is not yet in the context: the last round's text, cut when interrupted.
         pending = " ".join(self._text_parts[self._committed :])
