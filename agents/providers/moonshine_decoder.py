@@ -8,7 +8,7 @@ The shipped models keep their weights as int8 and dequantize them inside the gra
 ``Mul`` -> ``Add``) on every run; since ORT-format files are not re-optimised at load time, that
 work is repeated for every decoded token. When the ``onnx`` package is installed we rebuild each
 file as an ONNX model with those weights dequantized once up front (shared by both branches of
-the decoder's cache ``If``), which makes decoding about five times faster. If that rebuild
+the decoder's cache ``If``), which makes each decoder step about five times faster. If that rebuild
 cannot run (no ``onnx``, or an ORT-format schema this code does not know) the ``.ort`` files run
 as shipped, and ``moonshine_rebuild_failed`` is logged.
 
