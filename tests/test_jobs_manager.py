@@ -225,24 +225,18 @@ async def test_duplicates_in_flight_share_the_first_decision(body):
 
 
 async def test_capacity_is_never_exceeded_under_500_concurrent_offers(make_app, body):
-    peak = 0
+    # Jobs never end here, so the number ever started is the peak number running.
     h = await make_app(make_settings(max_jobs=7), body)
-
-    def watch(*_: Any) -> None:
-        nonlocal peak
-        peak = max(peak, h.manager.active_jobs)
-
-    h.manager.on_job_end(watch)
     requests = [signed(notification(job_id=f"AJ_{i}")) for i in range(500)]
     answers = await asyncio.gather(*(h.post(raw, hd) for raw, hd in requests))
     statuses = [r.status_code for r in answers]
     assert statuses.count(200) == 7 and statuses.count(503) == 493
-    assert all("retry-after" in r.headers for r in answers if r.status_code == 503)
-    assert h.manager.active_jobs == 7 and len(body.specs) <= 7
+    assert all(r.headers.get("retry-after") == "5" for r in answers if r.status_code == 503)
+    assert h.manager.active_jobs == 7
     for r in answers:
         if r.status_code == 200:
             await body.wait_running(r.json()["participant_identity"].removeprefix("ai-agent-"))
-    assert len(body.specs) == 7 and peak <= 7
+    assert len(body.specs) == 7 and len({s.job_id for s in body.specs}) == 7
 
 
 async def test_two_managers_sharing_redis_agree_on_job_id(body):

@@ -50,18 +50,20 @@ async def test_valid_notification_is_accepted_with_the_agent_identity(make_app, 
     assert spec.source == "webhook" and spec.metadata == "custom-data"
 
 
-async def test_answer_is_sent_before_the_job_does_room_work(make_app):
-    started = asyncio.Event()
+async def test_answer_is_sent_while_the_job_is_still_dialling_the_room(make_app):
+    dialling = asyncio.Event()
 
-    async def slow_connect(spec, reporter):
-        started.set()
-        await asyncio.Event().wait()
+    async def never_connects(spec, reporter):
+        reporter.state("connecting")
+        dialling.set()
+        await asyncio.Event().wait()  # the room never answers
 
-    h = await make_app(make_settings(), slow_connect)
-    r = await h.send(notification())
+    h = await make_app(make_settings(), never_connects)
+    r = await asyncio.wait_for(h.send(notification()), 5)  # must not wait for the room
     assert r.json()["accepted"] is True
+    await asyncio.wait_for(dialling.wait(), 5)
     job = h.manager.get_job("AJ_abc123")
-    assert job is not None and job.state == "accepted"  # answered while the body has not run
+    assert job is not None and job.state == "connecting"
 
 
 async def test_oversized_body_is_413_and_spawns_nothing(make_app, body):

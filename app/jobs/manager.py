@@ -298,13 +298,15 @@ class JobManager:
 
         future: asyncio.Future[AdmissionResult] = asyncio.get_running_loop().create_future()
         self._inflight[job_id] = future
-        result = self._busy(request, "admission interrupted")
+        result: AdmissionResult | None = None
         try:
             result = await self._claim_and_start(request, hold=hold)
             return result
         finally:
             del self._inflight[job_id]
-            future.set_result(result)
+            # Duplicates waiting on this decision get it; if it was interrupted, they are told
+            # to retry rather than left waiting.
+            future.set_result(result or self._busy(request, "admission interrupted"))
 
     async def _claim_and_start(self, request: JobRequest, *, hold: float | None) -> AdmissionResult:
         job_id = request.job_id
