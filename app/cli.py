@@ -40,12 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.server import run
 
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
     try:
         job_body = default_job_body(settings)
     except JobBodyImportError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
+    configure_logging(level=settings.log_level, fmt=settings.log_format)  # process-wide
     app = create_app(settings, job_body=job_body)
     run(
         app,
