@@ -3,6 +3,7 @@ splitting, speech playout tracking, chat context, traces."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import numpy as np
@@ -274,3 +275,37 @@ def test_fake_vad_hears_speech_only_when_loud() -> None:
     assert s.push(np.concatenate([loud, loud])) == [1.0, 1.0]
     assert s.push(np.zeros(100, dtype=np.int16)) == []
     assert s.push(np.zeros(60, dtype=np.int16)) == [0.0]
+
+
+# --- the factory the participant calls -------------------------------------------------------
+
+
+async def test_factory_builds_a_conversation_per_job_with_the_persona_applied() -> None:
+    from fakes import FakeMessageOutput
+    from pipeline_kit import USER, job_spec
+
+    from agents.config import PersonaConfig
+    from agents.messages import TodoItem
+    from agents.pipeline import make_conversation_factory
+
+    cfg = PipelineConfig()
+    stt, llm, tts = FakeSTT(), FakeLLM(default="Hello there, you."), FakeTTS()
+    reg = ProviderRegistry(config=cfg, prebuilt={
+        "silero": FakeVAD(), "moonshine": stt, "scripted-intake": llm, "piper": tts,
+    })
+    factory = make_conversation_factory(cfg, registry=reg)
+    item = TodoItem(id="a", description="A", required=True)
+    persona = PersonaConfig(instructions="Only French.", voice="joe", todo_items=[item, item])
+    msgs = FakeMessageOutput()
+    conv = factory(spec=job_spec(), audio=FakeAudioOutput(), messages=msgs, persona=persona)
+    task = asyncio.create_task(conv.run())
+    conv.push_text(USER, "bonjour")
+    await msgs.wait_for(lambda m: m.type == "transcript_chunk" and m.data.is_final
+                        and m.data.participant_id != USER)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert llm.requests[0].messages[0].content.startswith("Only French.")
+    assert tts.voices == ["joe"]
+    assert [i.id for i in msgs.of("todo_list")[0].data.items] == ["a"]  # duplicate dropped
+    await factory.aclose()

@@ -143,3 +143,25 @@ async def test_bad_tool_arguments_go_back_to_the_model_and_the_call_goes_on() ->
     assert final.text == "Let me try again."
     result = json.loads(llm.requests[1].messages[-1].content)
     assert result["ok"] is False and "JSON" in result["error"]
+
+
+async def test_scripted_intake_walks_the_todo_list_to_the_end_of_the_call() -> None:
+    from agents.providers.scripted_intake import ScriptedIntakeLLM
+
+    todo = [TodoItem(id="name", description="your full name", required=True),
+            TodoItem(id="phone", description="a phone number", required=True),
+            TodoItem(id="color", description="favourite colour")]
+    kit = make_kit(llm=ScriptedIntakeLLM(), todo=todo)  # type: ignore[arg-type]
+    async with running(kit):
+        for n, said in enumerate(["hello", "Ada Lovelace", "555 0100"], start=1):
+            kit.pipeline.push_text(USER, said)
+            await kit.agent_final(n)
+        assert kit.task is not None
+        assert await asyncio.wait_for(kit.task, 5) == "call_ended"
+    board = kit.tools.board
+    assert board.notes == {"name": "Ada Lovelace", "phone": "555 0100"}
+    assert [i.status for i in board.items] == ["completed", "completed", "pending"]
+    finals = [f.text for f in kit.agent_finals()]
+    assert "name" in finals[0].lower() and "phone" in finals[1].lower()
+    assert "Ada Lovelace" in finals[2]
+    assert kit.msgs.of("todo_list")[-1].data.items[1].status == "completed"

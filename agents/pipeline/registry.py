@@ -64,11 +64,11 @@ def _build(nickname: str, spec: ProviderSpec) -> Provider:
     if spec.type == "scripted-intake":
         from agents.providers.scripted_intake import ScriptedIntakeLLM
 
-        return ScriptedIntakeLLM(name=nickname)
+        return ScriptedIntakeLLM(name=nickname, policy=policy)
     if spec.type == "embedded-vision":
         from agents.providers.embedded_vision import EmbeddedVisionLLM  # type: ignore[import-not-found,unused-ignore]
 
-        vision: Provider = EmbeddedVisionLLM(name=nickname)
+        vision: Provider = EmbeddedVisionLLM(name=nickname, policy=policy)
         return vision
     # openai: one vendor file per kind
     if not spec.model:
