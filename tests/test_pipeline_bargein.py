@@ -115,3 +115,16 @@ async def test_text_turn_interrupts_the_agent_and_is_answered() -> None:
     assert kit.agent_finals()[0].text == ""
     assert second.text == "Answer two."
     assert [t.data.participant_id for t in kit.msgs.of("transcript_chunk")].count(AGENT) >= 3
+
+
+async def test_noise_that_stops_the_agent_while_thinking_does_not_lose_the_answer() -> None:
+    llm = FakeLLM(scripts=[[Delay(10), "never said"], ["The answer."]])
+    kit = make_kit(llm=llm, stt=FakeSTT(responses=[""]))  # the noise transcribes to nothing
+    async with running(kit):
+        kit.pipeline.push_text(USER, "my question")
+        await wait_until(lambda: len(llm.requests) == 1)
+        kit.feed(speech(150) + silence(250))
+        final = await kit.agent_final()
+    assert final.text == "The answer."
+    assert [m.content for m in llm.requests[1].messages if m.role == "user"] == ["my question"]
+    assert kit.pipeline.record()["counters"]["false_interruptions"] == 1

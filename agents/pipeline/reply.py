@@ -71,6 +71,7 @@ class Reply:
         self.outcome: ReplyOutcome = "answered"
         self.failed_step: Step | None = None
         self.spoken: str = ""
+        self.used_model = False
         self._interrupted = False
         self._text_parts: list[str] = []  # every sentence the agent produced this turn
         self._committed = 0  # of _text_parts, already in the chat context
@@ -104,6 +105,7 @@ class Reply:
 
     async def run_model(self) -> ReplyOutcome:
         """Ask the model (tool rounds included) and speak its answer as it streams."""
+        self.used_model = True
         return await self._run(self._model_body)
 
     async def run_line(self, text: str) -> ReplyOutcome:

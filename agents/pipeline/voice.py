@@ -112,6 +112,7 @@ class VoicePipeline:
         self._interim_at: dict[str, int] = {}
         self._interim_sent: dict[str, bool] = {}
         self._carry: dict[str, PCM] = {}
+        self._unanswered = False  # the last model turn was interrupted before saying anything
         self._cut: asyncio.Task[ReplyOutcome | None] | None = None
         self._failures = 0
         self._end_reason: str | None = None
@@ -306,6 +307,13 @@ class VoicePipeline:
                 transcript_id=turn.transcript_id, confidence=result.confidence,
             ))
         if not text:
+            if self._unanswered and self._llm is not None:
+                # The user's sound stopped the agent before it said anything, and it was not
+                # words: a false interruption after all. Answer the turn it had been thinking on.
+                self._false_interruption(turn.speaker, turn.speech_ms)
+                reply = self._new_reply(trace)
+                await reply.run_model()
+                return reply
             trace.outcome = "empty"
             return None
         self._user_said(turn.speaker, text, trace)
@@ -334,6 +342,7 @@ class VoicePipeline:
 
     def _after_turn(self, reply: Reply | None, trace: TurnTrace | None) -> None:
         if reply is not None:
+            self._unanswered = reply.used_model and reply.interrupted and not reply.spoken
             if reply.outcome == "failed":
                 self._failures += 1
                 self._counters["provider_failures"] += 1
