@@ -276,3 +276,22 @@ async def test_record_keeps_traces_transcript_and_todo() -> None:
     ]
     assert rec["todo"]["items"][0]["id"] == "name"
     assert kit.msgs.of("todo_list")[0].data.items[0].id == "name"
+
+
+async def test_each_speaker_has_their_own_turns_and_attribution() -> None:
+    stt = FakeSTT(script=lambda pcm: "long one" if pcm.size > 16 * 600 else "short one")
+    kit = make_kit(stt=stt, steps=["stt", "return"])
+    async with running(kit):
+        for a, b in zip(speech(300) + silence(250), speech(800) + silence(250), strict=False):
+            kit.pipeline.push_audio("alice", a)
+            kit.pipeline.push_audio("bob", b)
+        kit.feed(silence(250), speaker="bob")
+        await kit.msgs.wait_for(lambda m: len(kit.msgs.of("transcript_chunk")) == 2)
+    said = {(c.participant_id, c.text) for c in (m.data for m in kit.msgs.of("transcript_chunk"))}
+    assert said == {("alice", "short one"), ("bob", "long one")}
+
+
+async def test_say_before_the_conversation_runs_is_refused() -> None:
+    kit = make_kit()
+    assert await kit.pipeline.say("hello") is False
+    assert kit.tts.texts == []

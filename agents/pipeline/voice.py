@@ -34,6 +34,7 @@ from agents.messages import transcript_chunk as transcript_msg
 from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext, FrameSource
+from agents.pipeline.outbox import Outbox
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome
 from agents.pipeline.trace import INTERRUPTIONS, TurnKind, TurnTrace
 from agents.pipeline.turns import SpeechDiscarded, SpeechStarted, TurnDetector, TurnEnded
@@ -43,7 +44,6 @@ from agents.tools import AgentTools
 
 log = structlog.get_logger("agents.pipeline.voice")
 
-_SEND_DRAIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,6 @@ class VoicePipeline:
     ) -> None:
         self._cfg = config
         self._spec = spec
-        self._messages = messages
         self._persona = persona
         self._vad = vad
         self._stt = stt
@@ -103,7 +102,7 @@ class VoicePipeline:
         self._detectors: dict[str, TurnDetector] = {}
         self._bad_audio: set[str] = set()
         self._inbox: asyncio.Queue[_Turn | None] = asyncio.Queue()
-        self._outbox: asyncio.Queue[OutboundMessage] = asyncio.Queue()
+        self._outbox = Outbox(output=messages)
         self._status: AgentState | None = None
         self._turn_task: asyncio.Task[ReplyOutcome | None] | None = None
         self._reply: Reply | None = None
@@ -188,7 +187,7 @@ class VoicePipeline:
         if self._running or self._closed:
             raise RuntimeError("a VoicePipeline runs once")
         self._running = True
-        sender = asyncio.create_task(self._send_loop(), name="pipeline-sender")
+        self._outbox.start()
         try:
             self._publish(todo_list(self._tools.board.items))
             if self._persona.greeting:
@@ -210,7 +209,7 @@ class VoicePipeline:
             self._closed = True
             await self._stop_turn()
             await self._cancel_background()
-            await self._drain(sender)
+            await self._outbox.aclose()
 
     def busy(self) -> bool:
         """A user is speaking, or the agent is thinking or speaking."""
@@ -478,27 +477,12 @@ class VoicePipeline:
     # -- publishing --------------------------------------------------------------------------
 
     def _publish(self, message: OutboundMessage) -> None:
-        self._outbox.put_nowait(message)
+        self._outbox.put(message)
 
     def _set_status(self, status: AgentState, message: str | None) -> None:
         if status != self._status or message is not None:
             self._status = status
             self._publish(agent_status(status, message))
-
-    async def _send_loop(self) -> None:
-        while True:
-            message = await self._outbox.get()
-            try:
-                await self._messages.publish(message)
-            except Exception as e:  # noqa: BLE001 (a lost message must not end the call)
-                self._log.warning("publish_failed", type=message.type, error=str(e))
-            finally:
-                self._outbox.task_done()
-
-    async def _drain(self, sender: asyncio.Task[None]) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._outbox.join(), timeout=_SEND_DRAIN_SECONDS)
-        await cancel_and_wait(sender)
 
     async def _cancel_background(self) -> None:
         await cancel_and_wait(*self._bg)
