@@ -309,3 +309,12 @@ async def test_factory_builds_a_conversation_per_job_with_the_persona_applied() 
     assert tts.voices == ["joe"]
     assert [i.id for i in msgs.of("todo_list")[0].data.items] == ["a"]  # duplicate dropped
     await factory.aclose()
+
+
+def test_enabled_vision_names_a_model_and_accepts_the_vision_step_lists() -> None:
+    cfg = PipelineConfig.model_validate({"vision": {"enabled": True, "pipeline": ["visionllm"]}})
+    assert cfg.nicknames_in_use()[-1] == "embedded-vision"
+    with pytest.raises(ValidationError, match="needs a llm provider"):
+        PipelineConfig.model_validate({"vision": {"enabled": True, "llm": "piper"}})
+    with pytest.raises(ValidationError, match="vision pipeline is one of"):
+        PipelineConfig.model_validate({"vision": {"pipeline": ["tts", "return"]}})
