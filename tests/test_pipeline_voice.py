@@ -295,3 +295,15 @@ async def test_say_before_the_conversation_runs_is_refused() -> None:
     kit = make_kit()
     assert await kit.pipeline.say("hello") is False
     assert kit.tts.texts == []
+
+
+async def test_first_sentence_is_spoken_while_the_model_is_still_generating() -> None:
+    llm = FakeLLM(scripts=[["The first sentence is here. And the sec", Delay(10), "ond."]])
+    kit = make_kit(llm=llm, audio=FakeAudioOutput(auto_play=False))
+    async with running(kit):
+        kit.pipeline.push_text(USER, "go")
+        await kit.status("speaking")
+        assert kit.tts.texts == ["The first sentence is here."]
+        assert llm.completed == 0 and kit.audio.frames
+        interim = kit.msgs.transcripts(AGENT)[0]
+        assert not interim.is_final and interim.text == "The first sentence is here."
