@@ -44,6 +44,8 @@ from agents.tools import AgentTools
 
 log = structlog.get_logger("agents.pipeline.voice")
 
+_MAX_RECORD_ROWS = 1000
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ class VoicePipeline:
             elif isinstance(ev, TurnEnded):
                 self._on_turn_ended(ev)
             elif isinstance(ev, SpeechDiscarded):
+                self._interim_sent.pop(ev.transcript_id, None)
                 self._cancel_interim(speaker)
                 if self._agent_active():
                     self._false_interruption(speaker, ev.speech_ms)
@@ -330,9 +333,8 @@ class VoicePipeline:
             except Exception as e:  # noqa: BLE001 (vision is optional; the turn goes on)
                 self._log.warning("frames_failed", speaker=speaker, error=str(e))
         self._context.add_user(text, speaker=speaker, images=images)
-        self._transcript.append(
-            {"role": "user", "speaker": speaker, "text": text, "turn_id": trace.turn_id}
-        )
+        row = {"role": "user", "speaker": speaker, "text": text, "turn_id": trace.turn_id}
+        _append_capped(self._transcript, row)
 
     def _new_reply(self, trace: TurnTrace) -> Reply:
         reply = Reply(env=self._env, trace=trace)
@@ -348,7 +350,7 @@ class VoicePipeline:
             elif reply.outcome != "interrupted":
                 self._failures = 0
             if reply.spoken:
-                self._transcript.append({
+                _append_capped(self._transcript, {
                     "role": "agent", "text": reply.spoken, "interrupted": reply.interrupted,
                     "turn_id": reply.trace.turn_id,
                 })
@@ -357,7 +359,7 @@ class VoicePipeline:
             trace.observe()
             self._publish(trace.message())
         if trace is not None and ("done" in trace.stages or reply is not None):
-            self._turns.append(trace.record())
+            _append_capped(self._turns, trace.record())
         if self._reply is reply:
             self._reply = None
         if self._tools.handoff is not None:
@@ -486,6 +488,13 @@ class VoicePipeline:
 
     async def _cancel_background(self) -> None:
         await cancel_and_wait(*self._bg)
+
+
+def _append_capped(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """Keep the newest :data:`_MAX_RECORD_ROWS` rows of a record list (long calls)."""
+    rows.append(row)
+    if len(rows) > _MAX_RECORD_ROWS:
+        del rows[: len(rows) - _MAX_RECORD_ROWS]
 
 
 def _current_cancelling() -> bool:
