@@ -3,10 +3,12 @@ the configuration, holding the shared providers."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import structlog
 
 from agents.config import PersonaConfig
-from agents.io import AudioOutput, MessageOutput
+from agents.io import AudioOutput, Conversation, MessageOutput
 from agents.job import JobSpec
 from agents.messages import TodoItem
 from agents.pipeline.config import PipelineConfig
@@ -74,3 +76,9 @@ def _unique(items: list[TodoItem], *, job_id: str) -> list[TodoItem]:
         seen.add(item.id)
         out.append(item)
     return out
+
+
+if TYPE_CHECKING:  # mypy checks that a VoicePipeline is a Conversation
+
+    def _is_conversation(pipeline: VoicePipeline) -> Conversation:
+        return pipeline
