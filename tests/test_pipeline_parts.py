@@ -196,6 +196,16 @@ def test_numbers_and_short_pieces_do_not_split() -> None:
     assert sp.flush() == ["Hi."]
 
 
+def test_the_first_piece_may_end_at_a_clause_to_start_speaking_sooner() -> None:
+    sp = SentenceSplitter()
+    out = sp.push("I'm a scripted offline responder, not a language model, and there")
+    assert out == ["I'm a scripted offline responder,"]
+    out = sp.push(" is nothing, sadly, to ask you. Bye now friend. ")
+    assert out == ["not a language model, and there is nothing, sadly, to ask you.",
+                   "Bye now friend."]
+    assert SentenceSplitter(first_min_chars=0).push("I'm a scripted offline responder, x") == []
+
+
 def test_long_text_without_punctuation_is_cut_at_a_comma() -> None:
     sp = SentenceSplitter(max_chars=40)
     out = sp.push("one two three four five six, seven eight nine ten eleven twelve")

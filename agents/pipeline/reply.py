@@ -216,7 +216,8 @@ class Reply:
             messages=env.context.messages(todo_context=env.tools.render_context()),
             tools=env.tools.specs(),
         )
-        splitter = SentenceSplitter()
+        # Only the reply's very first piece may be cut at a clause, to start speaking sooner.
+        splitter = SentenceSplitter(first_min_chars=0 if self._text_parts else 24)
         calls: list[ToolCall] = []
         stream = llm.chat(request)
         try:

@@ -28,24 +28,42 @@ class SentenceSplitter:
     A sentence ends at terminal punctuation followed by whitespace, or at a line break; a piece
     shorter than ``min_chars`` waits for the next one (so "Hi." and "Dr." do not go alone); text
     longer than ``max_chars`` with no sentence end is cut at a comma or a space.
+
+    The first piece of an answer may also end at a comma, semicolon or colon once it has
+    ``first_min_chars``: speech can start on a short clause instead of waiting for a long
+    sentence to be synthesised whole (0 turns this off).
     """
 
-    def __init__(self, *, min_chars: int = 12, max_chars: int = 220) -> None:
+    def __init__(
+        self, *, min_chars: int = 12, max_chars: int = 220, first_min_chars: int = 24
+    ) -> None:
         self._buf = ""
         self._min = min_chars
         self._max = max_chars
+        self._first_min = first_min_chars
+        self._emitted = False
 
     def push(self, text: str) -> list[str]:
         self._buf += text
         out: list[str] = []
         start = 0
-        for m in _END.finditer(self._buf):
+        if not self._emitted and self._first_min:
+            for m in _SOFT.finditer(self._buf):
+                if m.end() >= self._first_min:
+                    out.append(self._buf[: m.end()].strip())
+                    start = m.end()
+                    break
+            end = _END.search(self._buf)
+            if out and end is not None and end.end() <= start:
+                out, start = [], 0  # a whole sentence came first: the normal rule applies
+        for m in _END.finditer(self._buf, start):
             piece = self._buf[start : m.end()].strip()
             if len(piece) < self._min:
                 continue
             out.append(piece)
             start = m.end()
         self._buf = self._buf[start:]
+        self._emitted = self._emitted or bool(out)
         while len(self._buf) > self._max:
             cut = self._cut_point(self._buf[: self._max])
             piece, self._buf = self._buf[:cut].strip(), self._buf[cut:]
