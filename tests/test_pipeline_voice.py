@@ -307,3 +307,21 @@ async def test_first_sentence_is_spoken_while_the_model_is_still_generating() ->
         assert llm.completed == 0 and kit.audio.frames
         interim = kit.msgs.transcripts(AGENT)[0]
         assert not interim.is_final and interim.text == "The first sentence is here."
+
+
+async def test_a_provider_raising_an_unexpected_exception_is_a_failure_not_a_crash() -> None:
+    stt = FakeSTT(responses=[RuntimeError("vendor bug")])
+    llm = FakeLLM(scripts=[[KeyError("vendor bug")]])
+    kit = make_kit(stt=stt, llm=llm, fallback_line="Sorry, once more?")
+    async with running(kit):
+        kit.feed(speech(300) + silence(250))
+        first = await kit.agent_final()
+        kit.pipeline.push_text(USER, "hello")
+        second = await kit.agent_final(2)
+        kit.pipeline.push_text(USER, "again")
+        third = await kit.agent_final(3)
+    assert (first.text, second.text, third.text) == (
+        "Sorry, once more?", "Sorry, once more?", "Okay.")
+    notes = [m.data.message for m in kit.msgs.of("agent_status") if m.data.message]
+    assert notes == ["stt_failed", "llm_failed"]
+    assert kit.task is not None and kit.task.cancelled()  # ran until the test stopped it

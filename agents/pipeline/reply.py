@@ -170,6 +170,8 @@ class Reply:
                 await self._speech.speak(sentence)
             except ProviderError as e:
                 raise StepFailed("tts", e) from e
+            except Exception as e:  # noqa: BLE001 (a vendor bug must not end the call)
+                raise StepFailed("tts", unexpected(e, self._speech.provider)) from e
 
     def _add_sentence(self, sentence: str, out: asyncio.Queue[str | None]) -> None:
         self._text_parts.append(sentence)
@@ -232,6 +234,8 @@ class Reply:
                     calls.append(event.call)
         except ProviderError as e:
             raise StepFailed("llm", e) from e
+        except Exception as e:  # noqa: BLE001 (a vendor bug must not end the call)
+            raise StepFailed("llm", unexpected(e, llm.name)) from e
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -298,6 +302,13 @@ class Reply:
             self.trace.outcome = self.outcome
         self.trace.observe()
         env.publish(self.trace.message())
+
+
+def unexpected(error: Exception, provider: str) -> ProviderError:
+    """An exception a provider should not have raised, as a non-retryable provider error."""
+    log.error("provider_unexpected_error", provider=provider, error_type=type(error).__name__,
+              exc_info=error)
+    return ProviderError(f"unexpected {type(error).__name__}: {error}", provider=provider)
 
 
 def _after_prefix(spoken: str, before: str) -> str:

@@ -117,6 +117,10 @@ class SpeechOut:
         self._on_sentence = on_sentence
 
     @property
+    def provider(self) -> str:
+        return self._tts.name
+
+    @property
     def first_audio_ms(self) -> float | None:
         return self._first_audio_ms
 

@@ -35,7 +35,7 @@ from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext, FrameSource
 from agents.pipeline.outbox import Outbox
-from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome
+from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome, unexpected
 from agents.pipeline.trace import INTERRUPTIONS, TurnKind, TurnTrace
 from agents.pipeline.turns import SpeechDiscarded, SpeechStarted, TurnDetector, TurnEnded
 from agents.providers.base import LLM, PCM, STT, TTS, VAD, ImagePart, monotonic_ms
@@ -278,6 +278,12 @@ class VoicePipeline:
                 trace = TurnTrace(kind="voice", origin_ms=turn.end_of_speech_ms,
                                   speaker=turn.speaker)
                 reply = await self._voice_turn(turn, trace)
+        except Exception:  # a bug of ours: log it, count it, keep the call alive
+            self._log.exception("turn_crashed")
+            if reply is not None:
+                reply.outcome = "failed"
+            else:
+                self._failures += 1
         finally:
             self._after_turn(reply, trace)
         return reply.outcome if reply is not None else None
@@ -297,9 +303,10 @@ class VoicePipeline:
             # Interrupted before the words were known: they join the speaker's next turn.
             self._carry[turn.speaker] = pcm
             raise
-        except ProviderError as e:
+        except Exception as e:  # noqa: BLE001 (ProviderError, or a vendor bug: never fatal)
+            err = e if isinstance(e, ProviderError) else unexpected(e, self._stt.name)
             reply = self._new_reply(trace)
-            await reply.run_failure("stt", e)
+            await reply.run_failure("stt", err)
             return reply
         trace.mark("final_transcript")
         text = result.text.strip()
@@ -461,7 +468,7 @@ class VoicePipeline:
     async def _interim(self, det: TurnDetector, transcript_id: str) -> None:
         try:
             result = await self._stt.transcribe(det.utterance(), language=self._persona.language)
-        except ProviderError as e:
+        except Exception as e:  # noqa: BLE001 (interims are best effort)
             self._log.debug("interim_failed", speaker=det.speaker, error=str(e))
             return
         if det.in_speech and det.transcript_id == transcript_id and result.text.strip():
