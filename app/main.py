@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI
 
 from agents.job import JobBody
 from app.api import health, jobs
-from app.api.intake import build_intake_router
+from app.api.intake import intake_openapi, intake_route
 from app.dispatch.wiring import dispatch_services, livekit_webhook_routers
 from app.jobs.bodies import default_job_body
 from app.metrics import Metrics
@@ -68,7 +68,10 @@ def create_app(
         openapi_url="/openapi.json" if settings.dev_mode else None,
     )
     app.state.settings = settings
-    app.include_router(build_intake_router(settings.webhook_path))
+    # The webhook is the hot path: a plain route on the app's own router (an included router
+    # would match each request twice), tried first. See app/api/intake.py.
+    app.router.routes.insert(0, intake_route(settings.webhook_path))
+    intake_openapi(app, settings.webhook_path)
     app.include_router(health.router)
     app.include_router(jobs.router)
     for router in (*livekit_webhook_routers(settings), *routers):

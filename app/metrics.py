@@ -1,6 +1,14 @@
-"""Prometheus metrics on a registry owned by one app instance (never the global default)."""
+"""Prometheus metrics on a registry owned by one app instance (never the global default).
+
+The per-event counts (webhooks by outcome, jobs by state, active jobs) are plain integers on the
+hot path, folded into their Prometheus series whenever the registry is collected: one update per
+series per scrape instead of a locked update per event. They are updated and collected on the
+event loop (``GET /metrics`` is an async handler).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -10,11 +18,24 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 
 from agents.job import JobSource
 
 SOURCES: tuple[JobSource, ...] = ("webhook", "dispatch", "livekit_webhook")
 JOB_STATES = ("accepted", "connecting", "running", "completed", "failed", "cancelled")
+
+
+class _FlushingRegistry(CollectorRegistry):
+    """A registry that folds pending counts into their series before every collection."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        super().__init__(auto_describe=True)
+        self._flush = flush
+
+    def collect(self) -> Iterable[Metric]:
+        self._flush()
+        return super().collect()
 
 
 class Metrics:
@@ -23,7 +44,8 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self._pending: dict[Counter | Gauge, int] = {}
+        self.registry: CollectorRegistry = _FlushingRegistry(self._flush)
         self.webhooks = Counter(
             "external_agent_webhooks",
             "Job notifications received, by outcome.",
@@ -65,17 +87,26 @@ class Metrics:
         }
         self._webhooks: dict[str, Counter] = {}
 
+    def _count(self, child: Counter | Gauge, delta: int) -> None:
+        pending = self._pending
+        pending[child] = pending.get(child, 0) + delta
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for child, delta in pending.items():
+            child.inc(delta)
+
     def webhook(self, outcome: str) -> None:
         child = self._webhooks.get(outcome)
         if child is None:
             child = self._webhooks[outcome] = self.webhooks.labels(outcome=outcome)
-        child.inc()
+        self._count(child, 1)
 
     def job_state(self, source: JobSource, state: str) -> None:
-        self._jobs[(source, state)].inc()
+        self._count(self._jobs[(source, state)], 1)
 
     def job_active(self, source: JobSource, delta: int) -> None:
-        self._active[source].inc(delta)
+        self._count(self._active[source], delta)
 
     def accepted_in(self, source: JobSource, seconds: float) -> None:
         self._latency[source].observe(seconds)

@@ -1,37 +1,30 @@
-"""``POST /livekit/agent`` (path from settings): the signed job notification webhook."""
+"""``POST /livekit/agent`` (path from settings): the signed job notification webhook.
+
+The endpoint is a bare ASGI app routed by the FastAPI app (a Starlette :class:`Route` whose
+endpoint is a :class:`JobNotificationEndpoint`), so the app's middleware (error handling,
+telemetry) still applies. It reads the raw body itself (signatures are over the bytes) and
+answers with bytes the pipeline already serialised: no ``Request``/``Response`` objects, no
+dependency solving, no response validation, all of which would be pure cost on the hottest path
+of the service. Being a plain route, FastAPI leaves it out of the generated OpenAPI schema;
+:func:`intake_openapi` adds it back by hand.
+"""
 
 from __future__ import annotations
 
-import json
 import time
+from typing import Any
 
 import structlog
-from fastapi import APIRouter, Request, Response
+from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.errors import IntakeError
 from app.intake.pipeline import IntakeAnswer, error_answer, handle_notification
+from app.intake.schema import JobNotification
 from app.runtime import Runtime
 
 log = structlog.get_logger("app.intake")
-
-
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The raw body, refusing more than ``limit`` bytes without reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise IntakeError(400, "invalid Content-Length", outcome="bad_request")
-        if int(declared) > limit:
-            raise IntakeError(413, "body too large", outcome="too_large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise IntakeError(413, "body too large", outcome="too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 _SIGNATURE_HEADERS = frozenset(
     {
@@ -42,64 +35,206 @@ _SIGNATURE_HEADERS = frozenset(
         b"webhook-signature",
     }
 )
+_JSON = b"application/json"
 
 
-def signature_headers(request: Request) -> dict[str, str]:
-    """The signature headers only, from the raw ASGI list (names are lowercase there); the
-    first occurrence of a repeated header wins."""
+class ClientGone(Exception):
+    """The client disconnected before its whole body arrived: there is no one to answer."""
+
+
+def request_headers(scope: Scope) -> tuple[bytes | None, dict[str, str]]:
+    """``Content-Length`` (raw) and the signature headers, from the ASGI list in one pass (names
+    are lowercase there); the first occurrence of a repeated header wins."""
+    declared: bytes | None = None
     found: dict[str, str] = {}
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         if name in _SIGNATURE_HEADERS:
             found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    return found
+        elif name == b"content-length" and declared is None:
+            declared = value
+    return declared, found
 
 
-def _response(answer: IntakeAnswer) -> Response:
-    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
-    return Response(
-        content=json.dumps(answer.body, separators=(",", ":")),
-        status_code=answer.status,
-        media_type="application/json",
-        headers=headers,
-    )
+async def read_capped(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes without reading them all: a declared
+    ``Content-Length`` over the limit is refused before any read, a streamed body as soon as it
+    passes the limit."""
+    if declared is not None:
+        if not declared.isdigit():
+            raise IntakeError(400, "invalid Content-Length", outcome="bad_request")
+        if int(declared) > limit:
+            raise IntakeError(413, "body too large", outcome="too_large")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone()
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise IntakeError(413, "body too large", outcome="too_large")
+        if not message.get("more_body", False):
+            if not chunks:  # the usual case: the whole body in one message
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
-def build_intake_router(path: str) -> APIRouter:
-    """The webhook is a plain Starlette route: it reads the raw body itself (signatures are over
-    the bytes), so FastAPI's parameter solving and response validation would be pure cost."""
-    router = APIRouter(tags=["intake"])
-    router.add_route(path, job_notification, methods=["POST"], name="job_notification")
-    return router
+async def send_answer(send: Send, answer: IntakeAnswer) -> None:
+    headers = [
+        (b"content-length", str(len(answer.content)).encode()),
+        (b"content-type", _JSON),
+    ]
+    if answer.retry_after:
+        headers.append((b"retry-after", str(answer.retry_after).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.content})
 
 
-async def job_notification(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    started = time.perf_counter()
-    notification = None
-    try:
-        body = await read_capped(request, runtime.intake_policy.max_body_bytes)
-    except IntakeError as e:
-        answer = error_answer(e)
-    else:
-        answer, notification = await handle_notification(
-            body,
-            signature_headers(request),
-            policy=runtime.intake_policy,
-            admission=runtime.manager,
-            now=time.time(),
-        )
-    runtime.metrics.webhook(answer.outcome)
-    runtime.metrics.accepted_in("webhook", time.perf_counter() - started)
-    if answer.outcome not in ("accepted", "duplicate"):
-        log.info(
-            "job_notification_refused",
-            status=answer.status,
-            outcome=answer.outcome,
-            error=answer.body.get("error"),
-            job_id=notification.job_id if notification else None,
-            room=notification.room.name if notification else None,
-            dispatch_id=notification.dispatch_id if notification else None,
-        )
-    elif answer.outcome == "duplicate" and notification is not None:
-        log.info("job_notification_duplicate", job_id=notification.job_id)
-    return _response(answer)
+class JobNotificationEndpoint:
+    """The webhook as an ASGI app. Every check of PROTOCOL.md §1 runs in
+    :func:`app.intake.pipeline.handle_notification`; this class is the HTTP edge around it:
+    the body, the signature headers, metrics, the refusal logs and the answer."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime: Runtime = scope["app"].state.runtime
+        started = time.perf_counter()
+        policy = runtime.intake_policy
+        declared, headers = request_headers(scope)
+        notification = None
+        try:
+            body = await read_capped(receive, declared, policy.max_body_bytes)
+        except IntakeError as e:
+            answer = error_answer(e)
+        except ClientGone:
+            log.info("job_notification_abandoned")
+            return
+        else:
+            answer, notification = await handle_notification(
+                body, headers, policy=policy, admission=runtime.manager, now=time.time()
+            )
+        runtime.metrics.webhook(answer.outcome)
+        runtime.metrics.accepted_in("webhook", time.perf_counter() - started)
+        if answer.outcome == "accepted":
+            pass
+        elif answer.outcome == "duplicate":
+            if notification is not None:
+                log.info("job_notification_duplicate", job_id=notification.job_id)
+        else:
+            log.info(
+                "job_notification_refused",
+                status=answer.status,
+                outcome=answer.outcome,
+                error=answer.error,
+                job_id=notification.job_id if notification else None,
+                room=notification.room.name if notification else None,
+                dispatch_id=notification.dispatch_id if notification else None,
+            )
+        await send_answer(send, answer)
+
+
+def intake_route(path: str) -> Route:
+    """The webhook's route, for ``app.router.routes``."""
+    return Route(path, JobNotificationEndpoint(), methods=["POST"], name="job_notification")
+
+
+def _error_schema(description: str, *, field_errors: bool = False) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "accepted": {"type": "boolean", "const": False},
+        "error": {"type": "string"},
+    }
+    if field_errors:
+        properties["errors"] = {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": "string"}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        }
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": properties, "required": ["accepted"]}
+            }
+        },
+    }
+
+
+def _operation() -> dict[str, Any]:
+    signature = {"in": "header", "required": False, "schema": {"type": "string"}}
+    accepted = {
+        "type": "object",
+        "properties": {
+            "accepted": {"type": "boolean"},
+            "participant_identity": {"type": "string"},
+            "participant_name": {"type": "string"},
+            "participant_metadata": {"type": "string"},
+            "error": {"type": "string"},
+        },
+        "required": ["accepted"],
+    }
+    return {
+        "tags": ["intake"],
+        "summary": "Job notification (HMAC-signed)",
+        "description": "PROTOCOL.md §1. Signed over the raw body with X-LiveKit-Signature and "
+        "X-LiveKit-Timestamp, or with the Standard Webhooks headers (docs/intake.md).",
+        "operationId": "job_notification",
+        "parameters": [
+            {"name": name, **signature}
+            for name in (
+                "X-LiveKit-Signature",
+                "X-LiveKit-Timestamp",
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
+            )
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": _SCHEMA_REF + "JobNotification"}}},
+        },
+        "responses": {
+            "200": {
+                "description": "Accepted (a retry of an accepted job_id gets the first answer "
+                "again), or refused by policy with accepted: false",
+                "content": {"application/json": {"schema": accepted}},
+            },
+            "400": _error_schema("Body is not valid JSON"),
+            "401": _error_schema("Missing or invalid signature, or stale timestamp"),
+            "413": _error_schema("Body too large"),
+            "422": _error_schema("Schema errors", field_errors=True),
+            "503": _error_schema("At capacity or draining; retry after Retry-After seconds"),
+        },
+    }
+
+
+_SCHEMA_REF = "#/components/schemas/"
+
+
+def intake_openapi(app: FastAPI, path: str) -> None:
+    """Document the webhook in the app's OpenAPI schema (FastAPI leaves plain routes out). The
+    body's nested models are named ``JobNotification<Model>`` there."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # FastAPI's, cached until the routes change
+        paths = schema.setdefault("paths", {})
+        if path not in paths:
+            body = JobNotification.model_json_schema(
+                ref_template=_SCHEMA_REF + "JobNotification{model}"
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, model in body.pop("$defs", {}).items():
+                components["JobNotification" + name] = model
+            components["JobNotification"] = body
+            paths[path] = {"post": _operation()}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
@@ -17,7 +18,7 @@ from pydantic import SecretStr, ValidationError
 from app.admission import Admission, AdmissionResult, JobRequest
 from app.errors import IntakeError
 from app.intake.schema import JobNotification
-from app.security.signatures import check_timestamp, verify_signature
+from app.security.signatures import SignatureVerifier, check_timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,10 @@ class IntakePolicy:
     secrets: Sequence[SecretStr]
     max_body_bytes: int
     timestamp_tolerance: float
+    verifier: SignatureVerifier = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verifier", SignatureVerifier(self.secrets))
 
 
 def _body_timestamp(obj: Any) -> int | float | None:
@@ -56,7 +61,7 @@ def parse_notification(
     """Run every check up to the schema. ``headers`` keys must be lowercase."""
     if len(body) > policy.max_body_bytes:
         raise IntakeError(413, "body too large", outcome="too_large")
-    verified = verify_signature(body, headers, policy.secrets)
+    verified = policy.verifier.verify(body, headers)
     check_timestamp(verified.header_timestamp, now=now, tolerance=policy.timestamp_tolerance)
     try:  # fast path: one pass from bytes to model; the slow path below decides the error
         notification = JobNotification.model_validate_json(body)
@@ -100,42 +105,61 @@ def to_request(notification: JobNotification) -> JobRequest:
 @dataclass(frozen=True, slots=True)
 class IntakeAnswer:
     status: int
-    body: dict[str, Any]
+    content: bytes
+    """The JSON body, serialised."""
     outcome: str
+    error: str | None = None
     retry_after: int | None = None
 
 
+def _refusal(
+    status: int,
+    error: str,
+    outcome: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    retry_after: int | None = None,
+) -> IntakeAnswer:
+    body: dict[str, Any] = {"accepted": False, "error": error}
+    if details is not None:
+        body["errors"] = details
+    return IntakeAnswer(
+        status=status,
+        content=json.dumps(body, separators=(",", ":")).encode(),
+        outcome=outcome,
+        error=error,
+        retry_after=retry_after,
+    )
+
+
 def error_answer(error: IntakeError) -> IntakeAnswer:
-    body: dict[str, Any] = {"accepted": False, "error": error.message}
-    if error.details is not None:
-        body["errors"] = error.details
-    return IntakeAnswer(status=error.status, body=body, outcome=error.outcome)
+    return _refusal(error.status, error.message, error.outcome, details=error.details)
+
+
+def accepted_content(identity: str, name: str, metadata: str) -> bytes:
+    """``{"accepted":true,"participant_identity":...,"participant_name":...,
+    "participant_metadata":...}`` exactly as ``json.dumps(..., separators=(",", ":"))`` writes
+    it, without building a dict and an encoder per answer."""
+    return (
+        '{"accepted":true,"participant_identity":'
+        + encode_basestring_ascii(identity)
+        + ',"participant_name":'
+        + encode_basestring_ascii(name)
+        + ',"participant_metadata":'
+        + encode_basestring_ascii(metadata)
+        + "}"
+    ).encode()
 
 
 def admission_answer(result: AdmissionResult) -> IntakeAnswer:
     if result.verdict == "busy":
-        return IntakeAnswer(
-            status=503,
-            body={"accepted": False, "error": result.error or "no capacity"},
-            outcome="busy",
-            retry_after=result.retry_after,
-        )
+        return _refusal(503, result.error or "no capacity", "busy", retry_after=result.retry_after)
     if not result.accepted:
-        return IntakeAnswer(
-            status=200,
-            body={"accepted": False, "error": result.error or "refused"},
-            outcome="refused",
-        )
-    return IntakeAnswer(
-        status=200,
-        body={
-            "accepted": True,
-            "participant_identity": result.participant_identity,
-            "participant_name": result.participant_name,
-            "participant_metadata": result.participant_metadata,
-        },
-        outcome=result.verdict,
+        return _refusal(200, result.error or "refused", "refused")
+    content = accepted_content(
+        result.participant_identity, result.participant_name, result.participant_metadata
     )
+    return IntakeAnswer(status=200, content=content, outcome=result.verdict)
 
 
 async def handle_notification(

@@ -21,7 +21,7 @@ from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, RunningState
 from app.admission import AdmissionResult, JobRequest
 from app.errors import TokenMintError
 from app.jobs.records import JobRecord, JobState, StoredAnswer
-from app.jobs.registry import JobRegistry, RegistryError
+from app.jobs.registry import JobRegistry, MemoryJobRegistry, RegistryError
 from app.jobs.tokens import mint_agent_token
 from app.metrics import Metrics
 from app.settings import Settings
@@ -76,6 +76,11 @@ class JobManager:
         self._settings = settings
         self._body = job_body
         self._registry = registry
+        # The in-memory store answers without suspending: an offer is then decided in one
+        # synchronous step, so nothing can interleave and no in-flight marker is needed.
+        self._local = registry if isinstance(registry, MemoryJobRegistry) else None
+        # Resolved once: the module's lazy proxy would be resolved again on every call.
+        self._log = log.bind()
         self._metrics = metrics
         self._cancel_grace = cancel_grace
         self._jobs: dict[str, JobRecord] = {}
@@ -212,7 +217,7 @@ class JobManager:
     # -- the decision ----------------------------------------------------------------------
 
     def _refuse(self, request: JobRequest, error: str) -> AdmissionResult:
-        log.info("job_refused", job_id=request.job_id, room=request.room_name, error=error)
+        self._log.info("job_refused", job_id=request.job_id, room=request.room_name, error=error)
         return AdmissionResult(verdict="refused", job_id=request.job_id, error=error)
 
     def _busy(self, request: JobRequest, error: str) -> AdmissionResult:
@@ -284,10 +289,14 @@ class JobManager:
         known = self.get_job(job_id)
         if known is not None or job_id in self._reservations:
             return self._result("duplicate", job_id, self._answer(job_id))
-        try:
-            stored = await self._registry.get(job_id)
-        except RegistryError as e:
-            return self._busy(request, e.message)
+        local = self._local
+        if local is not None:
+            stored = local.lookup(job_id)
+        else:
+            try:
+                stored = await self._registry.get(job_id)
+            except RegistryError as e:
+                return self._busy(request, e.message)
         if stored is not None:
             return self._result("duplicate", job_id, stored)
 
@@ -296,6 +305,8 @@ class JobManager:
         if self.used_slots >= self._settings.max_jobs:
             return self._busy(request, "at capacity")
 
+        if local is not None:  # nothing from the checks to the claim suspends
+            return await self._claim_and_start(request, hold=hold)
         future: asyncio.Future[AdmissionResult] = asyncio.get_running_loop().create_future()
         self._inflight[job_id] = future
         result: AdmissionResult | None = None
@@ -311,10 +322,13 @@ class JobManager:
     async def _claim_and_start(self, request: JobRequest, *, hold: float | None) -> AdmissionResult:
         job_id = request.job_id
         answer = self._answer(job_id)
-        try:
-            first = await self._registry.claim(job_id, answer)
-        except RegistryError as e:
-            return self._busy(request, e.message)
+        if self._local is not None:
+            first = self._local.claim_now(job_id, answer)
+        else:
+            try:
+                first = await self._registry.claim(job_id, answer)
+            except RegistryError as e:
+                return self._busy(request, e.message)
         if first is not None:
             return self._result("duplicate", job_id, first)
         if hold is not None:
@@ -399,13 +413,13 @@ class JobManager:
     def _enter(self, job: JobRecord, state: JobState, *, detail: str | None = None) -> None:
         if job.move(state, detail=detail):
             self._metrics.job_state(job.source, state)
-            log.info("job_state", state=state, detail=detail)
+            self._log.info("job_state", state=state, detail=detail)
 
     async def _run(self, job: JobRecord, spec: JobSpec) -> None:
         structlog.contextvars.bind_contextvars(
             job_id=job.job_id, room=job.room_name, dispatch_id=job.dispatch_id
         )
-        log.info("job_accepted", source=job.source, job_type=job.job_type)
+        self._log.info("job_accepted", source=job.source, job_type=job.job_type)
         reporter = _Reporter(manager=self, job=job)
         try:
             outcome = await self._body(spec, reporter)
@@ -437,7 +451,7 @@ class JobManager:
             self._history[job.job_id] = job
             while len(self._history) > self._settings.job_history:
                 self._history.popitem(last=False)
-        log.info("job_finished", state=state, reason=reason)
+        self._log.info("job_finished", state=state, reason=reason)
         for callback in list(self._end_callbacks):
             try:
                 callback(job.job_id, state, reason)

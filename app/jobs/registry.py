@@ -65,7 +65,12 @@ class MemoryJobRegistry:
             return None
         return entry[1]
 
-    async def claim(self, job_id: str, answer: StoredAnswer) -> StoredAnswer | None:
+    def lookup(self, job_id: str) -> StoredAnswer | None:
+        """:meth:`get` without a coroutine, for the job manager's decision."""
+        return self._lookup(job_id, time.monotonic())
+
+    def claim_now(self, job_id: str, answer: StoredAnswer) -> StoredAnswer | None:
+        """:meth:`claim` without a coroutine, for the job manager's decision."""
         now = time.monotonic()
         existing = self._lookup(job_id, now)
         if existing is not None:
@@ -75,8 +80,11 @@ class MemoryJobRegistry:
         self._prune(now)
         return None
 
+    async def claim(self, job_id: str, answer: StoredAnswer) -> StoredAnswer | None:
+        return self.claim_now(job_id, answer)
+
     async def get(self, job_id: str) -> StoredAnswer | None:
-        return self._lookup(job_id, time.monotonic())
+        return self.lookup(job_id)
 
     async def forget(self, job_id: str) -> None:
         self._entries.pop(job_id, None)

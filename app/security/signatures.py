@@ -80,71 +80,91 @@ def _parse_timestamp(raw: str | None, header: str) -> int:
     return int(text)
 
 
+class SignatureVerifier:
+    """:func:`verify_signature` with every secret's HMAC key prepared once (the key schedule
+    is copied per request instead of being recomputed). Build one per set of secrets."""
+
+    __slots__ = ("_livekit", "_standard")
+
+    def __init__(self, secrets: Sequence[SecretStr]) -> None:
+        self._livekit = tuple(
+            hmac.new(_key(s, "livekit"), digestmod=hashlib.sha256) for s in secrets
+        )
+        self._standard = tuple(
+            hmac.new(_key(s, "standard"), digestmod=hashlib.sha256) for s in secrets
+        )
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> VerifiedSignature:
+        """Check the request's signature against every secret. ``headers`` keys are lowercase.
+
+        Raises :class:`IntakeError` (401) when no scheme's headers are present, a header is
+        malformed, or no secret matches. Timestamp tolerance is checked by the caller.
+        """
+        if not self._livekit:
+            raise IntakeError(401, "no webhook secret configured", outcome="bad_signature")
+        if SW_SIGNATURE in headers:
+            return self._verify_standard(body, headers)
+        if LIVEKIT_SIGNATURE in headers:
+            return self._verify_livekit(body, headers)
+        raise IntakeError(401, "missing signature", outcome="bad_signature")
+
+    def _verify_livekit(self, body: bytes, headers: Mapping[str, str]) -> VerifiedSignature:
+        given = headers[LIVEKIT_SIGNATURE].strip()
+        if given[:7].lower() == "sha256=":
+            given = given[7:]
+        given = given.lower()
+        if len(given) != 64 or not given.isascii():
+            raise IntakeError(401, "invalid signature", outcome="bad_signature")
+        timestamp = _parse_timestamp(headers.get(LIVEKIT_TIMESTAMP), "X-LiveKit-Timestamp")
+        matched = -1
+        for index, keyed in enumerate(self._livekit):
+            mac = keyed.copy()
+            mac.update(body)
+            # No early exit: every secret costs the same, whichever matches.
+            if hmac.compare_digest(mac.hexdigest(), given) and matched < 0:
+                matched = index
+        if matched < 0:
+            raise IntakeError(401, "invalid signature", outcome="bad_signature")
+        return VerifiedSignature(scheme="livekit", header_timestamp=timestamp, secret_index=matched)
+
+    def _verify_standard(self, body: bytes, headers: Mapping[str, str]) -> VerifiedSignature:
+        msg_id = headers.get(SW_ID, "").strip()
+        if not msg_id or len(msg_id) > 256 or not msg_id.isascii():
+            raise IntakeError(401, "missing or invalid webhook-id header", outcome="bad_signature")
+        timestamp = _parse_timestamp(headers.get(SW_TIMESTAMP), "webhook-timestamp")
+        raw = headers[SW_SIGNATURE]
+        if len(raw) > _MAX_HEADER:
+            raise IntakeError(401, "invalid signature", outcome="bad_signature")
+        candidates = [
+            part[3:].encode()
+            for part in raw.split()[:_MAX_SW_SIGNATURES]
+            if part.startswith("v1,") and part.isascii()
+        ]
+        if not candidates:
+            raise IntakeError(401, "no v1 signature in webhook-signature", outcome="bad_signature")
+        signed = f"{msg_id}.{timestamp}.".encode()
+        matched = -1
+        for index, keyed in enumerate(self._standard):
+            mac = keyed.copy()
+            mac.update(signed)
+            mac.update(body)
+            expected = base64.b64encode(mac.digest())
+            for candidate in candidates:
+                if hmac.compare_digest(expected, candidate) and matched < 0:
+                    matched = index
+        if matched < 0:
+            raise IntakeError(401, "invalid signature", outcome="bad_signature")
+        return VerifiedSignature(
+            scheme="standard", header_timestamp=timestamp, secret_index=matched
+        )
+
+
 def verify_signature(
     body: bytes, headers: Mapping[str, str], secrets: Sequence[SecretStr]
 ) -> VerifiedSignature:
-    """Check the request's signature against every secret. ``headers`` keys are lowercase.
-
-    Raises :class:`IntakeError` (401) when no scheme's headers are present, a header is
-    malformed, or no secret matches. Timestamp tolerance is checked by the caller.
-    """
-    if not secrets:
-        raise IntakeError(401, "no webhook secret configured", outcome="bad_signature")
-    if SW_SIGNATURE in headers:
-        return _verify_standard(body, headers, secrets)
-    if LIVEKIT_SIGNATURE in headers:
-        return _verify_livekit(body, headers, secrets)
-    raise IntakeError(401, "missing signature", outcome="bad_signature")
-
-
-def _verify_livekit(
-    body: bytes, headers: Mapping[str, str], secrets: Sequence[SecretStr]
-) -> VerifiedSignature:
-    given = headers[LIVEKIT_SIGNATURE].strip()
-    if given[:7].lower() == "sha256=":
-        given = given[7:]
-    given = given.lower()
-    if len(given) != 64 or not given.isascii():
-        raise IntakeError(401, "invalid signature", outcome="bad_signature")
-    timestamp = _parse_timestamp(headers.get(LIVEKIT_TIMESTAMP), "X-LiveKit-Timestamp")
-    given_bytes = given.encode()
-    matched = -1
-    for index, secret in enumerate(secrets):
-        expected = livekit_signature(body, secret).encode()
-        # No early exit: every secret costs the same, whichever matches.
-        if hmac.compare_digest(expected, given_bytes) and matched < 0:
-            matched = index
-    if matched < 0:
-        raise IntakeError(401, "invalid signature", outcome="bad_signature")
-    return VerifiedSignature(scheme="livekit", header_timestamp=timestamp, secret_index=matched)
-
-
-def _verify_standard(
-    body: bytes, headers: Mapping[str, str], secrets: Sequence[SecretStr]
-) -> VerifiedSignature:
-    msg_id = headers.get(SW_ID, "").strip()
-    if not msg_id or len(msg_id) > 256 or not msg_id.isascii():
-        raise IntakeError(401, "missing or invalid webhook-id header", outcome="bad_signature")
-    timestamp = _parse_timestamp(headers.get(SW_TIMESTAMP), "webhook-timestamp")
-    raw = headers[SW_SIGNATURE]
-    if len(raw) > _MAX_HEADER:
-        raise IntakeError(401, "invalid signature", outcome="bad_signature")
-    candidates = [
-        part[3:].encode()
-        for part in raw.split()[:_MAX_SW_SIGNATURES]
-        if part.startswith("v1,") and part.isascii()
-    ]
-    if not candidates:
-        raise IntakeError(401, "no v1 signature in webhook-signature", outcome="bad_signature")
-    matched = -1
-    for index, secret in enumerate(secrets):
-        expected = standard_signature(msg_id, timestamp, body, secret)[3:].encode()
-        for candidate in candidates:
-            if hmac.compare_digest(expected, candidate) and matched < 0:
-                matched = index
-    if matched < 0:
-        raise IntakeError(401, "invalid signature", outcome="bad_signature")
-    return VerifiedSignature(scheme="standard", header_timestamp=timestamp, secret_index=matched)
+    """Check the request's signature against every secret (see :meth:`SignatureVerifier.verify`;
+    build a :class:`SignatureVerifier` once where the same secrets check many requests)."""
+    return SignatureVerifier(secrets).verify(body, headers)
 
 
 def check_timestamp(value: int | float, *, now: float, tolerance: float) -> None:
