@@ -16,7 +16,7 @@ from fakes import (
     speech,
 )
 from livekit import rtc
-from pipeline_kit import AGENT, USER, make_kit, pipeline_tasks, running
+from pipeline_kit import AGENT, USER, make_kit, pipeline_tasks, running, wait_until
 
 from agents.config import PersonaConfig
 from agents.messages import TodoItem
@@ -325,3 +325,33 @@ async def test_a_provider_raising_an_unexpected_exception_is_a_failure_not_a_cra
     notes = [m.data.message for m in kit.msgs.of("agent_status") if m.data.message]
     assert notes == ["stt_failed", "llm_failed"]
     assert kit.task is not None and kit.task.cancelled()  # ran until the test stopped it
+
+
+async def test_next_sentence_is_synthesised_while_the_current_one_plays() -> None:
+    llm = FakeLLM(default="The first sentence is here. The second one follows it.")
+    kit = make_kit(llm=llm, audio=FakeAudioOutput(auto_play=False, max_queue=0.1))
+    async with running(kit):
+        kit.pipeline.push_text(USER, "go")
+        await wait_until(lambda: len(kit.tts.texts) == 2)
+        # the output's queue is full long before the first sentence has been handed over
+        assert kit.audio.captured_seconds < kit.tts.duration("The first sentence is here.")
+        kit.audio.release()
+        final = await kit.agent_final()
+    assert final.text == "The first sentence is here. The second one follows it."
+
+
+async def test_speech_failure_on_a_later_sentence_keeps_what_was_said() -> None:
+    class FailSecond(FakeTTS):
+        async def _synthesize_impl(self, text: str, *, voice: str | None):  # type: ignore[override]
+            if text.startswith("Second"):
+                raise ProviderStatusError("boom", status_code=400)
+            async for chunk in super()._synthesize_impl(text, voice=voice):
+                yield chunk
+
+    kit = make_kit(tts=FailSecond(), llm=FakeLLM(default="First one is fine. Second breaks it."),
+                   fallback_line="Sorry about that.")
+    async with running(kit):
+        kit.pipeline.push_text(USER, "go")
+        final = await kit.agent_final()
+    assert final.text == "First one is fine. Sorry about that."
+    assert kit.pipeline.record()["counters"]["provider_failures"] == 1

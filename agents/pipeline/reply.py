@@ -159,19 +159,16 @@ class Reply:
             await cancel_and_wait(producer, speaker)
 
     async def _speak_loop(self, sentences: asyncio.Queue[str | None]) -> None:
-        while True:
-            sentence = await sentences.get()
-            if sentence is None:
-                return
-            if self._speech is None:
+        if self._speech is None:  # text answers: each sentence goes out as it comes
+            while (sentence := await sentences.get()) is not None:
                 self._on_sentence_audible(sentence)
-                continue
-            try:
-                await self._speech.speak(sentence)
-            except ProviderError as e:
-                raise StepFailed("tts", e) from e
-            except Exception as e:  # noqa: BLE001 (a vendor bug must not end the call)
-                raise StepFailed("tts", unexpected(e, self._speech.provider)) from e
+            return
+        try:
+            await self._speech.play(sentences)
+        except ProviderError as e:
+            raise StepFailed("tts", e) from e
+        except Exception as e:  # noqa: BLE001 (a vendor bug must not end the call)
+            raise StepFailed("tts", unexpected(e, self._speech.provider)) from e
 
     def _add_sentence(self, sentence: str, out: asyncio.Queue[str | None]) -> None:
         self._text_parts.append(sentence)

@@ -8,14 +8,16 @@ has actually heard (by playout position), so an interrupted answer can be cut at
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
 from livekit import rtc
 
 from agents.io import AudioOutput
+from agents.pipeline.aio import cancel_and_wait
 from agents.providers.base import PCM, TTS, monotonic_ms
 
 _END = re.compile(r"[.!?…。！？]+[\"')\]]*\s|\n+")
@@ -84,6 +86,16 @@ class SentenceSplitter:
         return space + 1 if space > 0 else len(text)
 
 
+_Chunks = asyncio.Queue[PCM | Exception | None]
+
+
+async def _drain(chunks: _Chunks) -> AsyncIterator[PCM]:
+    while (item := await chunks.get()) is not None:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
 @dataclass(slots=True)
 class _Segment:
     text: str
@@ -141,13 +153,45 @@ class SpeechOut:
 
     async def speak(self, text: str) -> None:
         """Synthesise ``text`` and stream it out. Raises the TTS's :class:`ProviderError`."""
+        if self._stopped_at is None:
+            await self._play_segment(text, self._tts.synthesize(text, voice=self._voice))
+
+    async def play(self, sentences: asyncio.Queue[str | None]) -> None:
+        """Speak ``sentences`` in order until ``None``, synthesising the next one while the
+        current one streams out (one synthesis at a time, at most one sentence ahead)."""
+        ahead: asyncio.Queue[tuple[str, _Chunks] | None] = asyncio.Queue(maxsize=1)
+        synth = asyncio.create_task(self._synth_ahead(sentences, ahead), name="speech-synth")
+        try:
+            while (item := await ahead.get()) is not None:
+                text, chunks = item
+                await self._play_segment(text, _drain(chunks))
+            synth.result()  # done: surfaces nothing, or a bug of ours
+        finally:
+            await cancel_and_wait(synth)
+
+    async def _synth_ahead(
+        self, sentences: asyncio.Queue[str | None], ahead: asyncio.Queue[tuple[str, _Chunks] | None]
+    ) -> None:
+        while (text := await sentences.get()) is not None:
+            chunks: _Chunks = asyncio.Queue()
+            await ahead.put((text, chunks))  # waits while a sentence is already queued
+            try:
+                async for chunk in self._tts.synthesize(text, voice=self._voice):
+                    chunks.put_nowait(chunk)
+            except Exception as e:  # noqa: BLE001 (handed to the player, which raises it)
+                chunks.put_nowait(e)
+                return
+            chunks.put_nowait(None)
+        await ahead.put(None)
+
+    async def _play_segment(self, text: str, stream: AsyncIterator[PCM]) -> None:
         if self._stopped_at is not None:
             return
         seg = _Segment(text=text, start=self._pushed, end=self._pushed)
         self._segments.append(seg)
         carry = np.zeros(0, dtype=np.int16)
         announced = False
-        async for chunk in self._tts.synthesize(text, voice=self._voice):
+        async for chunk in stream:
             if chunk.size == 0:
                 continue
             pcm = np.concatenate((carry, chunk)) if carry.size else chunk
