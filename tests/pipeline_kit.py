@@ -129,5 +129,5 @@ def pipeline_tasks() -> list[asyncio.Task[Any]]:
     """Tasks the pipeline started that are still alive."""
     return [
         t for t in asyncio.all_tasks()
-        if t.get_name().startswith(("pipeline-", "reply-")) and not t.done()
+        if t.get_name().startswith(("pipeline-", "reply-", "speech-")) and not t.done()
     ]
