@@ -96,6 +96,12 @@ async def _drain(chunks: _Chunks) -> AsyncIterator[PCM]:
         yield item
 
 
+async def _aclose(stream: AsyncIterator[PCM]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 @dataclass(slots=True)
 class _Segment:
     text: str
@@ -175,12 +181,15 @@ class SpeechOut:
         while (text := await sentences.get()) is not None:
             chunks: _Chunks = asyncio.Queue()
             await ahead.put((text, chunks))  # waits while a sentence is already queued
+            stream = self._tts.synthesize(text, voice=self._voice)
             try:
-                async for chunk in self._tts.synthesize(text, voice=self._voice):
+                async for chunk in stream:
                     chunks.put_nowait(chunk)
             except Exception as e:  # noqa: BLE001 (handed to the player, which raises it)
                 chunks.put_nowait(e)
                 return
+            finally:
+                await _aclose(stream)
             chunks.put_nowait(None)
         await ahead.put(None)
 
@@ -191,19 +200,22 @@ class SpeechOut:
         self._segments.append(seg)
         carry = np.zeros(0, dtype=np.int16)
         announced = False
-        async for chunk in stream:
-            if chunk.size == 0:
-                continue
-            pcm = np.concatenate((carry, chunk)) if carry.size else chunk
-            whole = pcm.size - pcm.size % self._frame
-            for i in range(0, whole, self._frame):
-                if not announced:
-                    announced = True
-                    if self._on_sentence is not None:
-                        self._on_sentence(text)
-                await self._capture(pcm[i : i + self._frame])
-                seg.end = self._pushed
-            carry = pcm[whole:]
+        try:
+            async for chunk in stream:
+                if chunk.size == 0:
+                    continue
+                pcm = np.concatenate((carry, chunk)) if carry.size else chunk
+                whole = pcm.size - pcm.size % self._frame
+                for i in range(0, whole, self._frame):
+                    if not announced:
+                        announced = True
+                        if self._on_sentence is not None:
+                            self._on_sentence(text)
+                    await self._capture(pcm[i : i + self._frame])
+                    seg.end = self._pushed
+                carry = pcm[whole:]
+        finally:
+            await _aclose(stream)  # an interrupted synthesis stops now (and its connection)
         if carry.size:
             padded = np.zeros(self._frame, dtype=np.int16)
             padded[: carry.size] = carry
