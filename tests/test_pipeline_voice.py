@@ -355,3 +355,15 @@ async def test_speech_failure_on_a_later_sentence_keeps_what_was_said() -> None:
         final = await kit.agent_final()
     assert final.text == "First one is fine. Sorry about that."
     assert kit.pipeline.record()["counters"]["provider_failures"] == 1
+
+
+async def test_model_failure_mid_answer_finishes_the_sentences_already_made() -> None:
+    llm = FakeLLM(scripts=[["The first part is ready. ",
+                            ProviderConnectionError("dropped", provider="fake-llm")]])
+    kit = make_kit(llm=llm, tts=FakeTTS(delay=0.05),  # still synthesising when the model fails
+                   fallback_line="Sorry, I lost my train of thought.")
+    async with running(kit):
+        kit.pipeline.push_text(USER, "go")
+        final = await kit.agent_final()
+    assert final.text == "The first part is ready. Sorry, I lost my train of thought."
+    assert kit.tts.texts == ["The first part is ready.", "Sorry, I lost my train of thought."]

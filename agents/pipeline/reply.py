@@ -140,10 +140,9 @@ class Reply:
             self._finish()
         return self.outcome
 
-    async def _speak_through(
-        self, body: _Body
-    ) -> None:
-        """Run ``body`` producing sentences while a named task speaks them in order."""
+    async def _speak_through(self, body: _Body) -> None:
+        """Run ``body`` producing sentences while a named task speaks them in order. If the
+        producer fails, what it produced is still spoken before its error is raised."""
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak_loop(sentences), name="reply-speaker")
         producer = asyncio.create_task(body(sentences), name="reply-producer")
@@ -152,9 +151,9 @@ class Reply:
             if speaker in done and not producer.done():
                 await cancel_and_wait(producer)
                 speaker.result()  # raises the speech failure
-            producer.result()
             sentences.put_nowait(None)
             await speaker
+            producer.result()
         finally:
             await cancel_and_wait(producer, speaker)
 
