@@ -2,25 +2,34 @@
 
 The per-event counts (webhooks by outcome, jobs by state, active jobs) are plain integers on the
 hot path, folded into their Prometheus series whenever the registry is collected: one update per
-series per scrape instead of a locked update per event. They are updated and collected on the
-event loop (``GET /metrics`` is an async handler).
+series per scrape instead of a locked update per event. The accept latency histogram is a plain
+one too (:class:`LatencyHistogram`). All of it is updated and collected on the event loop
+(``GET /metrics`` is an async handler); the exposition is what prometheus_client's own Counter,
+Gauge and Histogram would write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import cast
 
+import prometheus_client.metrics
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import INF, floatToGoString
 
 from agents.job import JobSource
+
+_le_label = cast(Callable[[float], str], floatToGoString)  # untyped in prometheus_client
 
 SOURCES: tuple[JobSource, ...] = ("webhook", "dispatch", "livekit_webhook")
 JOB_STATES = ("accepted", "connecting", "running", "completed", "failed", "cancelled")
@@ -36,6 +45,67 @@ class _FlushingRegistry(CollectorRegistry):
     def collect(self) -> Iterable[Metric]:
         self._flush()
         return super().collect()
+
+
+@dataclass(slots=True)
+class _Series:
+    counts: list[int]
+    """Per bucket, not cumulative."""
+    sum: float
+    created: float
+
+
+class LatencyHistogram:
+    """A histogram by one label whose values are known up front, for the event loop:
+    :meth:`observe` is a bisect and two additions, where prometheus_client's Histogram takes a
+    lock for the sum and for a bucket and walks the buckets in Python. Its exposition is that of
+    a ``prometheus_client.Histogram`` with the same name, label, buckets and series."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        *,
+        labelname: str,
+        labelvalues: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelname = labelname
+        bounds = [float(b) for b in buckets]
+        if bounds != sorted(bounds) or not bounds or bounds[0] < 0:
+            raise ValueError("buckets must be sorted and non-negative")
+        self._bounds = (*bounds, INF) if bounds[-1] != INF else tuple(bounds)
+        self._le = tuple(_le_label(b) for b in self._bounds)
+        created = time.time()
+        self._series = {
+            value: _Series(counts=[0] * len(self._bounds), sum=0.0, created=created)
+            for value in labelvalues
+        }
+        registry.register(self)
+
+    def observe(self, labelvalue: str, amount: float) -> None:
+        series = self._series[labelvalue]
+        series.counts[bisect_left(self._bounds, amount)] += 1
+        series.sum += amount
+
+    def collect(self) -> Iterable[Metric]:
+        name = self._name
+        metric = Metric(name, self._documentation, "histogram")
+        created = prometheus_client.metrics._use_created  # PROMETHEUS_DISABLE_CREATED_SERIES
+        for value, series in self._series.items():
+            labels = {self._labelname: value}
+            total = 0
+            for le, count in zip(self._le, series.counts, strict=True):
+                total += count
+                metric.add_sample(name + "_bucket", {**labels, "le": le}, float(total))
+            metric.add_sample(name + "_count", labels, float(total))
+            metric.add_sample(name + "_sum", labels, series.sum)
+            if created:
+                metric.add_sample(name + "_created", labels, series.created)
+        return [metric]
 
 
 class Metrics:
@@ -70,26 +140,22 @@ class Metrics:
         self.draining = Gauge(
             "external_agent_draining", "1 while the service drains.", registry=self.registry
         )
-        self.accept_latency = Histogram(
+        self.accept_latency = LatencyHistogram(
             "external_agent_accept_latency_seconds",
             "Time from receiving an offer to answering it, by door (source).",
-            ["source"],
+            labelname="source",
+            labelvalues=SOURCES,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
         # Children resolved once: ``labels()`` takes a lock and builds a key on every call.
         self._active = {s: self.active_jobs.labels(source=s) for s in SOURCES}
-        self._latency = {s: self.accept_latency.labels(source=s) for s in SOURCES}
         self._jobs = {
             (s, state): self.jobs.labels(source=s, state=state)
             for s in SOURCES
             for state in JOB_STATES
         }
         self._webhooks: dict[str, Counter] = {}
-
-    def _count(self, child: Counter | Gauge, delta: int) -> None:
-        pending = self._pending
-        pending[child] = pending.get(child, 0) + delta
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
@@ -100,16 +166,18 @@ class Metrics:
         child = self._webhooks.get(outcome)
         if child is None:
             child = self._webhooks[outcome] = self.webhooks.labels(outcome=outcome)
-        self._count(child, 1)
+        self._pending[child] = self._pending.get(child, 0) + 1
 
     def job_state(self, source: JobSource, state: str) -> None:
-        self._count(self._jobs[(source, state)], 1)
+        child = self._jobs[(source, state)]
+        self._pending[child] = self._pending.get(child, 0) + 1
 
     def job_active(self, source: JobSource, delta: int) -> None:
-        self._count(self._active[source], delta)
+        child = self._active[source]
+        self._pending[child] = self._pending.get(child, 0) + delta
 
     def accepted_in(self, source: JobSource, seconds: float) -> None:
-        self._latency[source].observe(seconds)
+        self.accept_latency.observe(source, seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,15 +26,16 @@ from app.runtime import Runtime
 
 log = structlog.get_logger("app.intake")
 
-_SIGNATURE_HEADERS = frozenset(
-    {
-        b"x-livekit-signature",
-        b"x-livekit-timestamp",
-        b"webhook-id",
-        b"webhook-timestamp",
-        b"webhook-signature",
-    }
-)
+_SIGNATURE_HEADERS = {
+    name.encode(): name
+    for name in (
+        "x-livekit-signature",
+        "x-livekit-timestamp",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    )
+}
 _JSON = b"application/json"
 
 
@@ -47,10 +48,12 @@ def request_headers(scope: Scope) -> tuple[bytes | None, dict[str, str]]:
     are lowercase there); the first occurrence of a repeated header wins."""
     declared: bytes | None = None
     found: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        if name in _SIGNATURE_HEADERS:
-            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-        elif name == b"content-length" and declared is None:
+    for raw, value in scope["headers"]:
+        name = _SIGNATURE_HEADERS.get(raw)
+        if name is not None:
+            if name not in found:
+                found[name] = value.decode("latin-1")
+        elif raw == b"content-length" and declared is None:
             declared = value
     return declared, found
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,19 +32,15 @@ Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"
 
 
 class Room(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True)
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=256)]
     sid: Annotated[StrictStr, Field(max_length=128)] = ""
-    created_at: Int64 | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _creation_time(cls, data: Any) -> Any:
-        # A Go server serialises the proto field name: room.creation_time.
-        if isinstance(data, dict) and "created_at" not in data and "creation_time" in data:
-            data = {**data, "created_at": data["creation_time"]}
-        return data
+    # A Go server serialises the proto field name: room.creation_time. created_at wins when
+    # both are there.
+    created_at: Int64 | None = Field(
+        None, validation_alias=AliasChoices("created_at", "creation_time")
+    )
 
 
 class Participant(BaseModel):
