@@ -77,8 +77,9 @@ class JobManager:
         self._body = job_body
         self._registry = registry
         # The in-memory store answers without suspending: an offer is then decided in one
-        # synchronous step, so nothing can interleave and no in-flight marker is needed.
-        self._local = registry if isinstance(registry, MemoryJobRegistry) else None
+        # synchronous step, so nothing can interleave and no in-flight marker is needed. Only
+        # the exact class: a subclass may override the async methods, and goes the general way.
+        self._local = registry if type(registry) is MemoryJobRegistry else None
         # Resolved once: the module's lazy proxy would be resolved again on every call.
         self._log = log.bind()
         self._metrics = metrics
@@ -167,6 +168,7 @@ class JobManager:
         self._cancel_reasons.setdefault(job_id, reason)
         task.cancel()
         await asyncio.wait({task}, timeout=self._cancel_grace)
+        self._reap(job_id)
         return True
 
     # -- lifecycle of the manager ----------------------------------------------------------
@@ -202,17 +204,18 @@ class JobManager:
         await self._registry.aclose()
 
     async def _cancel_all(self, reason: str) -> None:
-        tasks = [t for t in self._tasks.values() if not t.done()]
-        if not tasks:
+        running = {job_id: t for job_id, t in self._tasks.items() if not t.done()}
+        if not running:
             return
-        for job_id, task in list(self._tasks.items()):
-            if not task.done():
-                self._cancel_reasons.setdefault(job_id, reason)
-                task.cancel()
-        _, stuck = await asyncio.wait(tasks, timeout=self._cancel_grace)
+        for job_id, task in running.items():
+            self._cancel_reasons.setdefault(job_id, reason)
+            task.cancel()
+        _, stuck = await asyncio.wait(running.values(), timeout=self._cancel_grace)
         if stuck:
             log.error("jobs_did_not_stop", jobs=sorted(t.get_name() for t in stuck))
             await asyncio.wait(stuck)
+        for job_id in running:
+            self._reap(job_id)
 
     # -- the decision ----------------------------------------------------------------------
 
@@ -406,9 +409,23 @@ class JobManager:
         self._jobs[job_id] = job
         self._metrics.job_state(job.source, "accepted")
         self._metrics.job_active(job.source, 1)
-        task = asyncio.create_task(self._run(job, spec), name=f"job-{job_id}")
-        self._tasks[job_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(job_id, None))
+        # _run forgets its own task when it ends; _reap covers a task cancelled before it ran.
+        self._tasks[job_id] = asyncio.create_task(self._run(job, spec), name=f"job-{job_id}")
+
+    def _reap(self, job_id: str) -> None:
+        """Finish a job whose task was cancelled before its first step (so ``_run`` never ran
+        and never will): its record and its capacity slot must not be left behind."""
+        task = self._tasks.get(job_id)
+        if task is None or not task.done():
+            return
+        del self._tasks[job_id]
+        job = self._jobs.get(job_id)
+        if job is not None:
+            with structlog.contextvars.bound_contextvars(
+                job_id=job_id, room=job.room_name, dispatch_id=job.dispatch_id
+            ):
+                reason = self._cancel_reasons.get(job_id, "cancelled")
+                self._finish(job, "cancelled", reason, {})
 
     def _enter(self, job: JobRecord, state: JobState, *, detail: str | None = None) -> None:
         if job.move(state, detail=detail):
@@ -437,6 +454,8 @@ class JobManager:
             else:
                 reason = f"job body returned {type(outcome).__name__}, not JobOutcome"
                 self._finish(job, "failed", reason, {})
+        finally:
+            self._tasks.pop(job.job_id, None)
 
     def _finish(self, job: JobRecord, state: JobState, reason: str, record: dict[str, Any]) -> None:
         if isinstance(record, dict):
