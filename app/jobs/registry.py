@@ -38,12 +38,17 @@ class JobRegistry(Protocol):
 
 class MemoryJobRegistry:
     """In-process store, bounded by count and age. Every method completes without suspending,
-    so a claim is atomic on the event loop."""
+    so a claim is atomic on the event loop.
+
+    An entry is a tuple of a float and strings only, which the garbage collector stops tracking:
+    up to ``max_entries`` of them live for an hour, and as objects they would make every full
+    collection walk them all."""
 
     def __init__(self, *, ttl: float, max_entries: int) -> None:
         self._ttl = ttl
         self._max = max_entries
-        self._entries: OrderedDict[str, tuple[float, StoredAnswer]] = OrderedDict()
+        # job_id -> (claimed at, participant identity, name, metadata)
+        self._entries: OrderedDict[str, tuple[float, str, str, str]] = OrderedDict()
         self._next_prune = 0.0
 
     def _prune(self, now: float) -> None:
@@ -63,7 +68,9 @@ class MemoryJobRegistry:
         entry = self._entries.get(job_id)
         if entry is None or now - entry[0] > self._ttl:
             return None
-        return entry[1]
+        return StoredAnswer(
+            participant_identity=entry[1], participant_name=entry[2], participant_metadata=entry[3]
+        )
 
     def lookup(self, job_id: str) -> StoredAnswer | None:
         """:meth:`get` without a coroutine, for the job manager's decision."""
@@ -76,7 +83,12 @@ class MemoryJobRegistry:
         if existing is not None:
             return existing
         self._entries.pop(job_id, None)  # an expired entry: the new one goes to the end
-        self._entries[job_id] = (now, answer)
+        self._entries[job_id] = (
+            now,
+            answer.participant_identity,
+            answer.participant_name,
+            answer.participant_metadata,
+        )
         self._prune(now)
         return None
 
