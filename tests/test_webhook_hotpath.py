@@ -4,6 +4,7 @@ edges (streamed bodies, disconnects, jobs cancelled before they ran) lose nothin
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,8 @@ from conftest import ControlledBody, make_settings, notification, signed
 
 from app.admission import JobRequest
 from app.intake.pipeline import accepted_content
+from app.jobs.records import StoredAnswer
+from app.jobs.registry import MemoryJobRegistry
 from app.main import create_app
 from app.metrics import Metrics
 from app.runtime import Runtime
@@ -195,3 +198,18 @@ async def test_webhook_is_in_the_openapi_schema_with_its_body_model(make_app, bo
 def test_webhook_path_from_settings_is_routed_first():
     app = create_app(make_settings(dev_mode=True, webhook_path="/hooks/job"))
     assert getattr(app.router.routes[0], "path", None) == "/hooks/job"
+
+
+def test_remembered_job_ids_do_not_grow_the_collected_heap():
+    registry = MemoryJobRegistry(ttl=60, max_entries=10_000)
+    answer = StoredAnswer(
+        participant_identity="ai-agent-x", participant_name="n", participant_metadata="m"
+    )
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2000):
+        assert registry.claim_now(f"AJ_{i}", answer) is None
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100  # not one object per entry
+    assert registry.lookup("AJ_5") == answer
+    assert registry.claim_now("AJ_5", answer) == answer and len(registry) == 2000
