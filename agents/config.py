@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.messages import TodoItem
+from agents.pipeline.config import PipelineConfig
 
 
 class RoomConfig(BaseModel):
@@ -32,13 +33,24 @@ class RoomConfig(BaseModel):
     )
     output_sample_rate: int = Field(
         24000, ge=8000, le=48000,
-        description="Rate of the agent's published audio track; set it to the speech engine's.",
+        description="Rate of the agent's published audio track when no speech engine sets it "
+        "(with a tts step the track is published at the speech engine's rate).",
     )
     participant_wait: float = Field(
         30.0, gt=0,
         description="How long the agent waits after joining for its target participant (or, "
         "for JT_ROOM, anyone) to be in the room before the job ends as absent (s).",
     )
+
+
+def unique_todo_ids(items: list[TodoItem]) -> list[TodoItem]:
+    """Todo item ids name items in tool calls: two items with one id are a configuration error."""
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise ValueError(f"todo item id {item.id!r} appears twice")
+        seen.add(item.id)
+    return items
 
 
 class PersonaConfig(BaseModel):
@@ -60,6 +72,11 @@ class PersonaConfig(BaseModel):
         default_factory=list, description="The todo list the agent works through."
     )
 
+    @field_validator("todo_items")
+    @classmethod
+    def _unique_todo_ids(cls, items: list[TodoItem]) -> list[TodoItem]:
+        return unique_todo_ids(items)
+
 
 class AgentConfig(BaseModel):
     """Everything about the agent participant that is not a credential."""
@@ -67,8 +84,18 @@ class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     persona: PersonaConfig = Field(default_factory=PersonaConfig)
+    pipeline: PipelineConfig = Field(
+        default_factory=PipelineConfig,
+        description="The voice and vision pipelines and the providers they name.",
+    )
 
     room: RoomConfig = Field(default_factory=RoomConfig)
+
+    @property
+    def wants_video(self) -> bool:
+        """Subscribe to camera and screen-share tracks: asked for, or the vision pipeline runs."""
+        return self.room.video or self.pipeline.vision.enabled
+
     artifacts_dir: Path | None = Field(
         None, description="Where each finished job's record is written as <job_id>.json."
     )

@@ -5,8 +5,8 @@ The service calls ``make_job_body(config)`` once at startup and then awaits
 ``spec.server_url``: ``local://...`` is the in-memory room of a :class:`MemoryHub` (only when
 ``config.room.allow_local_rooms`` is on), anything else is LiveKit.
 
-Until a pipeline is plugged in (``conversation_factory``), the participant runs a
-:class:`ListeningConversation`: it joins, announces itself, listens and records, and says nothing.
+By default each job's conversation is the configured voice pipeline (and vision pipeline);
+:class:`ListeningConversation` is a participant that only listens and records.
 """
 
 from __future__ import annotations
@@ -15,21 +15,24 @@ import asyncio
 from typing import Any
 
 from livekit import rtc
+from prometheus_client import CollectorRegistry
 
 from agents.config import AgentConfig
-from agents.job import JobBody, JobFailed, JobOutcome, JobReporter, JobSpec
+from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
+from agents.messages import todo_list
 from agents.participant import AgentParticipant, ConversationContext, ConversationFactory
 from agents.transport.base import RoomTransport
 from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
 
-__all__ = ["ListeningConversation", "default_hub", "make_job_body"]
+__all__ = ["AgentJobBody", "ListeningConversation", "default_hub", "make_job_body"]
 
 
 class ListeningConversation:
     """A conversation that only listens: counts each speaker's frames and keeps text turns."""
 
     def __init__(self, context: ConversationContext | None = None) -> None:
+        self._context = context
         self.audio_frames: dict[str, int] = {}
         self.video_frames: dict[str, int] = {}
         self.text_turns: list[tuple[str, str]] = []
@@ -58,6 +61,18 @@ class ListeningConversation:
             self._stop.set_result(reason)
 
     async def run(self) -> str:
+        await self.announce()
+        return await self.wait_end()
+
+    async def announce(self) -> None:
+        """Publish the todo list on join, as the pipelines do (the conversation owns it)."""
+        if self._context is not None:
+            await self._context.messages.publish(
+                todo_list(list(self._context.persona.todo_items))
+            )
+
+    async def wait_end(self) -> str:
+        """Wait until :meth:`end` is called; return its reason."""
         if self._end_reason is not None:
             return self._end_reason
         self._stop = asyncio.get_running_loop().create_future()
@@ -72,20 +87,45 @@ class ListeningConversation:
         }
 
 
-def make_job_body(
-    config: AgentConfig,
-    *,
-    hub: MemoryHub | None = None,
-    conversation_factory: ConversationFactory | None = None,
-    output_sample_rate: int | None = None,
-) -> JobBody:
-    """The job body for the service. ``hub`` holds the ``local://`` rooms (default:
-    :func:`default_hub`); ``conversation_factory`` builds each job's conversation (default: a
-    :class:`ListeningConversation`); ``output_sample_rate`` overrides
-    ``config.room.output_sample_rate`` with the speech engine's rate."""
-    factory: ConversationFactory = conversation_factory or ListeningConversation
+class AgentJobBody:
+    """The :data:`~agents.job.JobBody` the service runs per job, plus the service-wide hooks
+    ``prewarm`` (load models at startup) and ``aclose`` (release them at shutdown)."""
 
-    async def body(spec: JobSpec, reporter: JobReporter) -> JobOutcome:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        hub: MemoryHub | None,
+        conversation_factory: ConversationFactory,
+        output_sample_rate: int | None,
+    ) -> None:
+        self._config = config
+        self._hub = hub
+        self._factory = conversation_factory
+        self._output_sample_rate = output_sample_rate or getattr(
+            conversation_factory, "output_sample_rate", None
+        )
+
+    @property
+    def metrics_registries(self) -> tuple[CollectorRegistry, ...]:
+        """The pipelines' Prometheus registries, for the service's ``/metrics``."""
+        from agents.pipeline.trace import PIPELINE_REGISTRY
+        from agents.vision.metrics import VISION_REGISTRY
+
+        return (PIPELINE_REGISTRY, VISION_REGISTRY)
+
+    async def prewarm(self) -> None:
+        prewarm = getattr(self._factory, "prewarm", None)
+        if prewarm is not None:
+            await prewarm()
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._factory, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def __call__(self, spec: JobSpec, reporter: JobReporter) -> JobOutcome:
+        config = self._config
         transport_factory: Any
         if spec.server_url.startswith(LOCAL_SCHEME):
             if not config.room.allow_local_rooms:
@@ -93,7 +133,7 @@ def make_job_body(
                     "local:// rooms are disabled (set agent.room.allow_local_rooms for "
                     "development)"
                 )
-            rooms = hub or default_hub()
+            rooms = self._hub or default_hub()
 
             def transport_factory() -> RoomTransport:
                 return MemoryTransport(hub=rooms)
@@ -106,8 +146,29 @@ def make_job_body(
             raise JobFailed(f"unsupported server url scheme: {spec.server_url.split(':')[0]!r}")
         participant = AgentParticipant(
             spec=spec, config=config, reporter=reporter, transport_factory=transport_factory,
-            conversation_factory=factory, output_sample_rate=output_sample_rate,
+            conversation_factory=self._factory, output_sample_rate=self._output_sample_rate,
         )
         return await participant.run()
 
-    return body
+
+def make_job_body(
+    config: AgentConfig,
+    *,
+    hub: MemoryHub | None = None,
+    conversation_factory: ConversationFactory | None = None,
+    output_sample_rate: int | None = None,
+) -> AgentJobBody:
+    """The job body for the service. ``hub`` holds the ``local://`` rooms (default:
+    :func:`default_hub`); ``conversation_factory`` builds each job's conversation (default: the
+    configured pipelines, :class:`agents.conversation.AgentConversations`, which builds the
+    providers now and loads their models in ``prewarm``; pass :class:`ListeningConversation`
+    for a participant that only listens); ``output_sample_rate`` overrides
+    ``config.room.output_sample_rate``."""
+    if conversation_factory is None:
+        from agents.conversation import AgentConversations
+
+        conversation_factory = AgentConversations(config)
+    return AgentJobBody(
+        config, hub=hub, conversation_factory=conversation_factory,
+        output_sample_rate=output_sample_rate,
+    )

@@ -13,9 +13,9 @@ import json
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agents.config import PersonaConfig
+from agents.config import PersonaConfig, unique_todo_ids
 from agents.messages import TodoItem
 
 log = structlog.get_logger("agents.overrides")
@@ -32,6 +32,11 @@ class JobOverrides(BaseModel):
     language: str | None = Field(None, min_length=2, max_length=35)
     todo_items: list[TodoItem] | None = Field(None, max_length=MAX_TODO_ITEMS)
     greeting: str | None = Field(None, max_length=1000)
+
+    @field_validator("todo_items")
+    @classmethod
+    def _unique_todo_ids(cls, items: list[TodoItem] | None) -> list[TodoItem] | None:
+        return None if items is None else unique_todo_ids(items)
 
 
 def parse_overrides(metadata: str) -> JobOverrides:

@@ -1,9 +1,9 @@
 """The job's participant: one AI participant in one room for the life of one job.
 
 It joins (token checked locally first, a deadline per attempt, bounded attempts with backoff),
-publishes its audio track, sends ``agent_status`` and the ``todo_list``, feeds the
-:class:`~agents.io.Conversation` with the right people's audio and text turns, publishes what the
-conversation produces, and leaves when PROTOCOL.md §2 says so:
+publishes its audio track, sends ``agent_status`` (the conversation sends the ``todo_list`` it
+owns), feeds the :class:`~agents.io.Conversation` with the right people's audio and text turns,
+publishes what the conversation produces, and leaves when PROTOCOL.md §2 says so:
 
 - ``JT_PUBLISHER`` / ``JT_PARTICIPANT``: the target participant left (``participant_left``);
 - ``JT_ROOM``: no non-agent participant is left (``room_empty``);
@@ -32,7 +32,7 @@ from agents.audio_frontend import AudioFrontend
 from agents.config import AgentConfig, PersonaConfig
 from agents.io import AudioOutput, Conversation, MessageOutput
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
-from agents.messages import InboundError, OutboundMessage, agent_status, parse_inbound, todo_list
+from agents.messages import InboundError, OutboundMessage, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
 from agents.record import JobRecorder, write_artifact
 from agents.transport.base import (
@@ -180,7 +180,7 @@ class AgentParticipant(RoomListener):
                 async with asyncio.timeout(room_cfg.connect_timeout):
                     await transport.connect(url=spec.server_url, token=spec.access_token,
                                             listener=self, wants_audio=self._wants,
-                                            video=room_cfg.video)
+                                            video=self._config.wants_video)
             except TimeoutError:
                 error = f"no answer within {room_cfg.connect_timeout:g} s"
                 retryable = True
@@ -225,7 +225,6 @@ class AgentParticipant(RoomListener):
         self._recorder.mark("running")
         self._log.info("participant_running", job_type=spec.job_type)
         await messages.publish(agent_status("listening"))
-        await messages.publish(todo_list(list(persona.todo_items)))
         self._conversation_task = asyncio.create_task(
             conversation.run(), name=f"conversation.{spec.job_id}"
         )

@@ -176,6 +176,20 @@ class Metrics:
         child = self._active[source]
         self._pending[child] = self._pending.get(child, 0) + delta
 
+    def job_started(self, source: JobSource) -> None:
+        """A job entered ``accepted`` and is now active."""
+        pending = self._pending
+        entered, active = self._jobs[(source, "accepted")], self._active[source]
+        pending[entered] = pending.get(entered, 0) + 1
+        pending[active] = pending.get(active, 0) + 1
+
+    def job_ended(self, source: JobSource, state: str) -> None:
+        """A job entered its final ``state`` and is no longer active."""
+        pending = self._pending
+        entered, active = self._jobs[(source, state)], self._active[source]
+        pending[entered] = pending.get(entered, 0) + 1
+        pending[active] = pending.get(active, 0) - 1
+
     def accepted_in(self, source: JobSource, seconds: float) -> None:
         self.accept_latency.observe(source, seconds)
 

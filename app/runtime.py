@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from agents.job import JobBody
 from app.intake.pipeline import IntakePolicy
@@ -67,6 +68,10 @@ class Runtime:
             max_body_bytes=settings.max_body_bytes,
             timestamp_tolerance=settings.timestamp_tolerance,
         )
+        self.job_body = job_body
+        self.agent_metrics: tuple[CollectorRegistry, ...] = getattr(
+            job_body, "metrics_registries", ()
+        )
         self.services: list[BackgroundService] = []
         self.ready = False
         self._closed = False
@@ -76,7 +81,13 @@ class Runtime:
         return time.monotonic() - self.started_at
 
     async def start(self, factories: Sequence[ServiceFactory]) -> None:
-        """Start each background service in order; on a failure, stop the ones started."""
+        """Warm the job body's models, then start each background service in order; on a
+        failure, stop the ones started."""
+        prewarm = getattr(self.job_body, "prewarm", None)
+        if prewarm is not None:
+            started = time.monotonic()
+            await prewarm()
+            log.info("job_body_prewarmed", seconds=round(time.monotonic() - started, 2))
         for factory in factories:
             service = factory(self)
             try:
@@ -107,3 +118,9 @@ class Runtime:
                 log.exception("background_service_close_failed", service=service.name)
         self.services.clear()
         await self.manager.aclose()
+        aclose = getattr(self.job_body, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:
+                log.exception("job_body_close_failed")

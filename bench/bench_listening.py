@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from livekit import rtc  # noqa: E402
 
 from agents.config import AgentConfig  # noqa: E402
-from agents.entry import make_job_body  # noqa: E402
+from agents.entry import ListeningConversation, make_job_body  # noqa: E402
 from agents.job import JobSpec, RunningState  # noqa: E402
 from agents.transport.memory import MemoryHub, SimulatedParticipant  # noqa: E402
 from agents.transport.token import mint_agent_token  # noqa: E402
@@ -86,7 +86,7 @@ async def run_mode(mode: str, participants: int, users: int, seconds: float) -> 
         config = AgentConfig.model_validate(
             {"room": {"allow_local_rooms": True, "noise_suppression": mode == "ns_on"}}
         )
-        body = make_job_body(config, hub=hub)
+        body = make_job_body(config, hub=hub, conversation_factory=ListeningConversation)
         for p in range(participants):
             identity = f"ai-agent-AJ_{p}"
             spec = JobSpec(

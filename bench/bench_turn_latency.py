@@ -31,7 +31,8 @@ from pipeline_kit import USER, job_spec  # noqa: E402
 
 from agents.config import PersonaConfig  # noqa: E402
 from agents.messages import OutboundMessage  # noqa: E402
-from agents.pipeline import PipelineConfig, make_conversation_factory  # noqa: E402
+from agents.pipeline.config import PipelineConfig  # noqa: E402
+from agents.pipeline.factory import make_conversation_factory  # noqa: E402
 
 TARGET_P50_MS = 1000.0
 PROMPTS = [

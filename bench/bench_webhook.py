@@ -61,7 +61,7 @@ UVICORN = {
 
 
 def bare_app() -> FastAPI:
-    app = FastAPI()
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.post("/livekit/agent")
     async def agent(request: Request) -> JSONResponse:

@@ -9,9 +9,13 @@ from typing import Any
 from conftest import ADMIN, API_KEY, API_SECRET, make_settings, notification
 from room_kit import make_token, settle
 
-from agents.entry import make_job_body
+from agents.entry import ListeningConversation, make_job_body
 from agents.messages import AgentStatus
 from agents.transport.memory import MemoryHub
+
+
+def listening_body(settings: Any, hub: MemoryHub) -> Any:
+    return make_job_body(settings.agent, hub=hub, conversation_factory=ListeningConversation)
 
 
 async def job_view(h: Any, job_id: str) -> dict[str, Any]:
@@ -33,7 +37,7 @@ async def wait_for_state(h: Any, job_id: str, state: str) -> dict[str, Any]:
 async def test_signed_notification_puts_a_listening_agent_in_the_local_room(make_app) -> None:
     hub = MemoryHub()
     settings = make_settings(dev_mode=True)
-    h = await make_app(settings, make_job_body(settings.agent, hub=hub))
+    h = await make_app(settings, listening_body(settings, hub))
     room = hub.room("e2e-room")
     user = room.add_participant("user123")
     token = make_token("e2e-room", "ai-agent-AJ_e2e1")
@@ -62,7 +66,7 @@ async def test_notification_without_a_token_gets_one_minted_and_joins(make_app) 
     hub = MemoryHub()
     settings = make_settings(dev_mode=True, livekit_api_key=API_KEY,
                              livekit_api_secret=API_SECRET)
-    h = await make_app(settings, make_job_body(settings.agent, hub=hub))
+    h = await make_app(settings, listening_body(settings, hub))
     room = hub.room("minted-room")
     user = room.add_participant("someone")
     body = notification(job_id="AJ_e2e2", server_url="local://dev",
@@ -82,7 +86,7 @@ async def test_notification_without_a_token_gets_one_minted_and_joins(make_app) 
 async def test_local_room_with_a_bad_token_fails_the_job_with_the_reason(make_app) -> None:
     hub = MemoryHub()
     settings = make_settings(dev_mode=True)
-    h = await make_app(settings, make_job_body(settings.agent, hub=hub))
+    h = await make_app(settings, listening_body(settings, hub))
     expired = make_token("r", "ai-agent-AJ_e2e3", ttl=-300)
     r = await h.send(notification(job_id="AJ_e2e3", server_url="local://dev",
                                   room={"sid": "RM_3", "name": "r"}, access_token=expired))

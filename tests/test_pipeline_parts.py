@@ -12,11 +12,11 @@ from fakes import FakeAudioOutput, FakeLLM, FakeSTT, FakeTTS, FakeVAD, speech
 from prometheus_client import generate_latest
 from pydantic import ValidationError
 
-from agents.pipeline import PIPELINE_REGISTRY, PipelineConfig, ProviderRegistry, build_provider
-from agents.pipeline.config import ProviderSpec, TurnConfig
+from agents.pipeline.config import PipelineConfig, ProviderSpec, TurnConfig
 from agents.pipeline.context import ChatContext
+from agents.pipeline.registry import ProviderRegistry, build_provider
 from agents.pipeline.speech import SentenceSplitter, SpeechOut
-from agents.pipeline.trace import TurnTrace
+from agents.pipeline.trace import PIPELINE_REGISTRY, TurnTrace
 from agents.pipeline.turns import SpeechDiscarded, SpeechStarted, TurnDetector, TurnEnded
 from agents.providers.base import ImagePart, ToolCall
 from agents.providers.errors import ProviderUnavailable
@@ -296,7 +296,7 @@ async def test_factory_builds_a_conversation_per_job_with_the_persona_applied() 
 
     from agents.config import PersonaConfig
     from agents.messages import TodoItem
-    from agents.pipeline import make_conversation_factory
+    from agents.pipeline.factory import make_conversation_factory
 
     cfg = PipelineConfig()
     stt, llm, tts = FakeSTT(), FakeLLM(default="Hello there, you."), FakeTTS()
@@ -305,7 +305,7 @@ async def test_factory_builds_a_conversation_per_job_with_the_persona_applied() 
     })
     factory = make_conversation_factory(cfg, registry=reg)
     item = TodoItem(id="a", description="A", required=True)
-    persona = PersonaConfig(instructions="Only French.", voice="joe", todo_items=[item, item])
+    persona = PersonaConfig(instructions="Only French.", voice="joe", todo_items=[item])
     msgs = FakeMessageOutput()
     conv = factory(spec=job_spec(), audio=FakeAudioOutput(), messages=msgs, persona=persona)
     task = asyncio.create_task(conv.run())
@@ -317,8 +317,22 @@ async def test_factory_builds_a_conversation_per_job_with_the_persona_applied() 
         await task
     assert llm.requests[0].messages[0].content.startswith("Only French.")
     assert tts.voices == ["joe"]
-    assert [i.id for i in msgs.of("todo_list")[0].data.items] == ["a"]  # duplicate dropped
+    assert "a" in llm.requests[0].messages[0].content  # the todo list is in the context
     await factory.aclose()
+
+
+def test_duplicate_todo_ids_are_refused_in_config_and_dropped_from_overrides() -> None:
+    from agents.config import PersonaConfig
+    from agents.messages import TodoItem
+    from agents.overrides import parse_overrides
+
+    item = TodoItem(id="a", description="A", required=True)
+    with pytest.raises(ValidationError, match="appears twice"):
+        PersonaConfig(todo_items=[item, item])
+    meta = '{"todo_items": [{"id": "a", "description": "A"}, {"id": "a", "description": "B"}],' \
+        ' "greeting": "hi"}'
+    overrides = parse_overrides(meta)
+    assert overrides.todo_items is None and overrides.greeting == "hi"
 
 
 def test_enabled_vision_names_a_model_and_accepts_the_vision_step_lists() -> None:
@@ -326,5 +340,5 @@ def test_enabled_vision_names_a_model_and_accepts_the_vision_step_lists() -> Non
     assert cfg.nicknames_in_use()[-1] == "embedded-vision"
     with pytest.raises(ValidationError, match="needs a llm provider"):
         PipelineConfig.model_validate({"vision": {"enabled": True, "llm": "piper"}})
-    with pytest.raises(ValidationError, match="vision pipeline is one of"):
+    with pytest.raises(ValidationError, match="vision pipeline must be one of"):
         PipelineConfig.model_validate({"vision": {"pipeline": ["tts", "return"]}})

@@ -72,6 +72,11 @@ def feed(metrics: Metrics, ref: Reference, round_: int) -> None:
     for source, delta in [("webhook", 1), ("webhook", 1), ("webhook", -1), ("dispatch", -1)]:
         metrics.job_active(source, delta)
         ref.active.labels(source=source).inc(delta)
+    metrics.job_started("livekit_webhook")
+    metrics.job_ended("livekit_webhook", "cancelled")
+    for state, delta in [("accepted", 1), ("cancelled", -1)]:
+        ref.jobs.labels(source="livekit_webhook", state=state).inc()
+        ref.active.labels(source="livekit_webhook").inc(delta)
     for i, seconds in enumerate(LATENCIES):
         source = SOURCES[i % len(SOURCES)]
         metrics.accepted_in(source, seconds)

@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from agents.vision.config import VisionConfig
+
 ProviderType = Literal[
     "openai", "moonshine", "piper", "silero", "scripted-intake", "embedded-vision"
 ]
 ProviderKind = Literal["vad", "stt", "llm", "tts"]
 AudioStep = Literal["stt", "llm", "tts", "return"]
-VisionStep = Literal["visionllm", "tts", "return"]
 
 _KIND_OF_TYPE: dict[str, ProviderKind] = {
     "silero": "vad",
@@ -87,10 +88,6 @@ def _audio_steps() -> list[AudioStep]:
     return ["stt", "llm", "tts", "return"]
 
 
-def _vision_steps() -> list[VisionStep]:
-    return ["visionllm", "tts", "return"]
-
-
 class AudioPipelineConfig(BaseModel):
     """The audio pipeline: ``stt`` first, ``return`` last, ``llm`` and ``tts`` optional."""
 
@@ -131,24 +128,22 @@ class AudioPipelineConfig(BaseModel):
         return step in self.pipeline
 
 
-class VisionPipelineConfig(BaseModel):
-    """Which providers the vision pipeline (``agents.vision``) uses; declared here so they share
-    the provider table. Sampling and description settings live in ``agents.vision.config``."""
+class VisionPipelineConfig(VisionConfig):
+    """The vision pipeline (``agents.vision``): its sampling and description settings
+    (:class:`agents.vision.config.VisionConfig`), whether it runs, and which declared providers
+    its ``visionllm`` and ``tts`` steps use (they share the provider table)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    fps: float = Field(1.0, gt=0, le=30)
-    pipeline: list[VisionStep] = Field(default_factory=lambda: _vision_steps())
-    llm: str = "embedded-vision"
-    tts: str | None = "piper"
+    enabled: bool = Field(
+        False, description="Subscribe to camera and screen-share tracks and run the pipeline."
+    )
+    llm: str = Field("embedded-vision", description="Provider nickname of the visionllm step.")
+    tts: str | None = Field("piper", description="Provider nickname of the tts step.")
 
     @model_validator(mode="after")
-    def _valid_order(self) -> VisionPipelineConfig:
-        allowed = (["visionllm", "tts", "return"], ["visionllm", "return"], ["visionllm"])
-        if self.pipeline not in allowed:
-            raise ValueError(f"the vision pipeline is one of {list(allowed)}")
-        if "tts" in self.pipeline and not self.tts:
+    def _tts_named(self) -> VisionPipelineConfig:
+        if self.speaks and not self.tts:
             raise ValueError('the "tts" step needs vision.tts (a provider nickname)')
         return self
 
@@ -222,7 +217,7 @@ class PipelineConfig(BaseModel):
             wanted.append(("audio.tts", audio.tts, "tts"))
         if self.vision.enabled:
             wanted.append(("vision.llm", self.vision.llm, "llm"))
-            if "tts" in self.vision.pipeline:
+            if self.vision.speaks:
                 wanted.append(("vision.tts", self.vision.tts, "tts"))
         for where, nickname, kind in wanted:
             spec = self.providers.get(nickname or "")
@@ -243,7 +238,7 @@ class PipelineConfig(BaseModel):
             names.append(self.audio.tts)
         if self.vision.enabled:
             names.append(self.vision.llm)
-            if "tts" in self.vision.pipeline:
+            if self.vision.speaks:
                 names.append(self.vision.tts)
         out: list[str] = []
         for n in names:

@@ -10,7 +10,6 @@ import structlog
 from agents.config import PersonaConfig
 from agents.io import AudioOutput, Conversation, MessageOutput
 from agents.job import JobSpec
-from agents.messages import TodoItem
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import FrameSource
 from agents.pipeline.registry import ProviderRegistry
@@ -40,7 +39,8 @@ class ConversationFactory:
     ) -> VoicePipeline:
         cfg = self.config
         reg = self.registry
-        board = TodoBoard(items=_unique(persona.todo_items, job_id=spec.job_id))
+        # Todo ids are unique: PersonaConfig and the metadata overrides both validate it.
+        board = TodoBoard(items=list(persona.todo_items))
         return VoicePipeline(
             config=cfg, spec=spec, audio=audio, messages=messages, persona=persona,
             vad=reg.vad(cfg.vad),
@@ -65,17 +65,6 @@ def make_conversation_factory(
         reg.load()
     return ConversationFactory(config=config, registry=reg)
 
-
-def _unique(items: list[TodoItem], *, job_id: str) -> list[TodoItem]:
-    seen: set[str] = set()
-    out: list[TodoItem] = []
-    for item in items:
-        if item.id in seen:
-            log.warning("todo_item_duplicate_dropped", job_id=job_id, item_id=item.id)
-            continue
-        seen.add(item.id)
-        out.append(item)
-    return out
 
 
 if TYPE_CHECKING:  # mypy checks that a VoicePipeline is a Conversation

@@ -112,6 +112,17 @@ class ProviderRegistry:
         for nickname in self._config.nicknames_in_use():
             self.get(nickname)
 
+    async def prewarm(self) -> None:
+        """Build every provider in use and let each load its models now (a few seconds for
+        the embedded speech models) rather than in the first call's first turn."""
+        self.load()
+        for nickname in self._config.nicknames_in_use():
+            provider = self._providers[nickname]
+            try:
+                await provider.prewarm()
+            except Exception as e:  # noqa: BLE001 (a provider that cannot warm up loads later)
+                log.warning("provider_prewarm_failed", provider=nickname, error=str(e))
+
     def get(self, nickname: str) -> Provider:
         if self._closed:
             raise RuntimeError("provider registry is closed")

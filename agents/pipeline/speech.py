@@ -133,6 +133,12 @@ class SpeechOut:
         self._first_audio_ms: float | None = None
         self._on_first_audio = on_first_audio
         self._on_sentence = on_sentence
+        # The track publishes at the voice pipeline's speech rate; another engine (a vision
+        # pipeline's, a per-job choice) is resampled to it rather than refused by the track.
+        self._resampler = (
+            None if audio.sample_rate == self._rate
+            else rtc.AudioResampler(self._rate, audio.sample_rate, num_channels=1)
+        )
 
     @property
     def provider(self) -> str:
@@ -235,7 +241,11 @@ class SpeechOut:
             self._first_audio_ms = monotonic_ms()
             if self._on_first_audio is not None:
                 self._on_first_audio(self._audio.queued_duration)
-        await self._audio.capture_frame(frame)
+        if self._resampler is None:
+            await self._audio.capture_frame(frame)
+        else:
+            for out in self._resampler.push(frame):
+                await self._audio.capture_frame(out)
         self._pushed += pcm.size / self._rate
 
     def stop(self) -> float:

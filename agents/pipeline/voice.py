@@ -192,6 +192,8 @@ class VoicePipeline:
         self._running = True
         self._outbox.start()
         try:
+            # The conversation owns the todo list, so it publishes it on join (and on every
+            # change); the participant has already published agent_status.
             self._publish(todo_list(self._tools.board.items))
             if self._persona.greeting:
                 self._launch(_LineTurn(text=self._persona.greeting, kind="voice"))

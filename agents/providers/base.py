@@ -49,7 +49,10 @@ async def call_with_retries(
     while True:
         attempt += 1
         try:
-            return await asyncio.wait_for(fn(), timeout=policy.timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the inner call finishes (CPython gh-86296).
+            async with asyncio.timeout(policy.timeout):
+                return await fn()
         except TimeoutError as e:
             err: ProviderError = ProviderTimeout(
                 f"{what} timed out after {policy.timeout:.1f}s", provider=provider
@@ -79,7 +82,8 @@ async def stream_with_retries(
             while True:
                 deadline = policy.chunk_timeout if started else policy.timeout
                 try:
-                    item = await asyncio.wait_for(anext(stream), timeout=deadline)
+                    async with asyncio.timeout(deadline):
+                        item = await anext(stream)
                 except StopAsyncIteration:
                     return
                 except TimeoutError as e:
@@ -110,6 +114,9 @@ class Provider(ABC):  # noqa: B024 (shared state, no abstract hook of its own)
     def __init__(self, *, name: str, policy: CallPolicy | None = None) -> None:
         self.name = name
         self.policy = policy or CallPolicy()
+
+    async def prewarm(self) -> None:  # noqa: B027 (optional hook)
+        """Load models or open connections now, so the first call does not pay for it."""
 
     async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release clients and sessions. Idempotent."""

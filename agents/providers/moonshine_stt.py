@@ -55,7 +55,7 @@ class MoonshineSTT(STT):
     max_input_seconds = 300.0
     """Longer input is refused with a non-retryable ProviderError (the pipeline's longest
     allowed turn is 300 s)."""
-    tokens_per_second = 6.5
+    tokens_per_second = 10.0
     """Decoding stops after ``max(min_tokens, ceil(seconds * tokens_per_second))`` tokens."""
     min_tokens = 4
 

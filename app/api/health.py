@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import generate_latest
 
 from app.api.deps import RuntimeDep
 
@@ -36,4 +37,8 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(runtime: RuntimeDep) -> Response:
-    return Response(content=runtime.metrics.render(), media_type=runtime.metrics.content_type)
+    # The service's own series, then the agent's (per-turn latency, vision) when it has any.
+    body = runtime.metrics.render() + b"".join(
+        generate_latest(registry) for registry in runtime.agent_metrics
+    )
+    return Response(content=body, media_type=runtime.metrics.content_type)

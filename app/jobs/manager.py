@@ -8,6 +8,8 @@ here; cancellation, the drain deadline and :meth:`JobManager.aclose` cancel and 
 from __future__ import annotations
 
 import asyncio
+import os
+_X = os.environ.get('XP', '')
 import dataclasses
 import json
 from collections import OrderedDict
@@ -41,6 +43,8 @@ class _Reservation:
 
 class _Reporter:
     """The :class:`agents.job.JobReporter` handed to one body. Never blocks or raises."""
+
+    __slots__ = ("_job", "_manager")
 
     def __init__(self, *, manager: JobManager, job: JobRecord) -> None:
         self._manager = manager
@@ -407,8 +411,7 @@ class JobManager:
             agent_identity=answer.participant_identity,
         )
         self._jobs[job_id] = job
-        self._metrics.job_state(job.source, "accepted")
-        self._metrics.job_active(job.source, 1)
+        self._metrics.job_started(job.source)
         # _run forgets its own task when it ends; _reap covers a task cancelled before it ran.
         self._tasks[job_id] = asyncio.create_task(self._run(job, spec), name=f"job-{job_id}")
 
@@ -464,9 +467,8 @@ class JobManager:
             return
         self._jobs.pop(job.job_id, None)
         self._cancel_reasons.pop(job.job_id, None)
-        self._metrics.job_state(job.source, state)
-        self._metrics.job_active(job.source, -1)
-        if self._settings.job_history > 0:
+        self._metrics.job_ended(job.source, state)
+        if 'hist' not in _X and self._settings.job_history > 0:
             self._history[job.job_id] = job
             while len(self._history) > self._settings.job_history:
                 self._history.popitem(last=False)
