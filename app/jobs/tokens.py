@@ -1,12 +1,15 @@
-"""Minting a room token for the agent participant when an offer carries none."""
+"""Minting a room token for the agent participant when an offer carries none.
+
+The token itself is built by :func:`agents.transport.token.mint_agent_token` (the one place that
+knows the agent's grants); this wrapper reads the service's keys and turns a failure into the
+service's :class:`TokenMintError`.
+"""
 
 from __future__ import annotations
 
-import datetime
-
-from livekit import api
 from pydantic import SecretStr
 
+from agents.transport import token as room_token
 from app.errors import TokenMintError
 
 
@@ -27,23 +30,10 @@ def mint_agent_token(
             "the offer has no access_token and no LIVEKIT_API_KEY / LIVEKIT_API_SECRET are "
             "configured to mint one"
         )
-    grants = api.VideoGrants(
-        room_join=True,
-        room=room,
-        can_publish=True,
-        can_subscribe=True,
-        can_publish_data=True,
-    )
     try:
-        return (
-            api.AccessToken(api_key, api_secret.get_secret_value())
-            .with_identity(identity)
-            .with_name(name)
-            .with_metadata(metadata)
-            .with_kind("agent")
-            .with_grants(grants)
-            .with_ttl(datetime.timedelta(seconds=ttl_seconds))
-            .to_jwt()
+        return room_token.mint_agent_token(
+            api_key=api_key, api_secret=api_secret.get_secret_value(), room=room,
+            identity=identity, name=name, metadata=metadata, ttl=ttl_seconds,
         )
     except ValueError as e:
         raise TokenMintError(f"could not mint a room token: {e}") from e
