@@ -8,8 +8,6 @@ here; cancellation, the drain deadline and :meth:`JobManager.aclose` cancel and 
 from __future__ import annotations
 
 import asyncio
-import os
-_X = os.environ.get('XP', '')
 import dataclasses
 import json
 from collections import OrderedDict
@@ -468,7 +466,7 @@ class JobManager:
         self._jobs.pop(job.job_id, None)
         self._cancel_reasons.pop(job.job_id, None)
         self._metrics.job_ended(job.source, state)
-        if 'hist' not in _X and self._settings.job_history > 0:
+        if self._settings.job_history > 0:
             self._history[job.job_id] = job
             while len(self._history) > self._settings.job_history:
                 self._history.popitem(last=False)
