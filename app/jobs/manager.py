@@ -291,8 +291,7 @@ class JobManager:
             if first.accepted:
                 return dataclasses.replace(first, verdict="duplicate")
             return first
-        known = self.get_job(job_id)
-        if known is not None or job_id in self._reservations:
+        if job_id in self._jobs or job_id in self._history or job_id in self._reservations:
             return self._result("duplicate", job_id, self._answer(job_id))
         local = self._local
         if local is not None:
@@ -411,7 +410,9 @@ class JobManager:
         self._jobs[job_id] = job
         self._metrics.job_started(job.source)
         # _run forgets its own task when it ends; _reap covers a task cancelled before it ran.
-        self._tasks[job_id] = asyncio.create_task(self._run(job, spec), name=f"job-{job_id}")
+        self._tasks[job_id] = asyncio.get_running_loop().create_task(
+            self._run(job, spec), name=f"job-{job_id}"
+        )
 
     def _reap(self, job_id: str) -> None:
         """Finish a job whose task was cancelled before its first step (so ``_run`` never ran
