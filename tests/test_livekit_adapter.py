@@ -147,10 +147,11 @@ def test_agents_recognised_by_kind_or_prefix_and_errors_classified() -> None:
     assert connect_error(Exception("connection refused")).retryable
 
 
-def test_room_deletion_maps_to_room_closed_and_other_losses_to_disconnected() -> None:
+async def test_room_deletion_maps_to_room_closed_and_other_losses_to_disconnected() -> None:
     transport = LiveKitTransport()
     listener = Frames()
     transport._listener = listener
+    transport._room = rtc.Room()  # events reach the listener only once connect has returned
     transport._on_disconnected(rtc.DisconnectReason.ROOM_DELETED)
     transport._on_disconnected(rtc.DisconnectReason.SIGNAL_CLOSE)
     assert listener.events == [("room_closed", "ROOM_DELETED"), ("disconnected", "SIGNAL_CLOSE")]

@@ -36,6 +36,13 @@ from agents.vision.stream import VideoTrackPump, source_name
 log = structlog.get_logger("agents.transport.livekit")
 
 _ROOM_GONE = {rtc.DisconnectReason.ROOM_DELETED, rtc.DisconnectReason.ROOM_CLOSED}
+ABANDONED_CONNECT_GRACE = 2.0
+"""How long ``aclose`` waits at most for a connect its caller gave up on (s); never longer than
+the signal timeout. The SDK retries a join on its own for much longer than that; a join that
+lands later still leaks (the SDK gives no way to stop it)."""
+_VOICE_SOURCES = {rtc.TrackSource.SOURCE_MICROPHONE, rtc.TrackSource.SOURCE_UNKNOWN}
+"""Audio the agent listens to: microphones, and tracks published without a source (what an SDK
+client publishes with default ``TrackPublishOptions``). Screen-share audio is not a voice."""
 _NOT_RETRYABLE_HINTS = ("401", "403", "unauthorized", "permission", "invalid token", "expired")
 
 
@@ -134,6 +141,7 @@ class LiveKitTransport(RoomTransport):
         self._publication_sid: str | None = None
         self._closing = False
         self._closed = False
+        self._abandoned: tuple[rtc.Room, asyncio.Task[None]] | None = None
 
     @property
     def identity(self) -> str:
@@ -148,7 +156,7 @@ class LiveKitTransport(RoomTransport):
         wants_audio: WantsAudio,
         video: bool = False,
     ) -> None:
-        if self._room is not None or self._closed:
+        if self._room is not None or self._closed or self._abandoned is not None:
             raise TransportError("transport already used", retryable=False)
         self._listener = listener
         self._wants = wants_audio
@@ -156,13 +164,22 @@ class LiveKitTransport(RoomTransport):
         room = rtc.Room()
         self._subscribe_events(room)
         options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=self._signal_timeout)
+        # The SDK's connect goes on natively when its coroutine is cancelled: a join that lands
+        # after our deadline would leave the agent in the room as a ghost (whose identity then
+        # kicks out the next attempt's connection). So the connect runs as its own task, and a
+        # cancelled one is handed to aclose, which gives it a short grace and leaves the room
+        # if it got in.
+        connecting = asyncio.get_running_loop().create_task(
+            room.connect(url, token, options), name="livekit.connect"
+        )
         try:
-            await room.connect(url, token, options)
-        except BaseException as e:
-            _release_unconnected(room)
-            if isinstance(e, Exception):  # ConnectError, and plain errors for a bad url
-                raise connect_error(e) from e
+            await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            self._abandoned = (room, connecting)
             raise
+        except Exception as e:  # ConnectError, and plain errors for a bad url
+            _release_unconnected(room)
+            raise connect_error(e) from e
         self._room = room
         for participant in room.remote_participants.values():
             self._subscribe_wanted(participant)
@@ -221,6 +238,23 @@ class LiveKitTransport(RoomTransport):
                 await room.disconnect()
             except Exception as e:
                 log.warning("disconnect_failed", error=str(e))
+        if self._abandoned is not None:
+            await self._leave_abandoned(*self._abandoned)
+
+    async def _leave_abandoned(self, room: rtc.Room, connecting: asyncio.Task[None]) -> None:
+        """Wait (bounded) for a connect our caller gave up on; leave the room if it got in."""
+        grace = min(ABANDONED_CONNECT_GRACE, self._signal_timeout or ABANDONED_CONNECT_GRACE)
+        done, _ = await asyncio.wait({connecting}, timeout=grace)
+        if not done:
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+        elif not connecting.cancelled() and connecting.exception() is None:
+            log.info("abandoned_connect_joined_leaving")
+            try:
+                await room.disconnect()
+            except Exception as e:
+                log.warning("disconnect_failed", error=str(e))
+        _release_unconnected(room)
 
     # --- SDK events -------------------------------------------------------------------------
 
@@ -241,7 +275,9 @@ class LiveKitTransport(RoomTransport):
         room.on("disconnected", self._on_disconnected)
 
     def _emit(self, method: str, *args: Any) -> None:
-        if self._listener is None or self._closing:
+        # Nothing before connect returned (remote_participants() has the room as it is then),
+        # nothing from an abandoned connect, nothing once closing.
+        if self._listener is None or self._closing or self._room is None:
             return
         try:
             getattr(self._listener, method)(*args)
@@ -257,7 +293,7 @@ class LiveKitTransport(RoomTransport):
 
     def _worth_subscribing(self, publication: rtc.RemoteTrackPublication) -> bool:
         if publication.kind == rtc.TrackKind.KIND_AUDIO:
-            return True
+            return publication.source in _VOICE_SOURCES
         return (
             self._video and publication.kind == rtc.TrackKind.KIND_VIDEO
             and source_name(publication.source) is not None
@@ -291,10 +327,16 @@ class LiveKitTransport(RoomTransport):
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             self._start_pump(track, publication, identity)
             return
-        if track.kind != rtc.TrackKind.KIND_AUDIO:
+        if track.kind != rtc.TrackKind.KIND_AUDIO or publication.source not in _VOICE_SOURCES:
             return
         if identity in self._readers:  # a second microphone: keep the first
             return
+        self._start_reader(track, publication, identity)
+
+    def _start_reader(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, identity: str
+    ) -> None:
+        assert self._listener is not None
         self._readers[identity] = AudioReader(
             track=track, identity=identity, listener=self._listener
         )
@@ -309,7 +351,24 @@ class LiveKitTransport(RoomTransport):
     ) -> None:
         if self._reader_tracks.get(participant.identity) == publication.sid:
             self._stop_reader(participant.identity)
+            self._read_another_microphone(participant, gone=publication.sid)
         self._stop_pump(publication.sid)
+
+    def _read_another_microphone(self, participant: rtc.RemoteParticipant, *, gone: str) -> None:
+        """A participant can have two microphone tracks for a moment (a client that publishes
+        the new device before unpublishing the old); the second one was subscribed but not
+        read. When the read one goes, read the other instead of going deaf."""
+        if self._closing:
+            return
+        for sid, publication in participant.track_publications.items():
+            track = publication.track
+            if (
+                sid != gone and track is not None and publication.subscribed
+                and track.kind == rtc.TrackKind.KIND_AUDIO
+                and publication.source in _VOICE_SOURCES
+            ):
+                self._start_reader(track, publication, participant.identity)
+                return
 
     def _start_pump(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, identity: str
@@ -348,4 +407,8 @@ class LiveKitTransport(RoomTransport):
 
     def _on_disconnected(self, reason: int) -> None:
         cause: DisconnectCause = "room_closed" if reason in _ROOM_GONE else "disconnected"
-        self._emit("disconnected", cause, rtc.DisconnectReason.Name(reason))  # type: ignore[arg-type]
+        try:
+            detail = rtc.DisconnectReason.Name(reason)  # type: ignore[arg-type]
+        except ValueError:  # a reason newer than this SDK's enum: still a disconnection
+            detail = f"REASON_{reason}"
+        self._emit("disconnected", cause, detail)
