@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.errors import IntakeError
+from app.errors import IntakeError, ServiceError
 from app.intake.pipeline import IntakeAnswer, error_answer, handle_notification
 from app.intake.schema import JobNotification
 from app.runtime import Runtime
@@ -39,8 +39,10 @@ _SIGNATURE_HEADERS = {
 _JSON = b"application/json"
 
 
-class ClientGone(Exception):
+class ClientGone(ServiceError):
     """The client disconnected before its whole body arrived: there is no one to answer."""
+
+    retryable = True
 
 
 def request_headers(scope: Scope) -> tuple[bytes | None, dict[str, str]]:
@@ -72,7 +74,7 @@ async def read_capped(receive: Receive, declared: bytes | None, limit: int) -> b
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            raise ClientGone()
+            raise ClientGone("client disconnected before the whole body arrived")
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -120,12 +122,10 @@ class JobNotificationEndpoint:
             )
         runtime.metrics.webhook(answer.outcome)
         runtime.metrics.accepted_in("webhook", time.perf_counter() - started)
-        if answer.outcome == "accepted":
-            pass
-        elif answer.outcome == "duplicate":
+        if answer.outcome == "duplicate":
             if notification is not None:
                 log.info("job_notification_duplicate", job_id=notification.job_id)
-        else:
+        elif answer.outcome != "accepted":
             log.info(
                 "job_notification_refused",
                 status=answer.status,
@@ -141,6 +141,9 @@ class JobNotificationEndpoint:
 def intake_route(path: str) -> Route:
     """The webhook's route, for ``app.router.routes``."""
     return Route(path, JobNotificationEndpoint(), methods=["POST"], name="job_notification")
+
+
+_SCHEMA_REF = "#/components/schemas/"
 
 
 def _error_schema(description: str, *, field_errors: bool = False) -> dict[str, Any]:
@@ -216,9 +219,6 @@ def _operation() -> dict[str, Any]:
             "503": _error_schema("At capacity or draining; retry after Retry-After seconds"),
         },
     }
-
-
-_SCHEMA_REF = "#/components/schemas/"
 
 
 def intake_openapi(app: FastAPI, path: str) -> None:
