@@ -48,7 +48,8 @@ class Events(RoomListener):
     def data_received(self, identity: str | None, topic: str, payload: bytes) -> None:
         self.events.append(("data", identity or "", topic, payload.decode()))
 
-    def connection_changed(self, state: Literal["reconnecting", "reconnected"]) -> None: ...
+    def connection_changed(self, state: Literal["reconnecting", "reconnected"]) -> None:
+        self.events.append((state,))
 
     def disconnected(self, cause: DisconnectCause, detail: str) -> None:
         self.events.append(("disconnected", cause, detail))
@@ -78,6 +79,8 @@ class Participant:
     metadata: str = ""
     kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
     track_publications: dict[str, Publication] = field(default_factory=dict)
+    disconnect_reason: int | None = rtc.DisconnectReason.CLIENT_INITIATED
+    """``None`` is what the SDK gives for a participant its own full reconnect dropped."""
 
 
 def connected(listener: Events, *, target: str = "alice") -> LiveKitTransport:
@@ -188,6 +191,42 @@ async def test_a_second_microphone_is_read_when_the_first_one_goes() -> None:
     await transport.aclose()
     await old.source.aclose()
     await new.source.aclose()
+
+
+async def test_a_full_reconnect_of_our_own_is_not_everyone_leaving() -> None:
+    listener = Events()
+    transport = connected(listener)
+    room_participants = transport._room._remote_participants  # type: ignore[union-attr]
+    alice, bob = Participant("alice", disconnect_reason=None), Participant("bob",
+                                                                          disconnect_reason=None)
+    # what the SDK emits for a full reconnect: every remote dropped, then reconnecting ...
+    transport._on_participant_disconnected(part(alice))
+    transport._on_participant_disconnected(part(bob))
+    transport._on_reconnecting()
+    assert transport._grace_timer is None  # nobody is reported gone while reconnecting
+    # ... reconnected, then those still in the room are added back (alice; bob left meanwhile)
+    transport._on_reconnected()
+    room_participants["alice"] = part(alice)
+    transport._on_participant_connected(part(alice))
+    assert transport._grace_timer is not None
+    transport._grace_timer.cancel()
+    transport._settle_departures()  # the grace ran out
+    assert listener.events == [("reconnecting",), ("reconnected",), ("left", "bob")]
+    await transport.aclose()
+
+
+async def test_departures_with_a_reason_are_at_once_and_without_one_after_the_grace() -> None:
+    listener = Events()
+    transport = connected(listener)
+    transport._on_participant_disconnected(part(Participant("alice")))
+    assert listener.events == [("left", "alice")]
+    transport._on_participant_disconnected(part(Participant("bob", disconnect_reason=None)))
+    assert listener.events == [("left", "alice")]
+    assert transport._grace_timer is not None
+    transport._grace_timer.cancel()
+    transport._settle_departures()  # no reconnect came: bob really left (an older server)
+    assert listener.events == [("left", "alice"), ("left", "bob")]
+    await transport.aclose()
 
 
 async def test_a_disconnect_reason_unknown_to_this_sdk_still_ends_the_room() -> None:
