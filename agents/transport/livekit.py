@@ -153,7 +153,6 @@ class LiveKitTransport(RoomTransport):
         self._pumps: dict[str, VideoTrackPump] = {}
         self._pump_owner: dict[str, str] = {}
         self._output: TrackAudioOutput | None = None
-        self._publication_sid: str | None = None
         self._closing = False
         self._closed = False
         self._abandoned: tuple[rtc.Room, asyncio.Task[None]] | None = None
@@ -216,7 +215,7 @@ class LiveKitTransport(RoomTransport):
         except Exception as e:
             await source.aclose()
             raise TransportError(f"publish audio failed: {e}", retryable=True) from e
-        self._publication_sid = publication.sid
+        log.info("audio_published", sid=publication.sid, sample_rate=sample_rate)
         self._output = TrackAudioOutput(source=source, track=track)
         return self._output
 
@@ -243,9 +242,12 @@ class LiveKitTransport(RoomTransport):
         if self._closing_tasks:
             await asyncio.gather(*self._closing_tasks, return_exceptions=True)
         room = self._room
-        if room is not None and room.isconnected() and self._publication_sid is not None:
+        # the track's sid, not the publication's first one: a full reconnect republishes the
+        # track under a new sid, and the SDK keeps the track's up to date
+        sid = self._output.track.sid if self._output is not None else None
+        if room is not None and room.isconnected() and sid:
             try:
-                await room.local_participant.unpublish_track(self._publication_sid)
+                await room.local_participant.unpublish_track(sid)
             except Exception as e:
                 log.warning("unpublish_failed", error=str(e))
         if self._output is not None:
