@@ -295,6 +295,11 @@ async def test_a_join_landing_after_the_deadline_is_left_not_kept(
         async with asyncio.timeout(0.05):
             await transport.connect(url="ws://127.0.0.1:1", token=make_token("room-1", "ai"),
                                     listener=listener, wants_audio=lambda _i: True)
+    # the abandoned room's events subscribe nothing and reach nobody
+    late_mic = Publication("TR_mic", MIC)
+    transport._on_track_published(pub(late_mic), part(Participant("alice")))
+    transport._on_participant_connected(part(Participant("alice")))
+    assert late_mic.subscribe_calls == []
     await transport.aclose()
     (room,) = LateJoinRoom.made
     assert room.joined and room.left, "the late join stayed in the room as a ghost participant"

@@ -379,6 +379,8 @@ class LiveKitTransport(RoomTransport):
     def _on_track_published(
         self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
+        if self._room is None or self._closing:  # connect() subscribes what is there by then
+            return
         if self._worth_subscribing(publication) and self._wants(remote_info(participant)):
             publication.set_subscribed(True)
 
@@ -389,7 +391,7 @@ class LiveKitTransport(RoomTransport):
         participant: rtc.RemoteParticipant,
     ) -> None:
         identity = participant.identity
-        if self._listener is None or self._closing:
+        if self._listener is None or self._closing or self._room is None:
             return
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             self._start_pump(track, publication, identity)
