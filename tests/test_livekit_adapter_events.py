@@ -14,7 +14,7 @@ from livekit import rtc
 from room_kit import make_token, tone_frame
 
 from agents.transport.base import DisconnectCause, RemoteInfo, RoomListener
-from agents.transport.livekit import LiveKitTransport
+from agents.transport.livekit import AudioReader, LiveKitTransport
 
 MIC = rtc.TrackSource.SOURCE_MICROPHONE
 UNKNOWN = rtc.TrackSource.SOURCE_UNKNOWN
@@ -305,3 +305,25 @@ async def test_a_join_landing_after_the_deadline_is_left_not_kept(
     assert room.joined and room.left, "the late join stayed in the room as a ghost participant"
     assert listener.events == []
     await transport.aclose()  # idempotent
+
+
+class FailsOnce(Events):
+    def audio_frame(self, identity: str, frame: rtc.AudioFrame) -> None:
+        if not self.frames:
+            self.frames["failed"] = 1
+            raise ValueError("a listener bug on one frame")
+        super().audio_frame(identity, frame)
+
+
+async def test_a_listener_error_on_one_frame_does_not_stop_the_reader() -> None:
+    listener = FailsOnce()
+    mic = Mic("mic")
+    reader = AudioReader(track=mic.track, identity="alice", listener=listener)
+    await mic.speak(20)
+    async with asyncio.timeout(3):
+        while listener.frames.get("alice", 0) < 5:
+            listener.arrived.clear()
+            await listener.arrived.wait()
+    assert reader.listener_errors == 1
+    await reader.aclose()
+    await mic.source.aclose()

@@ -89,6 +89,7 @@ class AudioReader:
         )
         self._chunker = FrameChunker()
         self.frames = 0
+        self.listener_errors = 0
         self._closed = False
         self._stream_closed = False
         self._task = asyncio.create_task(self._run(), name=f"livekit.audio_reader.{identity}")
@@ -104,7 +105,12 @@ class AudioReader:
                 if self._closed:
                     return
                 self.frames += 1
-                self._listener.audio_frame(self.identity, f)
+                try:
+                    self._listener.audio_frame(self.identity, f)
+                except Exception:  # one bad frame must not make the agent deaf to this speaker
+                    self.listener_errors += 1
+                    if self.listener_errors == 1:
+                        log.exception("audio_listener_failed", identity=self.identity)
 
     def stop(self) -> None:
         """No frame is delivered after this returns; :meth:`aclose` releases the stream."""
