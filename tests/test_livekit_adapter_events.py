@@ -13,7 +13,13 @@ import pytest
 from livekit import rtc
 from room_kit import make_token, tone_frame
 
-from agents.transport.base import DisconnectCause, RemoteInfo, RoomListener
+from agents.transport.base import (
+    DisconnectCause,
+    RemoteInfo,
+    RoomListener,
+    TrackAudioOutput,
+    TransportError,
+)
 from agents.transport.livekit import AudioReader, LiveKitTransport
 
 MIC = rtc.TrackSource.SOURCE_MICROPHONE
@@ -327,3 +333,18 @@ async def test_a_listener_error_on_one_frame_does_not_stop_the_reader() -> None:
     assert reader.listener_errors == 1
     await reader.aclose()
     await mic.source.aclose()
+
+
+class RefusingSource(rtc.AudioSource):
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        raise Exception("native capture error")  # what the SDK raises
+
+
+async def test_an_sdk_capture_failure_is_our_typed_error() -> None:
+    source = RefusingSource(48000, 1)
+    output = TrackAudioOutput(source=source,
+                              track=rtc.LocalAudioTrack.create_audio_track("agent", source))
+    with pytest.raises(TransportError, match="audio capture failed: native capture error") as e:
+        await output.capture_frame(tone_frame(0))
+    assert e.value.retryable and output.frames_captured == 0
+    await output.aclose()

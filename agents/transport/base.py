@@ -156,7 +156,10 @@ class TrackAudioOutput:
                 f"expected mono {self._source.sample_rate} Hz frames, got "
                 f"{frame.num_channels} ch {frame.sample_rate} Hz"
             )
-        await self._source.capture_frame(frame)
+        try:
+            await self._source.capture_frame(frame)
+        except Exception as e:  # the SDK raises a bare Exception with the native error
+            raise TransportError(f"audio capture failed: {e}", retryable=True) from e
         self.frames_captured += 1
 
     def clear_queue(self) -> None:
