@@ -13,6 +13,7 @@ import pytest
 from livekit import rtc
 from room_kit import make_token, tone_frame
 
+from agents.transport import livekit as livekit_transport
 from agents.transport.base import (
     DisconnectCause,
     RemoteInfo,
@@ -348,3 +349,23 @@ async def test_an_sdk_capture_failure_is_our_typed_error() -> None:
         await output.capture_frame(tone_frame(0))
     assert e.value.retryable and output.frames_captured == 0
     await output.aclose()
+
+
+class StuckRoom(rtc.Room):
+    """A connected room whose leave never completes (a connection already half gone)."""
+
+    def isconnected(self) -> bool:
+        return True
+
+    async def disconnect(self, *, reason: int = rtc.DisconnectReason.CLIENT_INITIATED) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_leaving_a_stuck_room_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(livekit_transport, "LEAVE_TIMEOUT", 0.05)
+    transport = LiveKitTransport()
+    transport._listener = Events()
+    transport._room = StuckRoom()
+    async with asyncio.timeout(5):
+        await transport.aclose()
+    assert transport._closed

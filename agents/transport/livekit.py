@@ -43,6 +43,8 @@ RESTART_GRACE = 1.0
 just before ``reconnecting``, and adds back those still there after ``reconnected``. A
 participant gone without a reason is therefore reported gone only after this long (s), and not
 at all when a reconnect explains it and the participant comes back."""
+LEAVE_TIMEOUT = 5.0
+"""Bound on unpublishing the agent's track and on leaving the room, each (s)."""
 ABANDONED_CONNECT_GRACE = 2.0
 """How long ``aclose`` waits at most for a connect its caller gave up on (s); never longer than
 the signal timeout. The SDK retries a join on its own for much longer than that; a join that
@@ -76,6 +78,16 @@ def _release_unconnected(room: rtc.Room) -> None:
     queue = getattr(room, "_ffi_queue", None)
     if queue is not None:
         FfiClient.instance.queue.unsubscribe(queue)
+
+
+async def _leave(room: rtc.Room) -> None:
+    """``room.disconnect()``, bounded: a connection that is already half gone must not hold the
+    job's end forever."""
+    try:
+        async with asyncio.timeout(LEAVE_TIMEOUT):
+            await room.disconnect()
+    except Exception as e:  # TimeoutError included
+        log.warning("disconnect_failed", error=str(e) or type(e).__name__)
 
 
 class AudioReader:
@@ -253,16 +265,14 @@ class LiveKitTransport(RoomTransport):
         sid = self._output.track.sid if self._output is not None else None
         if room is not None and room.isconnected() and sid:
             try:
-                await room.local_participant.unpublish_track(sid)
-            except Exception as e:
-                log.warning("unpublish_failed", error=str(e))
+                async with asyncio.timeout(LEAVE_TIMEOUT):
+                    await room.local_participant.unpublish_track(sid)
+            except Exception as e:  # TimeoutError included: leaving goes on
+                log.warning("unpublish_failed", error=str(e) or type(e).__name__)
         if self._output is not None:
             await self._output.aclose()
         if room is not None:
-            try:
-                await room.disconnect()
-            except Exception as e:
-                log.warning("disconnect_failed", error=str(e))
+            await _leave(room)
         if self._abandoned is not None:
             await self._leave_abandoned(*self._abandoned)
 
@@ -275,10 +285,7 @@ class LiveKitTransport(RoomTransport):
             await asyncio.gather(connecting, return_exceptions=True)
         elif not connecting.cancelled() and connecting.exception() is None:
             log.info("abandoned_connect_joined_leaving")
-            try:
-                await room.disconnect()
-            except Exception as e:
-                log.warning("disconnect_failed", error=str(e))
+            await _leave(room)
         _release_unconnected(room)
 
     # --- SDK events -------------------------------------------------------------------------
