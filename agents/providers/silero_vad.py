@@ -26,6 +26,9 @@ WINDOW = 512
 CONTEXT = 64
 """Samples of the previous window the model sees before each window (4 ms)."""
 _SAMPLE_RATE = 16000
+GATE_RESET_WINDOWS = 16
+"""After this many gated windows in a row (about 0.5 s) the recurrent state is reset: what it
+remembers of the last speech is stale by then."""
 
 
 def model_path() -> Path:
@@ -45,9 +48,13 @@ def model_path() -> Path:
 class SileroVADStream(VADStream):
     """One speaker's detector. Not thread-safe: one stream is fed from one place."""
 
-    def __init__(self, *, session: Any, provider: str) -> None:
+    def __init__(self, *, session: Any, provider: str, gate_rms: float | None = None) -> None:
         self._session = session
         self._provider = provider
+        self._gate_ms = None if gate_rms is None else gate_rms * gate_rms * WINDOW
+        self._gated = 0
+        self.inferences = 0
+        """Windows the model actually ran on (the rest were below the energy gate)."""
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._input = np.zeros((1, CONTEXT + WINDOW), dtype=np.float32)
         self._sr = np.array(_SAMPLE_RATE, dtype=np.int64)
@@ -81,6 +88,16 @@ class SileroVADStream(VADStream):
         return probs
 
     def _run_window(self, window: npt.NDArray[np.float32]) -> float:
+        if self._gate_ms is not None and float(np.dot(window, window)) < self._gate_ms:
+            # Below the energy gate (digital silence, noise-suppressed silence): no speech,
+            # and no model run. Most of a call is someone else talking or nobody.
+            self._input[0, :CONTEXT] = window[-CONTEXT:]
+            self._gated += 1
+            if self._gated == GATE_RESET_WINDOWS:
+                self._state[:] = 0.0
+            return 0.0
+        self._gated = 0
+        self.inferences += 1
         # input = [last CONTEXT samples of the previous window | this window]
         self._input[0, CONTEXT:] = window
         try:
@@ -97,17 +114,24 @@ class SileroVADStream(VADStream):
 class SileroVAD(VAD):
     """The Silero VAD model on a shared onnxruntime session; cheap streams, one per speaker."""
 
-    def __init__(self, *, name: str = "silero", threads: int = 1) -> None:
+    def __init__(
+        self, *, name: str = "silero", threads: int = 1, gate_dbfs: float | None = -70.0
+    ) -> None:
+        """``gate_dbfs``: windows quieter than this (RMS, dB below full scale) score 0 without
+        running the model; ``None`` runs the model on every window."""
         super().__init__(name=name)
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if gate_dbfs is not None and gate_dbfs >= 0:
+            raise ValueError(f"gate_dbfs must be below 0 dBFS, got {gate_dbfs}")
         self.threads = threads
+        self._gate_rms = None if gate_dbfs is None else 10 ** (gate_dbfs / 20)
         self._session: Any | None = load_session(model_path(), threads=threads)
 
     def stream(self) -> SileroVADStream:
         if self._session is None:
             raise ProviderError("VAD provider is closed", provider=self.name)
-        return SileroVADStream(session=self._session, provider=self.name)
+        return SileroVADStream(session=self._session, provider=self.name, gate_rms=self._gate_rms)
 
     async def aclose(self) -> None:
         # Streams already handed out keep their reference to the shared session.
