@@ -156,13 +156,13 @@ def test_energy_gate_skips_the_model_on_silence_and_still_hears_speech(
     # the two seconds of digital silence (62 windows) never reach the model
     assert gated_stream.inferences <= windows - 2 * (16000 // WINDOW)
     assert np.all(gated[: 16000 // WINDOW] == 0.0)
-    # and the speech is found in the same places: same onsets, ends within a few windows
-    # (a silent gap inside a word may score 0 instead of the model's hangover, which the turn
-    # detector's silence window absorbs)
+    # and the speech is found in the same places: onsets within two windows (64 ms), ends within
+    # a few (a silent gap inside a word may score 0 instead of the model's hangover, which the
+    # turn detector's silence window absorbs)
     ours, theirs = speech_segments(gated), speech_segments(plain)
     assert len(ours) == len(theirs) == 2
     for (s1, e1), (s2, e2) in zip(ours, theirs, strict=True):
-        assert s1 == s2 and abs(e1 - e2) <= 3
+        assert abs(s1 - s2) <= 2 and abs(e1 - e2) <= 3, (ours, theirs)
 
 
 def speech_segments(probs: Any, *, gap: int = 16) -> list[tuple[int, int]]:
