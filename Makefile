@@ -6,13 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint typecheck pytest demo bench serve clean
 
+# Install steps report on stderr: `make demo`'s standard output is the data messages only.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	@echo "creating $(VENV)" >&2
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip >&2
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev,embedded,vision,redis]'
-	touch $(STAMP)
+	@echo "installing the project with its extras into $(VENV) (a few minutes the first time)" >&2
+	@$(PY) -m pip install --quiet -e '.[dev,embedded,vision,redis]' >&2
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -28,7 +31,7 @@ pytest: install
 test: lint typecheck pytest
 
 demo: install
-	$(PY) -m app.demo
+	@$(PY) -m app.demo
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -75,9 +75,9 @@ def demo_settings(out_dir: Path) -> Settings:
             "dev_mode": True,
             "webhook_secrets": [DEMO_SECRET],
             "admin_token": ADMIN_TOKEN,
-            # The keys of `livekit-server --dev`: the service mints the agent's room token.
-            "livekit_api_key": "devkey",
-            "livekit_api_secret": "secret",
+            # The service mints the agent's room token with these (development values).
+            "livekit_api_key": "demo-api-key",
+            "livekit_api_secret": "demo-api-secret-for-the-local-room-only",
             "log_level": "warning",
             "max_jobs": 2,
             "agent": {

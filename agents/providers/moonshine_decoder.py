@@ -343,6 +343,9 @@ class RunHandle:
         import onnxruntime
 
         self.options = onnxruntime.RunOptions()
+        # A run we terminate on purpose (a cancelled interim transcript) makes onnxruntime log
+        # an ERROR line; the cancellation is ours and is reported as such, so log only fatal.
+        self.options.log_severity_level = 4
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:
