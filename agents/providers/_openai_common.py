@@ -92,6 +92,32 @@ def make_client(
     )
 
 
+class OpenAIClientOwner:
+    """What the three OpenAI providers share: one client, an idempotent ``aclose``, and the
+    check that refuses calls after it. Mixed in before the provider base class."""
+
+    name: str
+    policy: CallPolicy
+    _client: openai.AsyncOpenAI
+    _closed: bool
+
+    def _open_client(self, *, api_key: str, base_url: str | None) -> None:
+        self._client = make_client(
+            api_key=api_key, base_url=base_url, policy=self.policy, provider=self.name
+        )
+        self._closed = False
+
+    def _check_open(self, kind: str) -> None:
+        if self._closed:
+            raise ProviderError(f"{kind} provider is closed", provider=self.name)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.close()
+
+
 def _status_message(e: openai.APIStatusError) -> str:
     body = e.body
     if isinstance(body, dict):

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from agents.providers._openai_common import make_client, translated
+from agents.providers._openai_common import OpenAIClientOwner, translated
 from agents.providers.base import (
     LLM,
     CallPolicy,
@@ -146,7 +146,7 @@ class ToolCallAssembler:
         return calls
 
 
-class OpenAILLM(LLM):
+class OpenAILLM(OpenAIClientOwner, LLM):
     """Streamed chat completions with tools (and images when ``vision`` is on)."""
 
     def __init__(
@@ -165,16 +165,7 @@ class OpenAILLM(LLM):
         self.base_url = base_url
         self.temperature = temperature
         self.supports_vision = vision
-        self._client = make_client(
-            api_key=api_key, base_url=base_url, policy=self.policy, provider=name
-        )
-        self._closed = False
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._client.close()
+        self._open_client(api_key=api_key, base_url=base_url)
 
     def build_request(self, request: ChatRequest) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for ``request``."""
@@ -197,8 +188,7 @@ class OpenAILLM(LLM):
         return params
 
     async def _chat_impl(self, request: ChatRequest) -> AsyncIterator[LLMEvent]:
-        if self._closed:
-            raise ProviderError("LLM provider is closed", provider=self.name)
+        self._check_open("LLM")
         if not request.messages:
             raise ProviderError("chat request without messages", provider=self.name)
         params = self.build_request(request)

@@ -9,7 +9,7 @@ import wave
 import numpy as np
 import openai
 
-from agents.providers._openai_common import make_client, translated
+from agents.providers._openai_common import OpenAIClientOwner, translated
 from agents.providers.base import PCM, STT, CallPolicy, Transcript
 from agents.providers.errors import ProviderError
 
@@ -32,7 +32,7 @@ def iso639_1(language: str | None) -> str | None:
     return language.replace("_", "-").split("-", 1)[0].lower() or None
 
 
-class OpenAISTT(STT):
+class OpenAISTT(OpenAIClientOwner, STT):
     """Buffered transcription: one utterance in, its text out. No interim results."""
 
     supports_interim = False
@@ -51,20 +51,10 @@ class OpenAISTT(STT):
         self.model = model
         self.language = language
         self.base_url = base_url
-        self._client = make_client(
-            api_key=api_key, base_url=base_url, policy=self.policy, provider=name
-        )
-        self._closed = False
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._client.close()
+        self._open_client(api_key=api_key, base_url=base_url)
 
     async def _transcribe_impl(self, pcm: PCM, *, language: str | None) -> Transcript:
-        if self._closed:
-            raise ProviderError("STT provider is closed", provider=self.name)
+        self._check_open("STT")
         if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
             raise ProviderError(
                 "transcription input must be 1-D int16 PCM at 16 kHz", provider=self.name

@@ -13,9 +13,8 @@ from contextlib import AsyncExitStack
 import numpy as np
 import structlog
 
-from agents.providers._openai_common import make_client, translated
+from agents.providers._openai_common import OpenAIClientOwner, translated
 from agents.providers.base import PCM, TTS, CallPolicy
-from agents.providers.errors import ProviderError
 
 log = structlog.get_logger("agents.providers.openai_tts")
 
@@ -42,7 +41,7 @@ class PCMReframer:
         return len(self._carry)
 
 
-class OpenAITTS(TTS):
+class OpenAITTS(OpenAIClientOwner, TTS):
     """Streamed PCM speech from ``/audio/speech``."""
 
     def __init__(
@@ -59,24 +58,14 @@ class OpenAITTS(TTS):
         self.model = model
         self.voice = voice
         self.base_url = base_url
-        self._client = make_client(
-            api_key=api_key, base_url=base_url, policy=self.policy, provider=name
-        )
-        self._closed = False
+        self._open_client(api_key=api_key, base_url=base_url)
 
     @property
     def sample_rate(self) -> int:
         return PCM_SAMPLE_RATE
 
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._client.close()
-
     async def _synthesize_impl(self, text: str, *, voice: str | None) -> AsyncIterator[PCM]:
-        if self._closed:
-            raise ProviderError("TTS provider is closed", provider=self.name)
+        self._check_open("TTS")
         if not text.strip():
             return
         reframer = PCMReframer()

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from app.admission import Admission
+from app.errors import ServiceError
 
 JobEndCallback = Callable[[str, str, "str | None"], None]
 """``(job_id, final_state, reason)``; ``final_state`` is ``completed``, ``failed`` or
@@ -31,16 +32,8 @@ class JobManagerPort(Admission, Protocol):
     def draining(self) -> bool: ...
 
 
-class DispatchError(Exception):
+class DispatchError(ServiceError):
     """Base of the LiveKit doors' errors. ``retryable``: the same call may succeed later."""
-
-    retryable: bool = False
-
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if retryable is not None:
-            self.retryable = retryable
 
 
 class WorkerConnectionError(DispatchError):
