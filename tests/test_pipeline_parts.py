@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from fakes import FakeAudioOutput, FakeLLM, FakeSTT, FakeTTS, FakeVAD, speech
+from fakes import FakeAudioOutput, FakeLLM, FakeSTT, FakeTTS, FakeVAD, FakeVADStream, speech
 from prometheus_client import generate_latest
 from pydantic import ValidationError
 
@@ -17,9 +18,15 @@ from agents.pipeline.context import ChatContext
 from agents.pipeline.registry import ProviderRegistry, build_provider
 from agents.pipeline.speech import SentenceSplitter, SpeechOut
 from agents.pipeline.trace import PIPELINE_REGISTRY, TurnTrace
-from agents.pipeline.turns import SpeechDiscarded, SpeechStarted, TurnDetector, TurnEnded
+from agents.pipeline.turns import (
+    SpeechDiscarded,
+    SpeechStarted,
+    TurnDetector,
+    TurnEnded,
+    TurnEvent,
+)
 from agents.providers.base import ImagePart, ToolCall
-from agents.providers.errors import ProviderUnavailable
+from agents.providers.errors import ProviderError, ProviderUnavailable
 
 # --- configuration ---------------------------------------------------------------------------
 
@@ -173,6 +180,106 @@ def test_flush_ends_an_open_turn() -> None:
     _push(det, (8000, 300))
     assert isinstance(det.flush(), TurnEnded)
     assert det.flush() is None
+
+
+class BatchingVADStream(FakeVADStream):
+    """FakeVADStream that queues windows until the test calls :meth:`run` (what a batched
+    provider does once per loop iteration)."""
+
+    def __init__(self, window: int = 160) -> None:
+        super().__init__(window)
+        self._queued: list[float] = []
+        self._ready: list[float] = []
+        self._listener: Callable[[], None] | None = None
+        self.fail: ProviderError | None = None
+
+    def submit(self, pcm: np.ndarray) -> int:
+        probs = self.push(pcm)
+        self._queued += probs
+        return len(probs)
+
+    def set_listener(self, listener: Callable[[], None] | None) -> None:
+        self._listener = listener
+
+    def take(self) -> list[float]:
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        ready, self._ready = self._ready, []
+        return ready
+
+    def run(self) -> None:
+        self._ready += self._queued
+        self._queued = []
+        assert self._listener is not None
+        self._listener()
+
+
+def _summary(events: list[object]) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    for e in events:
+        if isinstance(e, TurnEnded):
+            out.append(("end", e.speech_ms, e.pcm.size, e.pcm.tobytes(), e.truncated))
+        elif isinstance(e, SpeechDiscarded):
+            out.append(("discarded", e.speech_ms))
+        else:
+            out.append((type(e).__name__,))
+    return out
+
+
+def test_deferred_feed_takes_the_same_decisions_as_push() -> None:
+    cfg = TurnConfig(silence_ms=200, min_speech_ms=100, prefix_ms=100)
+    rng = np.random.default_rng(3)
+    frames = [_pcm(int(level), 10) + rng.integers(-50, 50, 160).astype(np.int16)
+              for level in [0] * 30 + [8000] * 40 + [0] * 10 + [8000] * 5 + [0] * 30
+              + [8000] * 8 + [0] * 40]
+    pushed = TurnDetector(speaker="u", vad=FakeVAD(window=512).stream(), config=cfg)
+    expected = [e for f in frames for e in pushed.push(f)]
+    got: list[TurnEvent] = []
+    per_frame: list[int] = []
+
+    def on_events(det: TurnDetector, events: list[TurnEvent]) -> None:
+        per_frame.append(len(events))
+        got.extend(events)
+
+    vad = BatchingVADStream(window=512)
+    fed = TurnDetector(speaker="u", vad=vad, config=cfg, on_events=on_events,
+                       on_error=lambda d, e: pytest.fail(str(e)))
+    for i, frame in enumerate(frames):
+        fed.feed(frame)
+        if i % 3 == 2:  # several frames wait for one run, as when the loop lags
+            vad.run()
+    vad.run()
+    assert len(per_frame) == len(frames)  # every frame reported once, in order
+    assert _summary(got) == _summary(expected)
+    assert [type(e) for e in expected].count(TurnEnded) == 1
+    assert [type(e) for e in expected].count(SpeechDiscarded) == 1
+
+
+def test_a_failed_batched_run_drops_the_waiting_frames_and_reports_it() -> None:
+    cfg = TurnConfig(silence_ms=200, min_speech_ms=100, prefix_ms=100)
+    errors: list[ProviderError] = []
+    seen: list[TurnEvent] = []
+    vad = BatchingVADStream(window=160)
+    det = TurnDetector(speaker="u", vad=vad, config=cfg,
+                       on_events=lambda d, ev: seen.extend(ev),
+                       on_error=lambda d, e: errors.append(e))
+    det.feed(_pcm(8000, 10))
+    vad.fail = ProviderError("model failed", provider="fake")
+    vad.run()
+    assert len(errors) == 1 and seen == [] and not det.in_speech
+    det.feed(_pcm(8000, 10))
+    vad.run()
+    assert [type(e) for e in seen] == [SpeechStarted]
+
+
+def test_deferred_mode_needs_a_batching_stream_and_feed_needs_it() -> None:
+    cfg = TurnConfig()
+    with pytest.raises(TypeError, match="batches"):
+        TurnDetector(speaker="u", vad=FakeVAD().stream(), config=cfg,
+                     on_events=lambda d, ev: None, on_error=lambda d, e: None)
+    with pytest.raises(RuntimeError, match="on_events"):
+        TurnDetector(speaker="u", vad=FakeVAD().stream(), config=cfg).feed(_pcm(0, 10))
 
 
 # --- sentences -------------------------------------------------------------------------------

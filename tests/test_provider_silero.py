@@ -179,3 +179,81 @@ def speech_segments(probs: Any, *, gap: int = 16) -> list[tuple[int, int]]:
 def test_gate_must_be_below_full_scale() -> None:
     with pytest.raises(ValueError, match="below 0 dBFS"):
         SileroVAD(gate_dbfs=3.0)
+
+
+# --- batched scoring (submit) ------------------------------------------------------------------
+
+
+async def test_batched_streams_score_exactly_what_push_scores(spoken: PCM) -> None:
+    provider = SileroVAD(name="batched")
+    quiet = np.zeros(8000, dtype=np.int16)
+    sources = [  # speech, gated silence between, different phases and push sizes
+        np.concatenate([quiet, spoken, quiet, spoken]),
+        np.concatenate([spoken, quiet]),
+        np.concatenate([quiet[:1234], spoken[::-1].copy(), quiet]),
+    ]
+    sizes = [160, 160, 1100]  # the last one sometimes completes two windows in one submit
+    expected = []
+    for audio, size in zip(sources, sizes, strict=True):
+        stream = provider.stream()
+        probs: list[float] = []
+        for pos in range(0, audio.size, size):
+            probs += stream.push(audio[pos : pos + size])
+        expected.append(probs)
+    streams = [provider.stream() for _ in sources]
+    got: list[list[float]] = [[] for _ in sources]
+    calls = [0] * len(sources)
+
+    def listener(i: int) -> None:
+        calls[i] += 1
+        got[i].extend(streams[i].take())
+
+    for i, stream in enumerate(streams):
+        stream.set_listener(lambda i=i: listener(i))  # type: ignore[misc]
+    ticks = max(a.size // s + 1 for a, s in zip(sources, sizes, strict=True))
+    completed = [0] * len(sources)
+    for t in range(ticks):
+        for i, (audio, size) in enumerate(zip(sources, sizes, strict=True)):
+            completed[i] += streams[i].submit(audio[t * size : (t + 1) * size])
+        await asyncio.sleep(0)  # the batched run happens in the next loop iteration
+        assert all(s.queued == 0 for s in streams)
+    for i in range(len(sources)):
+        assert completed[i] == len(expected[i])
+        assert np.allclose(got[i], expected[i], atol=1e-6), i
+        assert calls[i] > 0
+    # fewer model calls than scored windows: streams shared them
+    assert provider._batcher.runs < sum(s.inferences for s in streams)
+
+
+async def test_a_failed_batched_run_reaches_every_stream_in_it() -> None:
+    provider = SileroVAD(name="failing", gate_dbfs=None)
+
+    class Broken:
+        def run(self, *args: Any) -> Any:
+            raise RuntimeError("boom")
+
+    provider._batcher._session = Broken()
+    streams = [provider.stream(), provider.stream()]
+    told = [0, 0]
+    for i, stream in enumerate(streams):
+        stream.set_listener(lambda i=i: told.__setitem__(i, told[i] + 1))  # type: ignore[misc]
+        assert stream.submit(np.ones(WINDOW * 2, dtype=np.int16)) == 2
+    await asyncio.sleep(0)
+    assert told == [1, 1]
+    for stream in streams:
+        assert stream.queued == 0
+        with pytest.raises(ProviderError, match="boom"):
+            stream.take()
+        assert stream.take() == []  # reported once
+
+
+async def test_push_refuses_a_stream_with_submitted_windows_queued(vad: SileroVAD) -> None:
+    stream = vad.stream()
+    stream.submit(np.zeros(WINDOW, dtype=np.int16))
+    with pytest.raises(RuntimeError, match="queued"):
+        stream.push(np.zeros(WINDOW, dtype=np.int16))
+    with pytest.raises(ValueError, match="int16"):
+        stream.submit(np.zeros(WINDOW, dtype=np.float32))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert stream.take() == [0.0]  # digital silence: gated
+    assert len(stream.push(np.zeros(WINDOW, dtype=np.int16))) == 1

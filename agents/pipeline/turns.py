@@ -5,19 +5,25 @@ threshold, and ends after ``silence_ms`` of windows below the (slightly lower) r
 Speech shorter than ``min_speech_ms`` in total is not a turn (a cough, a click). The detector keeps
 the utterance's audio, with ``prefix_ms`` from before the onset, for speech recognition.
 
-``push`` is synchronous and cheap: it runs for every 10 ms frame of every speaker.
+``push`` is synchronous and cheap: it runs for every 10 ms frame of every speaker. ``feed`` is
+its deferred twin for VAD streams that score windows in batches (:class:`BatchedVADStream`, e.g.
+Silero's): each frame's events go to the ``on_events`` callback, in order, with the same
+decisions ``push`` would take, at most one event loop iteration later.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from agents.messages import new_id
 from agents.pipeline.config import TurnConfig
 from agents.providers.base import PCM, VADStream, monotonic_ms
+from agents.providers.errors import ProviderError
 
 _RELEASE_MARGIN = 0.15
 
@@ -54,12 +60,52 @@ class SpeechDiscarded:
 TurnEvent = SpeechStarted | TurnEnded | SpeechDiscarded
 
 
-class TurnDetector:
-    """Turns for one speaker. Not thread-safe; lives on the event loop."""
+@runtime_checkable
+class BatchedVADStream(Protocol):
+    """A VAD stream that can queue windows for a batched run on the event loop (see
+    :class:`agents.providers.silero_vad.SileroVADStream`)."""
 
-    def __init__(self, *, speaker: str, vad: VADStream, config: TurnConfig) -> None:
+    def submit(self, pcm: PCM) -> int:
+        """Queue samples; return how many windows they completed (scored later)."""
+        ...
+
+    def set_listener(self, listener: Callable[[], None] | None) -> None:
+        """Called after queued windows were scored (or failed)."""
+        ...
+
+    def take(self) -> list[float]:
+        """Scored probabilities, oldest first; raises ``ProviderError`` for a failed run."""
+        ...
+
+
+EventsCallback = Callable[["TurnDetector", list[TurnEvent]], None]
+ErrorCallback = Callable[["TurnDetector", ProviderError], None]
+
+
+class TurnDetector:
+    """Turns for one speaker. Not thread-safe; lives on the event loop.
+
+    With ``on_events`` (and ``on_error``) the detector is fed with :meth:`feed` and ``vad``
+    must be a :class:`BatchedVADStream`; without, with :meth:`push`."""
+
+    def __init__(
+        self, *, speaker: str, vad: VADStream, config: TurnConfig,
+        on_events: EventsCallback | None = None, on_error: ErrorCallback | None = None,
+    ) -> None:
+        if on_events is not None:
+            if not isinstance(vad, BatchedVADStream):
+                raise TypeError(f"{type(vad).__name__} cannot score windows in batches")
+            if on_error is None:
+                raise TypeError("on_events needs on_error too")
+            vad.set_listener(self._scored)
         self.speaker = speaker
         self._vad = vad
+        self._on_events = on_events
+        self._on_error = on_error
+        self._waiting: deque[tuple[PCM, int]] = deque()
+        """Fed frames not handled yet, with the windows each completed."""
+        self._probs: list[float] = []
+        """Scored probabilities not handed to a frame yet."""
         self._cfg = config
         self._window_ms = vad.window_seconds * 1000.0
         self._prefix: deque[PCM] = deque()
@@ -97,11 +143,53 @@ class TurnDetector:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self._chunks)
 
+    @property
+    def deferred(self) -> bool:
+        """True if fed with :meth:`feed` (events through the callbacks)."""
+        return self._on_events is not None
+
     def push(self, pcm: PCM) -> list[TurnEvent]:
         """Feed 16 kHz mono samples; return what happened, oldest first."""
         if pcm.size == 0:
             return []
-        probs = self._vad.push(pcm)
+        return self._advance(pcm, self._vad.push(pcm))
+
+    def feed(self, pcm: PCM) -> None:
+        """Feed 16 kHz mono samples; their events (maybe none) go to ``on_events`` once the
+        windows they complete are scored: at once if they complete none and nothing is
+        pending, else after the VAD's batched run. Bad input raises ``ValueError`` here."""
+        on_events = self._on_events
+        if on_events is None:
+            raise RuntimeError("feed() needs a detector built with on_events")
+        if pcm.size == 0:
+            return
+        vad: BatchedVADStream = self._vad  # type: ignore[assignment]  # checked in __init__
+        n = vad.submit(pcm)
+        if n == 0 and not self._waiting:
+            on_events(self, self._advance(pcm, ()))
+        else:
+            self._waiting.append((pcm, n))
+
+    def _scored(self) -> None:
+        vad: BatchedVADStream = self._vad  # type: ignore[assignment]
+        assert self._on_events is not None and self._on_error is not None
+        try:
+            self._probs.extend(vad.take())
+        except ProviderError as e:
+            # Like a failed push: the frames waiting for this run are not heard.
+            self._waiting.clear()
+            self._probs = []
+            self._on_error(self, e)
+            return
+        waiting, probs = self._waiting, self._probs
+        used = 0
+        while waiting and waiting[0][1] <= len(probs) - used:
+            pcm, n = waiting.popleft()
+            self._on_events(self, self._advance(pcm, probs[used : used + n]))
+            used += n
+        del probs[:used]
+
+    def _advance(self, pcm: PCM, probs: Sequence[float]) -> list[TurnEvent]:
         if self._in_speech:
             self._chunks.append(pcm)
             self._samples += pcm.size
@@ -134,6 +222,8 @@ class TurnDetector:
         return self._finish(monotonic_ms(), truncated=True)
 
     def reset(self) -> None:
+        self._waiting.clear()
+        self._probs = []
         self._in_speech = False
         self._chunks = []
         self._samples = 0

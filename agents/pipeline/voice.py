@@ -37,7 +37,14 @@ from agents.pipeline.context import ChatContext, FrameSource
 from agents.pipeline.outbox import Outbox
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome, unexpected
 from agents.pipeline.trace import INTERRUPTIONS, TurnKind, TurnTrace
-from agents.pipeline.turns import SpeechDiscarded, SpeechStarted, TurnDetector, TurnEnded
+from agents.pipeline.turns import (
+    BatchedVADStream,
+    SpeechDiscarded,
+    SpeechStarted,
+    TurnDetector,
+    TurnEnded,
+    TurnEvent,
+)
 from agents.providers.base import LLM, PCM, STT, TTS, VAD, ImagePart, monotonic_ms
 from agents.providers.errors import ProviderError
 from agents.tools import AgentTools
@@ -138,16 +145,36 @@ class VoicePipeline:
             return
         det = self._detectors.get(speaker)
         if det is None:
-            det = TurnDetector(speaker=speaker, vad=self._vad.stream(), config=self._cfg.turn)
-            self._detectors[speaker] = det
+            det = self._detectors[speaker] = self._new_detector(speaker)
         pcm = np.frombuffer(frame.data, dtype=np.int16).copy()
         try:
+            if det.deferred:
+                det.feed(pcm)  # events arrive in _turn_events, at most one loop tick later
+                return
             events = det.push(pcm)
         except (ProviderError, ValueError) as e:
-            if speaker not in self._bad_audio:
-                self._bad_audio.add(speaker)
-                self._log.warning("vad_failed", speaker=speaker, error=str(e))
+            self._vad_failed(det, e)
             return
+        self._turn_events(det, events)
+
+    def _new_detector(self, speaker: str) -> TurnDetector:
+        stream = self._vad.stream()
+        if isinstance(stream, BatchedVADStream) and _loop_running():
+            # Windows of every speaker of the provider are scored together once per loop tick.
+            return TurnDetector(speaker=speaker, vad=stream, config=self._cfg.turn,
+                                on_events=self._turn_events, on_error=self._vad_failed)
+        return TurnDetector(speaker=speaker, vad=stream, config=self._cfg.turn)
+
+    def _vad_failed(self, det: TurnDetector, error: Exception) -> None:
+        if det.speaker not in self._bad_audio:
+            self._bad_audio.add(det.speaker)
+            self._log.warning("vad_failed", speaker=det.speaker, error=str(error))
+
+    def _turn_events(self, det: TurnDetector, events: list[TurnEvent]) -> None:
+        """What one frame of ``det``'s speaker changed (``events`` may be empty)."""
+        speaker = det.speaker
+        if self._closed or self._detectors.get(speaker) is not det:
+            return  # the speaker left (or the pipeline closed) while the frame was scored
         for ev in events:
             if isinstance(ev, SpeechStarted):
                 self._interim_at[speaker] = 0
@@ -504,6 +531,14 @@ def _append_capped(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
     rows.append(row)
     if len(rows) > _MAX_RECORD_ROWS:
         del rows[: len(rows) - _MAX_RECORD_ROWS]
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _current_cancelling() -> bool:

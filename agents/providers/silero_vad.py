@@ -7,25 +7,37 @@ onnxruntime session from :mod:`agents.providers.onnx`; each :class:`SileroVADStr
 its recurrent state (2x1x128 floats), the 64-sample context and a partial window, about 3 KB.
 The arithmetic mirrors the package's ``silero_vad.cpp`` (a 512-sample window at 16 kHz, preceded
 by the last 64 samples of the previous window), and a test checks both give the same numbers.
+
+On the event loop, streams can :meth:`~SileroVADStream.submit` instead of ``push``: the provider
+then scores the windows every stream completed during one loop iteration in one batched model
+call in the next iteration (input ``[B, 576]``, state ``[2, B, 128]``), about half the CPU per
+window of one call each, with the same numbers (a test checks).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from agents.providers.base import PCM, VAD, VADStream
 from agents.providers.errors import ProviderError, ProviderUnavailable
 from agents.providers.onnx import load_session
+
+log = structlog.get_logger("agents.providers.silero_vad")
 
 WINDOW = 512
 """Samples per analysis window at 16 kHz (32 ms)."""
 CONTEXT = 64
 """Samples of the previous window the model sees before each window (4 ms)."""
 _SAMPLE_RATE = 16000
+_SCALE = np.float32(1.0 / 32768.0)
 GATE_RESET_WINDOWS = 16
 """After this many gated windows in a row (about 0.5 s) the recurrent state is reset: what it
 remembers of the last speech is stale by then."""
@@ -46,11 +58,25 @@ def model_path() -> Path:
 
 
 class SileroVADStream(VADStream):
-    """One speaker's detector. Not thread-safe: one stream is fed from one place."""
+    """One speaker's detector. Not thread-safe: one stream is fed from one place.
 
-    def __init__(self, *, session: Any, provider: str, gate_rms: float | None = None) -> None:
+    Two ways to feed it, not to be mixed on one stream:
+
+    - :meth:`push` scores the completed windows at once, one model call each;
+    - :meth:`submit` (on the event loop) queues them for the provider's batched run in the next
+      loop iteration, which scores the queued windows of every stream of the provider in one
+      model call, then calls the stream's listener; :meth:`take` hands out the probabilities.
+      Same numbers as :meth:`push`, in the same order; a window is scored at most one loop
+      iteration later.
+    """
+
+    def __init__(
+        self, *, session: Any, provider: str, gate_rms: float | None = None,
+        batcher: _Batcher | None = None,
+    ) -> None:
         self._session = session
         self._provider = provider
+        self._batcher = batcher
         self._gate_ms = None if gate_rms is None else gate_rms * gate_rms * WINDOW
         self._gated = 0
         self.inferences = 0
@@ -60,55 +86,202 @@ class SileroVADStream(VADStream):
         self._sr = np.array(_SAMPLE_RATE, dtype=np.int64)
         self._pending = np.zeros(WINDOW, dtype=np.float32)
         self._filled = 0
+        # submit() side: completed windows waiting for the batched run, probabilities ready
+        # for take(), an inference error to report, and who to tell.
+        self._queued: deque[npt.NDArray[np.float32]] = deque()
+        self._ready: list[float] = []
+        self._error: ProviderError | None = None
+        self._listener: Callable[[], None] | None = None
 
     @property
     def window_seconds(self) -> float:
         return WINDOW / _SAMPLE_RATE
 
+    @property
+    def queued(self) -> int:
+        """Windows submitted and not scored yet."""
+        return len(self._queued)
+
     def reset(self) -> None:
         self._state[:] = 0.0
         self._input[:] = 0.0
         self._filled = 0
+        self._gated = 0
+        self._queued.clear()
+        self._ready = []
+        self._error = None
 
     def push(self, pcm: PCM) -> list[float]:
+        if self._queued:
+            raise RuntimeError("push() on a stream with submitted windows still queued")
+        probs: list[float] = []
+        for window in self._windows(pcm):
+            if self._gate(window):
+                probs.append(0.0)
+                continue
+            self._input[0, CONTEXT:] = window
+            out, state = self._run(self._input, self._state)
+            probs.append(self._scored(window, float(out.reshape(-1)[0]), state))
+        return probs
+
+    def submit(self, pcm: PCM) -> int:
+        """Queue ``pcm`` (1-D int16 at 16 kHz) for the batched run; returns how many windows it
+        completed. Must run on the event loop; needs a stream from :meth:`SileroVAD.stream`."""
+        if self._batcher is None:
+            raise RuntimeError("this stream has no batcher: use push()")
+        n = 0
+        for window in self._windows(pcm):
+            self._queued.append(window)
+            n += 1
+        if n:
+            self._batcher.enqueue(self)
+        return n
+
+    def set_listener(self, listener: Callable[[], None] | None) -> None:
+        """Called (on the event loop) after a batched run scored this stream's queued windows
+        or failed on them; then call :meth:`take`."""
+        self._listener = listener
+
+    def take(self) -> list[float]:
+        """The probabilities scored since the last call, oldest first. Raises the
+        :class:`ProviderError` of a failed batched run once (its windows are dropped)."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        ready, self._ready = self._ready, []
+        return ready
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _windows(self, pcm: PCM) -> list[npt.NDArray[np.float32]]:
+        """Adds ``pcm`` to the partial window; returns copies of the windows it completed."""
         if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
             kind = f"{pcm.dtype}{list(pcm.shape)}" if isinstance(pcm, np.ndarray) else type(pcm)
             raise ValueError(f"VAD input must be 1-D int16 PCM at 16 kHz, got {kind}")
-        samples = pcm.astype(np.float32) / 32768.0
-        probs: list[float] = []
+        size = pcm.size
+        filled = self._filled
+        if filled + size < WINDOW:  # the common case: a 10 ms frame that completes nothing
+            np.multiply(pcm, _SCALE, out=self._pending[filled : filled + size])
+            self._filled = filled + size
+            return []
+        done: list[npt.NDArray[np.float32]] = []
         pos = 0
-        while pos < len(samples):
-            take = min(WINDOW - self._filled, len(samples) - pos)
-            self._pending[self._filled : self._filled + take] = samples[pos : pos + take]
+        while pos < size:
+            take = min(WINDOW - self._filled, size - pos)
+            np.multiply(pcm[pos : pos + take], _SCALE,
+                        out=self._pending[self._filled : self._filled + take])
             self._filled += take
             pos += take
             if self._filled == WINDOW:
-                probs.append(self._run_window(self._pending))
                 self._filled = 0
-        return probs
+                done.append(self._pending.copy())
+        return done
 
-    def _run_window(self, window: npt.NDArray[np.float32]) -> float:
-        if self._gate_ms is not None and float(np.dot(window, window)) < self._gate_ms:
-            # Below the energy gate (digital silence, noise-suppressed silence): no speech,
-            # and no model run. Most of a call is someone else talking or nobody.
-            self._input[0, :CONTEXT] = window[-CONTEXT:]
-            self._gated += 1
-            if self._gated == GATE_RESET_WINDOWS:
-                self._state[:] = 0.0
-            return 0.0
-        self._gated = 0
-        self.inferences += 1
-        # input = [last CONTEXT samples of the previous window | this window]
-        self._input[0, CONTEXT:] = window
+    def _gate(self, window: npt.NDArray[np.float32]) -> bool:
+        """True if ``window`` is below the energy gate: it scores 0 without the model."""
+        if self._gate_ms is None or float(np.dot(window, window)) >= self._gate_ms:
+            self._gated = 0
+            return False
+        # Digital silence, noise-suppressed silence: no speech, and no model run. Most of a
+        # call is someone else talking or nobody.
+        self._input[0, :CONTEXT] = window[-CONTEXT:]
+        self._gated += 1
+        if self._gated == GATE_RESET_WINDOWS:
+            self._state[:] = 0.0
+        return True
+
+    def _run(self, inputs: npt.NDArray[np.float32], state: npt.NDArray[np.float32]) -> Any:
         try:
-            out, state = self._session.run(
-                None, {"input": self._input, "state": self._state, "sr": self._sr}
-            )
+            return self._session.run(None, {"input": inputs, "state": state, "sr": self._sr})
         except Exception as e:  # onnxruntime's exception types are not exported
             raise ProviderError(f"Silero inference failed: {e}", provider=self._provider) from e
+
+    def _scored(self, window: npt.NDArray[np.float32], prob: float, state: Any) -> float:
+        self.inferences += 1
         self._state = np.asarray(state, dtype=np.float32)
         self._input[0, :CONTEXT] = window[-CONTEXT:]
-        return float(out.reshape(-1)[0])
+        return prob
+
+
+class _Batcher:
+    """Scores the submitted windows of every stream of one provider together, once per event
+    loop iteration: one model call per round, batch = the streams with a window queued. A
+    stream with several queued windows takes part in several rounds (each window needs the
+    recurrent state the previous one left). Gated windows score 0 in order, without the model.
+    """
+
+    def __init__(self, *, session: Any, provider: str) -> None:
+        self._session = session
+        self._provider = provider
+        self._sr = np.array(_SAMPLE_RATE, dtype=np.int64)
+        self._streams: dict[SileroVADStream, None] = {}
+        self._handle: asyncio.Handle | None = None
+        self.runs = 0
+        """Model calls made (each for a whole batch)."""
+
+    def enqueue(self, stream: SileroVADStream) -> None:
+        self._streams[stream] = None
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self._handle = None
+        streams = list(self._streams)
+        self._streams.clear()
+        todo = streams
+        while todo:
+            batch: list[SileroVADStream] = []
+            windows: list[npt.NDArray[np.float32]] = []
+            for stream in todo:
+                queued = stream._queued
+                while queued:
+                    window = queued.popleft()
+                    if stream._gate(window):
+                        stream._ready.append(0.0)
+                        continue
+                    batch.append(stream)
+                    windows.append(window)
+                    break
+            if not batch:
+                break
+            self._score(batch, windows)
+            todo = [s for s in batch if s._queued]
+        for stream in streams:
+            listener = stream._listener
+            if listener is None:
+                continue
+            try:
+                listener()
+            except Exception:
+                log.exception("vad_listener_failed", provider=self._provider)
+
+    def _score(
+        self, batch: list[SileroVADStream], windows: list[npt.NDArray[np.float32]]
+    ) -> None:
+        n = len(batch)
+        inputs = np.empty((n, CONTEXT + WINDOW), dtype=np.float32)
+        state = np.empty((2, n, 128), dtype=np.float32)
+        for i, stream in enumerate(batch):
+            inputs[i, :CONTEXT] = stream._input[0, :CONTEXT]
+            inputs[i, CONTEXT:] = windows[i]
+            state[:, i, :] = stream._state[:, 0, :]
+        self.runs += 1
+        try:
+            out, new_state = self._session.run(
+                None, {"input": inputs, "state": state, "sr": self._sr}
+            )
+        except Exception as e:  # onnxruntime's exception types are not exported
+            error = ProviderError(f"Silero inference failed: {e}", provider=self._provider)
+            error.__cause__ = e
+            for stream in batch:
+                stream._error = error
+                stream._queued.clear()
+            return
+        probs = out.reshape(-1)
+        for i, stream in enumerate(batch):
+            stream._ready.append(
+                stream._scored(windows[i], float(probs[i]), new_state[:, i : i + 1, :].copy())
+            )
 
 
 class SileroVAD(VAD):
@@ -127,11 +300,13 @@ class SileroVAD(VAD):
         self.threads = threads
         self._gate_rms = None if gate_dbfs is None else 10 ** (gate_dbfs / 20)
         self._session: Any | None = load_session(model_path(), threads=threads)
+        self._batcher = _Batcher(session=self._session, provider=name)
 
     def stream(self) -> SileroVADStream:
         if self._session is None:
             raise ProviderError("VAD provider is closed", provider=self.name)
-        return SileroVADStream(session=self._session, provider=self.name, gate_rms=self._gate_rms)
+        return SileroVADStream(session=self._session, provider=self.name, gate_rms=self._gate_rms,
+                               batcher=self._batcher)
 
     async def aclose(self) -> None:
         # Streams already handed out keep their reference to the shared session.
