@@ -28,9 +28,10 @@ class FrameChunker:
         out: list[rtc.AudioFrame] = []
         start = 0
         while len(buf) - start >= n:
+            # A bytearray slice is already a copy, and writable: rtc.AudioProcessingModule
+            # processes it in place instead of copying a read-only buffer first.
             out.append(
-                rtc.AudioFrame(bytes(buf[start:start + n]), self.sample_rate, 1,
-                               self.samples_per_frame)
+                rtc.AudioFrame(buf[start:start + n], self.sample_rate, 1, self.samples_per_frame)
             )
             start += n
         del buf[:start]

@@ -353,6 +353,16 @@ class MemoryTransport(RoomTransport):
         except Exception:
             log.exception("room_listener_failed", room=self._room.name if self._room else "")
 
+    def _deliver_audio(self, identity: str, frame: rtc.AudioFrame) -> None:
+        """:meth:`_deliver` for audio frames, the hot path (no closure per frame)."""
+        listener = self._listener
+        if self._closed or listener is None:
+            return
+        try:
+            listener.audio_frame(identity, frame)
+        except Exception:
+            log.exception("room_listener_failed", room=self._room.name if self._room else "")
+
     def _listener_call(self, method: str, *args: Any) -> Callable[[], None]:
         listener = self._listener
         assert listener is not None
@@ -384,9 +394,11 @@ class MemoryTransport(RoomTransport):
         sub = self._subs.get(identity)
         if sub is None or self._listener is None:
             return
-        on_frame = self._listener.audio_frame
+        loop = self._loop
+        if loop is None or self._closed:
+            return
         for out in sub.convert(frame):
-            self._post(lambda out=out: on_frame(identity, out))  # type: ignore[misc]
+            loop.call_soon(self._deliver_audio, identity, out)
 
     def _remote_video(self, identity: str, source: str, frame: rtc.VideoFrame) -> None:
         info = self._remotes.get(identity)
