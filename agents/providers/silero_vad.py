@@ -81,10 +81,11 @@ class SileroVADStream(VADStream):
         self._gated = 0
         self.inferences = 0
         """Windows the model actually ran on (the rest were below the energy gate)."""
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._input = np.zeros((1, CONTEXT + WINDOW), dtype=np.float32)
+        self._state: npt.NDArray[np.float32] = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        """The last samples of the previous window (the model sees them before each window)."""
         self._sr = np.array(_SAMPLE_RATE, dtype=np.int64)
-        self._pending = np.zeros(WINDOW, dtype=np.float32)
+        self._pending = np.zeros(WINDOW, dtype=np.int16)
         self._filled = 0
         # submit() side: completed windows waiting for the batched run, probabilities ready
         # for take(), an inference error to report, and who to tell.
@@ -103,8 +104,8 @@ class SileroVADStream(VADStream):
         return len(self._queued)
 
     def reset(self) -> None:
-        self._state[:] = 0.0
-        self._input[:] = 0.0
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._filled = 0
         self._gated = 0
         self._queued.clear()
@@ -115,13 +116,14 @@ class SileroVADStream(VADStream):
         if self._queued:
             raise RuntimeError("push() on a stream with submitted windows still queued")
         probs: list[float] = []
-        for window in self._windows(pcm):
-            if self._gate(window):
+        for row in self._rows(pcm):
+            if self._below_gate(row):
                 probs.append(0.0)
                 continue
-            self._input[0, CONTEXT:] = window
-            out, state = self._run(self._input, self._state)
-            probs.append(self._scored(window, float(out.reshape(-1)[0]), state))
+            out, state = self._run(row.reshape(1, -1), np.ascontiguousarray(self._state))
+            self.inferences += 1
+            self._state = state
+            probs.append(float(out.reshape(-1)[0]))
         return probs
 
     def submit(self, pcm: PCM) -> int:
@@ -129,13 +131,11 @@ class SileroVADStream(VADStream):
         completed. Must run on the event loop; needs a stream from :meth:`SileroVAD.stream`."""
         if self._batcher is None:
             raise RuntimeError("this stream has no batcher: use push()")
-        n = 0
-        for window in self._windows(pcm):
-            self._queued.append(window)
-            n += 1
-        if n:
+        rows = self._rows(pcm)
+        if rows:
+            self._queued.extend(rows)
             self._batcher.enqueue(self)
-        return n
+        return len(rows)
 
     def set_listener(self, listener: Callable[[], None] | None) -> None:
         """Called (on the event loop) after a batched run scored this stream's queued windows
@@ -153,41 +153,47 @@ class SileroVADStream(VADStream):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _windows(self, pcm: PCM) -> list[npt.NDArray[np.float32]]:
-        """Adds ``pcm`` to the partial window; returns copies of the windows it completed."""
+    def _rows(self, pcm: PCM) -> list[npt.NDArray[np.float32]]:
+        """Adds ``pcm`` to the partial window; returns the model input row (the previous
+        window's last :data:`CONTEXT` samples, then the window, as floats) of each window it
+        completed."""
         if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
             kind = f"{pcm.dtype}{list(pcm.shape)}" if isinstance(pcm, np.ndarray) else type(pcm)
             raise ValueError(f"VAD input must be 1-D int16 PCM at 16 kHz, got {kind}")
-        size = pcm.size
-        filled = self._filled
+        size, filled = pcm.size, self._filled
         if filled + size < WINDOW:  # the common case: a 10 ms frame that completes nothing
-            np.multiply(pcm, _SCALE, out=self._pending[filled : filled + size])
+            self._pending[filled : filled + size] = pcm
             self._filled = filled + size
             return []
-        done: list[npt.NDArray[np.float32]] = []
+        rows: list[npt.NDArray[np.float32]] = []
         pos = 0
         while pos < size:
             take = min(WINDOW - self._filled, size - pos)
-            np.multiply(pcm[pos : pos + take], _SCALE,
-                        out=self._pending[self._filled : self._filled + take])
+            self._pending[self._filled : self._filled + take] = pcm[pos : pos + take]
             self._filled += take
             pos += take
             if self._filled == WINDOW:
                 self._filled = 0
-                done.append(self._pending.copy())
-        return done
+                row = np.empty(CONTEXT + WINDOW, dtype=np.float32)
+                row[:CONTEXT] = self._context
+                np.multiply(self._pending, _SCALE, out=row[CONTEXT:])
+                self._context = row[-CONTEXT:]  # rows are never written once made
+                rows.append(row)
+        return rows
 
-    def _gate(self, window: npt.NDArray[np.float32]) -> bool:
-        """True if ``window`` is below the energy gate: it scores 0 without the model."""
-        if self._gate_ms is None or float(np.dot(window, window)) >= self._gate_ms:
+    def _below_gate(self, row: npt.NDArray[np.float32]) -> bool:
+        """Energy gate for the next window in order: True if it scores 0 without the model
+        (digital silence, noise-suppressed silence: most of a call is someone else talking or
+        nobody). After :data:`GATE_RESET_WINDOWS` such windows in a row the state is reset."""
+        if self._gate_ms is None:
+            return False
+        window = row[CONTEXT:]
+        if float(np.dot(window, window)) >= self._gate_ms:
             self._gated = 0
             return False
-        # Digital silence, noise-suppressed silence: no speech, and no model run. Most of a
-        # call is someone else talking or nobody.
-        self._input[0, :CONTEXT] = window[-CONTEXT:]
         self._gated += 1
         if self._gated == GATE_RESET_WINDOWS:
-            self._state[:] = 0.0
+            self._state = np.zeros((2, 1, 128), dtype=np.float32)
         return True
 
     def _run(self, inputs: npt.NDArray[np.float32], state: npt.NDArray[np.float32]) -> Any:
@@ -195,12 +201,6 @@ class SileroVADStream(VADStream):
             return self._session.run(None, {"input": inputs, "state": state, "sr": self._sr})
         except Exception as e:  # onnxruntime's exception types are not exported
             raise ProviderError(f"Silero inference failed: {e}", provider=self._provider) from e
-
-    def _scored(self, window: npt.NDArray[np.float32], prob: float, state: Any) -> float:
-        self.inferences += 1
-        self._state = np.asarray(state, dtype=np.float32)
-        self._input[0, :CONTEXT] = window[-CONTEXT:]
-        return prob
 
 
 class _Batcher:
@@ -231,20 +231,20 @@ class _Batcher:
         todo = streams
         while todo:
             batch: list[SileroVADStream] = []
-            windows: list[npt.NDArray[np.float32]] = []
+            rows: list[npt.NDArray[np.float32]] = []
             for stream in todo:
                 queued = stream._queued
                 while queued:
-                    window = queued.popleft()
-                    if stream._gate(window):
+                    row = queued.popleft()
+                    if stream._below_gate(row):
                         stream._ready.append(0.0)
                         continue
                     batch.append(stream)
-                    windows.append(window)
+                    rows.append(row)
                     break
             if not batch:
                 break
-            self._score(batch, windows)
+            self._score(batch, rows)
             todo = [s for s in batch if s._queued]
         for stream in streams:
             listener = stream._listener
@@ -255,16 +255,9 @@ class _Batcher:
             except Exception:
                 log.exception("vad_listener_failed", provider=self._provider)
 
-    def _score(
-        self, batch: list[SileroVADStream], windows: list[npt.NDArray[np.float32]]
-    ) -> None:
-        n = len(batch)
-        inputs = np.empty((n, CONTEXT + WINDOW), dtype=np.float32)
-        state = np.empty((2, n, 128), dtype=np.float32)
-        for i, stream in enumerate(batch):
-            inputs[i, :CONTEXT] = stream._input[0, :CONTEXT]
-            inputs[i, CONTEXT:] = windows[i]
-            state[:, i, :] = stream._state[:, 0, :]
+    def _score(self, batch: list[SileroVADStream], rows: list[npt.NDArray[np.float32]]) -> None:
+        inputs = np.stack(rows)
+        state = np.concatenate([s._state for s in batch], axis=1)
         self.runs += 1
         try:
             out, new_state = self._session.run(
@@ -277,11 +270,11 @@ class _Batcher:
                 stream._error = error
                 stream._queued.clear()
             return
-        probs = out.reshape(-1)
+        probs = out.reshape(-1).tolist()
         for i, stream in enumerate(batch):
-            stream._ready.append(
-                stream._scored(windows[i], float(probs[i]), new_state[:, i : i + 1, :].copy())
-            )
+            stream.inferences += 1
+            stream._state = new_state[:, i : i + 1, :]
+            stream._ready.append(probs[i])
 
 
 class SileroVAD(VAD):

@@ -353,15 +353,18 @@ class MemoryTransport(RoomTransport):
         except Exception:
             log.exception("room_listener_failed", room=self._room.name if self._room else "")
 
-    def _deliver_audio(self, identity: str, frame: rtc.AudioFrame) -> None:
+    def _deliver_audio(self, identity: str, frames: list[rtc.AudioFrame]) -> None:
         """:meth:`_deliver` for audio frames, the hot path (no closure per frame)."""
         listener = self._listener
-        if self._closed or listener is None:
+        if listener is None:
             return
-        try:
-            listener.audio_frame(identity, frame)
-        except Exception:
-            log.exception("room_listener_failed", room=self._room.name if self._room else "")
+        for frame in frames:
+            if self._closed:
+                return
+            try:
+                listener.audio_frame(identity, frame)
+            except Exception:
+                log.exception("room_listener_failed", room=self._room.name if self._room else "")
 
     def _listener_call(self, method: str, *args: Any) -> Callable[[], None]:
         listener = self._listener
@@ -397,8 +400,9 @@ class MemoryTransport(RoomTransport):
         loop = self._loop
         if loop is None or self._closed:
             return
-        for out in sub.convert(frame):
-            loop.call_soon(self._deliver_audio, identity, out)
+        frames = sub.convert(frame)
+        if frames:  # one callback for the 10 ms frames one input frame completed, in order
+            loop.call_soon(self._deliver_audio, identity, frames)
 
     def _remote_video(self, identity: str, source: str, frame: rtc.VideoFrame) -> None:
         info = self._remotes.get(identity)
