@@ -20,6 +20,14 @@ participants (includes the one-off imports and the shared Silero session); ``mar
 from the moment the agents start, less the baseline's growth over the same span, / participants.
 Targets: at least 50 participants per core with VAD on, under 20 MB each.
 
+Where the VAD runs' CPU goes (thread CPU per 10 ms frame per speaker, NS on, measured around each
+step): 48 kHz -> 16 kHz resampling ~25-30 us, noise suppression ~26-31 us, Silero scored in
+batches ~25 us (per frame; ~0.07 ms per 32 ms window), the pipeline's per-frame Python ~7-9 us.
+Noise suppression costs more here than in a tight loop (~15 us per call; ~10 us of it is the
+FFI round trip, a call with suppression off costs that too): each call runs cold, once per
+speaker per 10 ms, after the process slept and after the model and the resampler ran. It is not
+the model working harder on suppressed audio: same windows scored, same CPU per window.
+
     python bench/bench_listening.py [participants=20] [users=2] [seconds=5]
         [--modes baseline,ns_off,ns_on,vad_ns_off,vad_ns_on] [--silence-ms 500]
 """
