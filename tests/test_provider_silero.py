@@ -257,3 +257,56 @@ async def test_push_refuses_a_stream_with_submitted_windows_queued(vad: SileroVA
     await asyncio.sleep(0)
     assert stream.take() == [0.0]  # digital silence: gated
     assert len(stream.push(np.zeros(WINDOW, dtype=np.int16))) == 1
+
+
+def test_a_batched_run_lost_with_its_loop_does_not_stall_the_next_loop() -> None:
+    provider = SileroVAD(name="two-loops")
+    stream = provider.stream()
+    ones = np.full(WINDOW, 3000, dtype=np.int16)
+
+    first = asyncio.new_event_loop()
+
+    def submit_and_stop() -> None:
+        stream.submit(ones)
+        first.stop()  # the loop stops, then closes, before the batched run
+
+    first.call_soon(submit_and_stop)
+    first.run_forever()
+    first.close()
+    stream.reset()
+    scored: list[float] = []
+    stream.set_listener(lambda: scored.extend(stream.take()))
+
+    async def submit_and_wait() -> None:
+        stream.submit(ones)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(submit_and_wait())
+    assert len(scored) == 1
+
+
+async def test_a_batched_run_failing_halfway_drops_all_the_streams_untaken_windows() -> None:
+    provider = SileroVAD(name="flaky", gate_dbfs=None)
+    real = provider._batcher._session
+
+    class FailsSecond:
+        calls = 0
+
+        def run(self, *args: Any) -> Any:
+            FailsSecond.calls += 1
+            if FailsSecond.calls == 2:
+                raise RuntimeError("second call fails")
+            return real.run(*args)
+
+    provider._batcher._session = FailsSecond()
+    stream = provider.stream()
+    noise = np.random.default_rng(1).normal(0, 3000, 2 * WINDOW).astype(np.int16)
+    assert stream.submit(noise) == 2  # two windows: two rounds in one batched run
+    await asyncio.sleep(0)
+    with pytest.raises(ProviderError, match="second call"):
+        stream.take()
+    assert stream.take() == []  # the first window's probability went with the failure
+    assert stream.submit(noise) == 2  # and the stream goes on
+    await asyncio.sleep(0)
+    assert len(stream.take()) == 2

@@ -144,7 +144,8 @@ class SileroVADStream(VADStream):
 
     def take(self) -> list[float]:
         """The probabilities scored since the last call, oldest first. Raises the
-        :class:`ProviderError` of a failed batched run once (its windows are dropped)."""
+        :class:`ProviderError` of a failed batched run once (the windows submitted and not
+        taken yet are dropped)."""
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -216,13 +217,18 @@ class _Batcher:
         self._sr = np.array(_SAMPLE_RATE, dtype=np.int64)
         self._streams: dict[SileroVADStream, None] = {}
         self._handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.runs = 0
         """Model calls made (each for a whole batch)."""
 
     def enqueue(self, stream: SileroVADStream) -> None:
         self._streams[stream] = None
-        if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_soon(self._run)
+        loop = asyncio.get_running_loop()
+        # A run scheduled on a loop that has gone (closed before it ran) never comes: schedule
+        # one on this loop then.
+        if self._handle is None or self._loop is not loop:
+            self._loop = loop
+            self._handle = loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._handle = None
@@ -266,9 +272,10 @@ class _Batcher:
         except Exception as e:  # onnxruntime's exception types are not exported
             error = ProviderError(f"Silero inference failed: {e}", provider=self._provider)
             error.__cause__ = e
-            for stream in batch:
+            for stream in batch:  # everything of theirs not taken yet is dropped with it
                 stream._error = error
                 stream._queued.clear()
+                stream._ready = []
             return
         probs = out.reshape(-1).tolist()
         for i, stream in enumerate(batch):
