@@ -27,3 +27,19 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     for finished in tasks:
         if finished is not None and finished.done() and not finished.cancelled():
             finished.exception()  # mark retrieved
+
+
+def loop_running() -> bool:
+    """Whether this thread is running an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def current_task_cancelling() -> bool:
+    """Whether the current task has been asked to cancel (its own cancellation, as opposed to
+    a cancellation of something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

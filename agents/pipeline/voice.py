@@ -31,9 +31,10 @@ from agents.messages import (
     todo_list,
 )
 from agents.messages import transcript_chunk as transcript_msg
-from agents.pipeline.aio import cancel_and_wait
+from agents.pipeline.aio import cancel_and_wait, current_task_cancelling, loop_running
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext, FrameSource
+from agents.pipeline.interim import InterimTranscripts
 from agents.pipeline.outbox import Outbox
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome, unexpected
 from agents.pipeline.trace import INTERRUPTIONS, TurnKind, TurnTrace
@@ -52,7 +53,6 @@ from agents.tools import AgentTools
 log = structlog.get_logger("agents.pipeline.voice")
 
 _MAX_RECORD_ROWS = 1000
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +115,10 @@ class VoicePipeline:
         self._status: AgentState | None = None
         self._turn_task: asyncio.Task[ReplyOutcome | None] | None = None
         self._reply: Reply | None = None
-        self._bg: set[asyncio.Task[None]] = set()
-        self._interims: dict[str, asyncio.Task[None]] = {}
-        self._interim_at: dict[str, int] = {}
-        self._interim_sent: dict[str, bool] = {}
+        self._interims = InterimTranscripts(
+            stt=stt, interval_ms=config.turn.interim_interval_ms, language=persona.language,
+            publish=self._publish, log=self._log,
+        )
         self._carry: dict[str, PCM] = {}
         self._unanswered = False  # the last model turn was interrupted before saying anything
         self._cut: asyncio.Task[ReplyOutcome | None] | None = None
@@ -159,7 +159,7 @@ class VoicePipeline:
 
     def _new_detector(self, speaker: str) -> TurnDetector:
         stream = self._vad.stream()
-        if isinstance(stream, BatchedVADStream) and _loop_running():
+        if isinstance(stream, BatchedVADStream) and loop_running():
             # Windows of every speaker of the provider are scored together once per loop tick.
             return TurnDetector(speaker=speaker, vad=stream, config=self._cfg.turn,
                                 on_events=self._turn_events, on_error=self._vad_failed)
@@ -177,17 +177,17 @@ class VoicePipeline:
             return  # the speaker left (or the pipeline closed) while the frame was scored
         for ev in events:
             if isinstance(ev, SpeechStarted):
-                self._interim_at[speaker] = 0
+                self._interims.speech_started(speaker)
             elif isinstance(ev, TurnEnded):
                 self._on_turn_ended(ev)
             elif isinstance(ev, SpeechDiscarded):
-                self._interim_sent.pop(ev.transcript_id, None)
-                self._cancel_interim(speaker)
+                self._interims.take_sent(ev.transcript_id)
+                self._interims.cancel(speaker)
                 if self._agent_active():
                     self._false_interruption(speaker, ev.speech_ms)
         if det.in_speech:
             self._maybe_barge_in(det)
-            self._maybe_interim(det)
+            self._interims.maybe_run(det)
 
     def push_text(self, speaker: str, text: str) -> None:
         text = text.strip()
@@ -204,8 +204,7 @@ class VoicePipeline:
             push(speaker, source, frame)
 
     def speaker_left(self, speaker: str) -> None:
-        self._cancel_interim(speaker)
-        self._interim_at.pop(speaker, None)
+        self._interims.forget(speaker)
         self._bad_audio.discard(speaker)
         det = self._detectors.pop(speaker, None)
         if det is not None:
@@ -240,7 +239,7 @@ class VoicePipeline:
         finally:
             self._closed = True
             await self._stop_turn()
-            await self._cancel_background()
+            await self._interims.aclose()
             await self._outbox.aclose()
 
     def busy(self) -> bool:
@@ -257,7 +256,7 @@ class VoicePipeline:
         try:
             outcome = await asyncio.shield(task)
         except asyncio.CancelledError:
-            if not _current_cancelling():
+            if not current_task_cancelling():
                 return False  # the line was interrupted
             if self._turn_task is task:
                 await self._stop_turn()
@@ -339,7 +338,7 @@ class VoicePipeline:
             return reply
         trace.mark("final_transcript")
         text = result.text.strip()
-        if text or self._interim_sent.pop(turn.transcript_id, False):
+        if text or self._interims.take_sent(turn.transcript_id):
             self._publish(transcript_msg(
                 text=text, is_final=True, participant_id=turn.speaker,
                 transcript_id=turn.transcript_id, confidence=result.confidence,
@@ -433,10 +432,10 @@ class VoicePipeline:
             self._reply.interrupt()
         await cancel_and_wait(task)
 
-    # -- barge-in and interim transcripts ----------------------------------------------------
+    # -- barge-in ----------------------------------------------------------------------------
 
     def _on_turn_ended(self, ev: TurnEnded) -> None:
-        self._cancel_interim(ev.speaker)
+        self._interims.cancel(ev.speaker)
         if self._llm is None:
             self._inbox.put_nowait(ev)
             return
@@ -476,42 +475,6 @@ class VoicePipeline:
         INTERRUPTIONS.labels(kind="false").inc()
         self._log.info("false_interruption", speaker=speaker, speech_ms=round(speech_ms))
 
-    def _maybe_interim(self, det: TurnDetector) -> None:
-        if not self._stt.supports_interim:
-            return
-        speaker = det.speaker
-        step = 16 * self._cfg.turn.interim_interval_ms
-        if det.utterance_samples < self._interim_at.get(speaker, 0) + step:
-            return
-        running = self._interims.get(speaker)
-        if running is not None and not running.done():
-            return
-        self._interim_at[speaker] = det.utterance_samples
-        task = asyncio.create_task(
-            self._interim(det, det.transcript_id), name=f"pipeline-interim-{speaker}"
-        )
-        self._interims[speaker] = task
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
-
-    async def _interim(self, det: TurnDetector, transcript_id: str) -> None:
-        try:
-            result = await self._stt.transcribe(det.utterance(), language=self._persona.language)
-        except Exception as e:  # noqa: BLE001 (interims are best effort)
-            self._log.debug("interim_failed", speaker=det.speaker, error=str(e))
-            return
-        if det.in_speech and det.transcript_id == transcript_id and result.text.strip():
-            self._interim_sent[transcript_id] = True
-            self._publish(transcript_msg(
-                text=result.text.strip(), is_final=False, participant_id=det.speaker,
-                transcript_id=transcript_id, confidence=result.confidence,
-            ))
-
-    def _cancel_interim(self, speaker: str) -> None:
-        task = self._interims.pop(speaker, None)
-        if task is not None and not task.done():
-            task.cancel()
-
     # -- publishing --------------------------------------------------------------------------
 
     def _publish(self, message: OutboundMessage) -> None:
@@ -522,26 +485,9 @@ class VoicePipeline:
             self._status = status
             self._publish(agent_status(status, message))
 
-    async def _cancel_background(self) -> None:
-        await cancel_and_wait(*self._bg)
-
 
 def _append_capped(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
     """Keep the newest :data:`_MAX_RECORD_ROWS` rows of a record list (long calls)."""
     rows.append(row)
     if len(rows) > _MAX_RECORD_ROWS:
         del rows[: len(rows) - _MAX_RECORD_ROWS]
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _current_cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-

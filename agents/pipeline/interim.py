@@ -1,0 +1,91 @@
+"""Interim transcripts: while a speaker is still talking, the growing utterance is re-transcribed
+every ``interim_interval_ms`` (for speech engines cheap enough to do it) and published as a
+non-final ``transcript_chunk`` with the turn's ``transcript_id``. One run per speaker at a time;
+every run is a task this object owns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from agents.messages import OutboundMessage
+from agents.messages import transcript_chunk as transcript_msg
+from agents.pipeline.aio import cancel_and_wait
+from agents.pipeline.turns import TurnDetector
+from agents.providers.base import STT
+
+
+class InterimTranscripts:
+    def __init__(
+        self,
+        *,
+        stt: STT,
+        interval_ms: int,
+        language: str | None,
+        publish: Callable[[OutboundMessage], None],
+        log: Any,
+    ) -> None:
+        self._stt = stt
+        self._step = 16 * interval_ms  # samples at 16 kHz
+        self._language = language
+        self._publish = publish
+        self._log = log
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._at: dict[str, int] = {}  # utterance length (samples) at the speaker's last run
+        self._sent: set[str] = set()  # transcript ids that got an interim
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def speech_started(self, speaker: str) -> None:
+        self._at[speaker] = 0
+
+    def maybe_run(self, det: TurnDetector) -> None:
+        """Start a run for ``det``'s speaker when the utterance grew by an interval."""
+        if not self._stt.supports_interim:
+            return
+        speaker = det.speaker
+        if det.utterance_samples < self._at.get(speaker, 0) + self._step:
+            return
+        running = self._running.get(speaker)
+        if running is not None and not running.done():
+            return
+        self._at[speaker] = det.utterance_samples
+        task = asyncio.create_task(
+            self._run(det, det.transcript_id), name=f"pipeline-interim-{speaker}"
+        )
+        self._running[speaker] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def take_sent(self, transcript_id: str) -> bool:
+        """Whether clients saw an interim of this transcript (then they must get its final,
+        even an empty one). Forgets it."""
+        if transcript_id in self._sent:
+            self._sent.discard(transcript_id)
+            return True
+        return False
+
+    def cancel(self, speaker: str) -> None:
+        task = self._running.pop(speaker, None)
+        if task is not None and not task.done():
+            task.cancel()
+
+    def forget(self, speaker: str) -> None:
+        self.cancel(speaker)
+        self._at.pop(speaker, None)
+
+    async def aclose(self) -> None:
+        await cancel_and_wait(*self._tasks)
+
+    async def _run(self, det: TurnDetector, transcript_id: str) -> None:
+        try:
+            result = await self._stt.transcribe(det.utterance(), language=self._language)
+        except Exception as e:  # noqa: BLE001 (interims are best effort)
+            self._log.debug("interim_failed", speaker=det.speaker, error=str(e))
+            return
+        if det.in_speech and det.transcript_id == transcript_id and result.text.strip():
+            self._sent.add(transcript_id)
+            self._publish(transcript_msg(
+                text=result.text.strip(), is_final=False, participant_id=det.speaker,
+                transcript_id=transcript_id, confidence=result.confidence,
+            ))
