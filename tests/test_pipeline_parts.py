@@ -449,3 +449,63 @@ def test_enabled_vision_names_a_model_and_accepts_the_vision_step_lists() -> Non
         PipelineConfig.model_validate({"vision": {"enabled": True, "llm": "piper"}})
     with pytest.raises(ValidationError, match="vision pipeline must be one of"):
         PipelineConfig.model_validate({"vision": {"pipeline": ["tts", "return"]}})
+
+
+class _SpeakingFrames:
+    """A frame source that records what the pipeline says about who is talking."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool]] = []
+
+    def latest_images(self, speaker: str) -> list[ImagePart]:
+        return []
+
+    def set_speaking(self, speaker: str, speaking: bool) -> None:
+        self.calls.append((speaker, speaking))
+
+
+async def test_the_vision_side_is_told_when_a_speaker_starts_and_stops_talking() -> None:
+    from fakes import silence, speech
+    from pipeline_kit import USER, make_kit, running
+
+    frames = _SpeakingFrames()
+    kit = make_kit(steps=["stt", "return"], frames=frames)
+    async with running(kit):
+        await kit.feed_live(speech(600))
+        assert frames.calls == [(USER, True)]
+        await kit.feed_live(silence(400))
+        await kit.msgs.wait_for(lambda m: m.type == "transcript_chunk" and m.data.is_final)
+    assert frames.calls == [(USER, True), (USER, False)]
+
+
+async def test_a_persona_voice_the_speech_engine_lacks_falls_back_to_its_default() -> None:
+    from fakes import FakeMessageOutput
+    from pipeline_kit import job_spec
+
+    from agents.config import PersonaConfig
+    from agents.pipeline.factory import make_conversation_factory
+
+    class OneVoiceTTS(FakeTTS):
+        def accepts_voice(self, voice: str) -> bool:
+            return voice == "joe"
+
+    cfg = PipelineConfig()
+    tts = OneVoiceTTS()
+    reg = ProviderRegistry(config=cfg, prebuilt={
+        "silero": FakeVAD(), "moonshine": FakeSTT(), "scripted-intake": FakeLLM(default="Hi."),
+        "piper": tts,
+    })
+    factory = make_conversation_factory(cfg, registry=reg)
+    for voice, expected in (("alloy", None), ("joe", "joe")):
+        msgs = FakeMessageOutput()
+        conv = factory(spec=job_spec(), audio=FakeAudioOutput(), messages=msgs,
+                       persona=PersonaConfig(voice=voice))
+        task = asyncio.create_task(conv.run())
+        conv.push_text("user-1", "hello")
+        await msgs.wait_for(lambda m: m.type == "transcript_chunk" and m.data.is_final
+                            and m.data.participant_id != "user-1")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert tts.voices[-1] == expected
+    await factory.aclose()

@@ -130,3 +130,9 @@ def test_bad_settings_are_refused() -> None:
         PiperTTS(speaker_id=3)
     with pytest.raises(ValueError, match="threads"):
         PiperTTS(threads=0)
+
+
+def test_voice_names_are_checked_against_the_voice_file() -> None:
+    tts = PiperTTS()
+    assert tts.accepts_voice("0")  # the single speaker, by number
+    assert not tts.accepts_voice("alloy")  # an OpenAI voice name is not a Piper speaker

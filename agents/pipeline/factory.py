@@ -41,12 +41,17 @@ class ConversationFactory:
         reg = self.registry
         # Todo ids are unique: PersonaConfig and the metadata overrides both validate it.
         board = TodoBoard(items=list(persona.todo_items))
+        tts = reg.tts(cfg.audio.tts) if cfg.audio.has("tts") and cfg.audio.tts else None
+        if tts is not None and persona.voice and not tts.accepts_voice(persona.voice):
+            log.warning("voice_unknown_default_used", job_id=spec.job_id, voice=persona.voice,
+                        provider=tts.name)
+            persona = persona.model_copy(update={"voice": None})
         return VoicePipeline(
             config=cfg, spec=spec, audio=audio, messages=messages, persona=persona,
             vad=reg.vad(cfg.vad),
             stt=reg.stt(cfg.audio.stt),
             llm=reg.llm(cfg.audio.llm) if cfg.audio.has("llm") and cfg.audio.llm else None,
-            tts=reg.tts(cfg.audio.tts) if cfg.audio.has("tts") and cfg.audio.tts else None,
+            tts=tts,
             tools=AgentTools(board=board),
             frames=frames,
         )

@@ -93,3 +93,14 @@ class TurnTrace:
             "turn_trace", turn_id=self.turn_id, kind=self.kind, speaker=self.speaker,
             outcome=self.outcome, interrupted=self.interrupted, stages=dict(self.stages),
         )
+
+
+MAX_RECORD_ROWS = 1000
+"""Rows kept per list of a job record (turns, transcript): the newest, for long calls."""
+
+
+def append_capped(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """Append ``row``, keeping only the newest :data:`MAX_RECORD_ROWS` rows."""
+    rows.append(row)
+    if len(rows) > MAX_RECORD_ROWS:
+        del rows[: len(rows) - MAX_RECORD_ROWS]

@@ -278,6 +278,12 @@ class TTS(Provider):
     @abstractmethod
     def sample_rate(self) -> int: ...
 
+    def accepts_voice(self, voice: str) -> bool:
+        """Whether ``voice`` names a voice this engine has (checked when a job's persona picks
+        one, so a wrong name falls back to the default voice instead of failing every line).
+        Engines that cannot tell locally accept any name."""
+        return True
+
     def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[PCM]:
         """Stream the speech for ``text`` under the call policy (retried only before audio)."""
         return stream_with_retries(

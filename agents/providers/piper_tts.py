@@ -173,6 +173,13 @@ class PiperTTS(TTS):
         session = load_session(self.model_path, threads=self.threads)
         return PiperVoice(session=session, config=self._config)
 
+    def accepts_voice(self, voice: str) -> bool:
+        try:
+            self._speaker_for(voice)
+        except ProviderError:
+            return False
+        return True
+
     def _speaker_for(self, voice: str | None) -> int | None:
         if voice is None:
             return self.speaker_id
