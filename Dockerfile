@@ -15,7 +15,10 @@ WORKDIR /srv
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY agents ./agents
-RUN pip install ".[${EXTRAS}]" \
+COPY scripts ./scripts
+# The Smart Turn model (package data of agents.providers) is fetched before the install.
+RUN python scripts/fetch_smart_turn.py && rm -rf .cache \
+    && pip install ".[${EXTRAS}]" \
     && useradd --system --uid 10001 --home-dir /srv agent
 
 USER 10001

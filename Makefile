@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml | $(PY)
 	@$(PY) -m pip install --quiet -e '.[dev,embedded,vision,redis]' >&2
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The Smart Turn end-of-turn model (turn.detector: smart-turn), from the pipecat-ai wheel
+# without pipecat itself; checksummed. See scripts/fetch_smart_turn.py.
+SMART_TURN := agents/providers/models/smart-turn-v3.2-cpu.onnx
+$(SMART_TURN): scripts/fetch_smart_turn.py | $(PY)
+	@$(PY) scripts/fetch_smart_turn.py
+
+install: $(STAMP) $(SMART_TURN)
 
 lint: install
 	$(VENV)/bin/ruff check app agents tests bench
@@ -40,4 +46,4 @@ serve: install
 	$(VENV)/bin/external-agent serve
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output .cache

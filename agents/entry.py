@@ -21,11 +21,18 @@ from agents.config import AgentConfig
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import todo_list
 from agents.participant import AgentParticipant, ConversationContext, ConversationFactory
+from agents.providers.errors import ProviderUnavailable
 from agents.transport.base import RoomTransport
 from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
 
-__all__ = ["AgentJobBody", "ListeningConversation", "default_hub", "make_job_body"]
+__all__ = [
+    "AgentJobBody", "AgentUnavailable", "ListeningConversation", "default_hub", "make_job_body",
+]
+
+AgentUnavailable = ProviderUnavailable
+"""What :func:`make_job_body` raises when a configured model or package is missing: the service
+refuses to start with its message."""
 
 
 class ListeningConversation:

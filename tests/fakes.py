@@ -22,6 +22,7 @@ from agents.providers.base import (
     VAD,
     CallPolicy,
     ChatRequest,
+    EndOfTurnModel,
     LLMEvent,
     TextDelta,
     ToolCall,
@@ -341,3 +342,27 @@ class FakeMessageOutput:
                 await self._got.wait()
 
         return await asyncio.wait_for(_wait(), within)
+
+
+class FakeEndOfTurn(EndOfTurnModel):
+    """Answers each call with the next scripted probability (or raises a scripted error);
+    ``default`` when the script is used up. Records the length of each utterance it saw."""
+
+    def __init__(
+        self, *, probabilities: Iterable[float | Exception] = (), default: float = 1.0,
+        delay: float = 0.0,
+    ) -> None:
+        super().__init__(name="fake-eot", policy=FAST)
+        self.script: deque[float | Exception] = deque(probabilities)
+        self.default = default
+        self.delay = delay
+        self.calls: list[int] = []
+
+    async def _completion_impl(self, pcm: PCM) -> float:
+        self.calls.append(int(pcm.size))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        item = self.script.popleft() if self.script else self.default
+        if isinstance(item, Exception):
+            raise item
+        return item

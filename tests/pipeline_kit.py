@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fakes import FakeAudioOutput, FakeLLM, FakeMessageOutput, FakeSTT, FakeTTS, FakeVAD
+from fakes import (
+    FakeAudioOutput,
+    FakeEndOfTurn,
+    FakeLLM,
+    FakeMessageOutput,
+    FakeSTT,
+    FakeTTS,
+    FakeVAD,
+)
 from livekit import rtc
 
 from agents.config import PersonaConfig
@@ -80,6 +88,7 @@ def make_kit(
     todo: list[TodoItem] | None = None,
     frames: FrameSource | None = None,
     turn: dict[str, Any] | None = None,
+    end_of_turn: FakeEndOfTurn | None = None,
     **config: Any,
 ) -> Kit:
     cfg = PipelineConfig.model_validate({
@@ -97,6 +106,7 @@ def make_kit(
     kit.pipeline = VoicePipeline(
         config=cfg, spec=job_spec(), audio=kit.audio, messages=kit.msgs, persona=persona,
         vad=kit.vad, stt=kit.stt, llm=kit.llm, tts=kit.tts, tools=kit.tools, frames=frames,
+        end_of_turn=end_of_turn,
     )
     return kit
 

@@ -168,6 +168,35 @@ class TurnConfig(BaseModel):
         400, ge=0, le=5000, description="Speech over the agent needed to interrupt it."
     )
     max_turn_seconds: float = Field(30.0, gt=1, le=300, description="A longer turn is cut here.")
+    detector: Literal["silence", "smart-turn"] = Field(
+        "silence", description="How a turn's end is decided: `silence` (after silence_ms of "
+        "silence) or `smart-turn` (the Smart Turn model asked at each pause; see pause_ms).",
+    )
+    pause_ms: int = Field(
+        200, ge=64, le=2000, description="Silence after which a pause counts: smart-turn asks "
+        "its model, and the final transcript starts speculatively (see speculative).",
+    )
+    end_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="smart-turn: completion probability that ends a turn.",
+    )
+    max_silence_ms: int = Field(
+        2000, ge=200, le=10000, description="smart-turn: silence that ends a turn the model "
+        "judged incomplete.",
+    )
+    smart_turn_model: str | None = Field(
+        None, description="smart-turn: path of the .onnx file (default: the one `make install` "
+        "fetches into agents/providers/models).",
+    )
+    speculative: bool = Field(
+        True, description="Start the final transcript at the first pause; kept if the turn "
+        "ends there, dropped if the speaker goes on.",
+    )
+
+    @model_validator(mode="after")
+    def _pause_before_max_silence(self) -> TurnConfig:
+        if self.detector == "smart-turn" and self.max_silence_ms <= self.pause_ms:
+            raise ValueError("turn.max_silence_ms must be longer than turn.pause_ms")
+        return self
 
 
 class PipelineConfig(BaseModel):

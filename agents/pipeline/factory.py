@@ -54,6 +54,7 @@ class ConversationFactory:
             tts=tts,
             tools=AgentTools(board=board),
             frames=frames,
+            end_of_turn=reg.end_of_turn(),
         )
 
     async def aclose(self) -> None:

@@ -12,6 +12,7 @@ import structlog
 from agents.pipeline.config import PipelineConfig, ProviderSpec
 from agents.providers.base import LLM, STT, TTS, VAD, CallPolicy, Provider
 from agents.providers.errors import ProviderUnavailable
+from agents.providers.smart_turn import SmartTurn
 
 log = structlog.get_logger("agents.pipeline.registry")
 
@@ -105,12 +106,27 @@ class ProviderRegistry:
     ) -> None:
         self._config = config
         self._providers: dict[str, Provider] = dict(prebuilt or {})
+        self._smart_turn: SmartTurn | None = None
         self._closed = False
 
     def load(self) -> None:
         """Build every provider the enabled pipelines name (loads models: call at startup)."""
         for nickname in self._config.nicknames_in_use():
             self.get(nickname)
+        self.end_of_turn()
+
+    def end_of_turn(self) -> SmartTurn | None:
+        """The end-of-turn model when ``turn.detector`` is ``smart-turn`` (built once)."""
+        turn = self._config.turn
+        if turn.detector != "smart-turn":
+            return None
+        if self._closed:
+            raise RuntimeError("provider registry is closed")
+        if self._smart_turn is None:
+            self._smart_turn = SmartTurn(model_path=turn.smart_turn_model)
+            log.info("provider_built", provider=self._smart_turn.name, type="smart-turn",
+                     kind="turn")
+        return self._smart_turn
 
     async def prewarm(self) -> None:
         """Build every provider in use and let each load its models now (a few seconds for
@@ -122,6 +138,12 @@ class ProviderRegistry:
                 await provider.prewarm()
             except Exception as e:  # noqa: BLE001 (a provider that cannot warm up loads later)
                 log.warning("provider_prewarm_failed", provider=nickname, error=str(e))
+        eot = self.end_of_turn()
+        if eot is not None:
+            try:
+                await eot.prewarm()
+            except Exception as e:  # noqa: BLE001 (as above)
+                log.warning("provider_prewarm_failed", provider=eot.name, error=str(e))
 
     def get(self, nickname: str) -> Provider:
         if self._closed:
@@ -166,6 +188,9 @@ class ProviderRegistry:
             return
         self._closed = True
         providers, self._providers = list(self._providers.values()), {}
+        if self._smart_turn is not None:
+            providers.append(self._smart_turn)
+            self._smart_turn = None
         for provider in providers:
             try:
                 await provider.aclose()

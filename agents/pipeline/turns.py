@@ -5,6 +5,12 @@ threshold, and ends after ``silence_ms`` of windows below the (slightly lower) r
 Speech shorter than ``min_speech_ms`` in total is not a turn (a cough, a click). The detector keeps
 the utterance's audio, with ``prefix_ms`` from before the onset, for speech recognition.
 
+A pause (``pause_ms`` of silence inside an utterance) is reported as :class:`Paused`, and speech
+after it as :class:`Resumed`: at a pause the pipeline may ask an end-of-turn model and start the
+final transcript speculatively. With ``detector: smart-turn`` the silence that ends a turn on its
+own is ``max_silence_ms`` (the model ends complete turns earlier through :meth:`end_now`); with
+``silence`` it is ``silence_ms``.
+
 ``push`` is synchronous and cheap: it runs for every 10 ms frame of every speaker. ``feed`` is
 its deferred twin for VAD streams that score windows in batches (:class:`BatchedVADStream`, e.g.
 Silero's): each frame's events go to the ``on_events`` callback, in order, with the same
@@ -46,6 +52,30 @@ class TurnEnded:
     end_of_speech_ms: float
     decided_ms: float
     truncated: bool = False
+    pause_id: int | None = None
+    """The pause the turn ended in (None: it ended without one, e.g. truncated): work started
+    at that :class:`Paused` saw all of the turn's speech."""
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """The speaker paused (``pause_ms`` of silence) inside an utterance. ``pcm`` is the
+    utterance so far; ``pause_id`` tells this pause from the speaker's others."""
+
+    speaker: str
+    transcript_id: str
+    pause_id: int
+    pcm: PCM
+    end_of_speech_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Speech again after a :class:`Paused`: the utterance goes on."""
+
+    speaker: str
+    transcript_id: str
+    pause_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +87,7 @@ class SpeechDiscarded:
     speech_ms: float
 
 
-TurnEvent = SpeechStarted | TurnEnded | SpeechDiscarded
+TurnEvent = SpeechStarted | TurnEnded | SpeechDiscarded | Paused | Resumed
 
 
 @runtime_checkable
@@ -118,6 +148,15 @@ class TurnDetector:
         self._silence_ms = 0.0
         self._last_speech_at = 0.0
         self._transcript_id = ""
+        self._paused = False
+        self._pause_id = 0
+        smart = config.detector == "smart-turn"
+        self._end_silence_ms = config.max_silence_ms if smart else config.silence_ms
+        self._pause_ms = (
+            config.pause_ms
+            if (smart or config.speculative) and config.pause_ms < self._end_silence_ms
+            else None
+        )
 
     @property
     def in_speech(self) -> bool:
@@ -132,6 +171,11 @@ class TurnDetector:
     def utterance_samples(self) -> int:
         """Samples of the current utterance so far (0 outside one)."""
         return self._samples if self._in_speech else 0
+
+    @property
+    def paused(self) -> bool:
+        """In an utterance, silent for at least ``pause_ms`` (a :class:`Paused` went out)."""
+        return self._in_speech and self._paused
 
     @property
     def transcript_id(self) -> str:
@@ -207,13 +251,34 @@ class TurnDetector:
                 self._speech_ms += self._window_ms
                 self._silence_ms = 0.0
                 self._last_speech_at = now
+                if self._paused:
+                    self._paused = False
+                    events.append(Resumed(self.speaker, self._transcript_id, self._pause_id))
             else:
                 self._silence_ms += self._window_ms
-                if self._silence_ms >= self._cfg.silence_ms:
+                if self._silence_ms >= self._end_silence_ms:
                     events.append(self._finish(now, truncated=False))
+                elif (
+                    not self._paused and self._pause_ms is not None
+                    and self._silence_ms >= self._pause_ms
+                ):
+                    self._paused = True
+                    self._pause_id += 1
+                    events.append(Paused(
+                        speaker=self.speaker, transcript_id=self._transcript_id,
+                        pause_id=self._pause_id, pcm=self.utterance(),
+                        end_of_speech_ms=self._last_speech_at,
+                    ))
         if self._in_speech and self._samples >= 16000 * self._cfg.max_turn_seconds:
             events.append(self._finish(now, truncated=True))
         return events
+
+    def end_now(self, pause_id: int) -> TurnEvent | None:
+        """End the utterance at pause ``pause_id`` (an end-of-turn model judged it complete).
+        None when that pause is over (speech resumed, or the turn already ended)."""
+        if not self._in_speech or not self._paused or self._pause_id != pause_id:
+            return None
+        return self._finish(monotonic_ms(), truncated=False)
 
     def flush(self) -> TurnEvent | None:
         """End the current utterance now (the speaker left or stopped publishing)."""
@@ -225,6 +290,7 @@ class TurnDetector:
         self._waiting.clear()
         self._probs = []
         self._in_speech = False
+        self._paused = False
         self._chunks = []
         self._samples = 0
         self._prefix.clear()
@@ -244,6 +310,7 @@ class TurnDetector:
         self._speech_ms = self._window_ms
         self._silence_ms = 0.0
         self._last_speech_at = now
+        self._paused = False
         self._transcript_id = new_id("TR")
         self._chunks = list(self._prefix)
         self._samples = self._prefix_samples
@@ -254,7 +321,9 @@ class TurnDetector:
         speech_ms = self._speech_ms
         pcm = self.utterance()
         tid = self._transcript_id
+        pause_id = self._pause_id if self._paused else None
         self._in_speech = False
+        self._paused = False
         self._chunks = []
         self._samples = 0
         self._speech_ms = 0.0
@@ -264,4 +333,5 @@ class TurnDetector:
         return TurnEnded(
             speaker=self.speaker, transcript_id=tid, pcm=pcm, speech_ms=speech_ms,
             end_of_speech_ms=self._last_speech_at, decided_ms=now, truncated=truncated,
+            pause_id=pause_id,
         )

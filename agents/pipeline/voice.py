@@ -36,16 +36,20 @@ from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext, FrameSource
 from agents.pipeline.interim import InterimTranscripts
 from agents.pipeline.outbox import Outbox
+from agents.pipeline.pauses import PauseWork
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome, unexpected
 from agents.pipeline.trace import INTERRUPTIONS, TurnKind, TurnTrace, append_capped
 from agents.pipeline.turns import (
     BatchedVADStream,
+    Paused,
+    Resumed,
     SpeechDiscarded,
     SpeechStarted,
     TurnDetector,
     TurnEnded,
     TurnEvent,
 )
+from agents.providers import base as pb
 from agents.providers.base import LLM, PCM, STT, TTS, VAD, ImagePart, monotonic_ms
 from agents.providers.errors import ProviderError
 from agents.tools import AgentTools
@@ -88,6 +92,7 @@ class VoicePipeline:
         tts: TTS | None,
         tools: AgentTools,
         frames: FrameSource | None = None,
+        end_of_turn: pb.EndOfTurnModel | None = None,
     ) -> None:
         self._cfg = config
         self._spec = spec
@@ -117,6 +122,10 @@ class VoicePipeline:
         self._interims = InterimTranscripts(
             stt=stt, interval_ms=config.turn.interim_interval_ms, language=persona.language,
             publish=self._publish, log=self._log,
+        )
+        self._pauses = PauseWork(
+            config=config.turn, stt=stt, end_of_turn=end_of_turn, language=persona.language,
+            on_complete=self._end_turn_now, log=self._log,
         )
         self._carry: dict[str, PCM] = {}
         self._unanswered = False  # the last model turn was interrupted before saying anything
@@ -178,18 +187,31 @@ class VoicePipeline:
             if isinstance(ev, SpeechStarted):
                 self._interims.speech_started(speaker)
                 self._speaking(speaker, True)
+            elif isinstance(ev, Paused):
+                self._pauses.paused(ev)
+            elif isinstance(ev, Resumed):
+                self._pauses.resumed(speaker)
             elif isinstance(ev, TurnEnded):
                 self._speaking(speaker, False)
                 self._on_turn_ended(ev)
             elif isinstance(ev, SpeechDiscarded):
                 self._speaking(speaker, False)
+                self._pauses.cancel(speaker)
                 self._interims.take_sent(ev.transcript_id)
                 self._interims.cancel(speaker)
                 if self._agent_active():
                     self._false_interruption(speaker, ev.speech_ms)
         if det.in_speech:
             self._maybe_barge_in(det)
-            self._interims.maybe_run(det)
+            if not det.paused:  # at a pause the final transcript may be running already
+                self._interims.maybe_run(det)
+
+    def _end_turn_now(self, speaker: str, pause_id: int) -> None:
+        """The end-of-turn model judged ``speaker``'s turn complete at pause ``pause_id``."""
+        det = self._detectors.get(speaker)
+        ev = det.end_now(pause_id) if det is not None and not self._closed else None
+        if det is not None and ev is not None:
+            self._turn_events(det, [ev])
 
     def _speaking(self, speaker: str, speaking: bool) -> None:
         """Tell the vision side (if any) who talks: it samples faster while they do."""
@@ -213,6 +235,7 @@ class VoicePipeline:
 
     def speaker_left(self, speaker: str) -> None:
         self._interims.forget(speaker)
+        self._pauses.forget(speaker)
         self._bad_audio.discard(speaker)
         det = self._detectors.pop(speaker, None)
         if det is not None:
@@ -247,6 +270,7 @@ class VoicePipeline:
         finally:
             self._closed = True
             await self._stop_turn()
+            await self._pauses.aclose()
             await self._interims.aclose()
             await self._outbox.aclose()
 
@@ -280,6 +304,7 @@ class VoicePipeline:
                 "notes": self._tools.board.notes,
             },
             "counters": dict(self._counters),
+            "speculation": dict(self._pauses.speculations),
             "end_reason": self._end_reason,
         }
 
@@ -331,12 +356,21 @@ class VoicePipeline:
             self._set_status("thinking", None)
         pcm = turn.pcm
         carried = self._carry.pop(turn.speaker, None)
+        speculative = self._pauses.take_transcript(turn)
         if carried is not None:
             pcm = np.concatenate((carried, pcm))
+            if speculative is not None:
+                speculative.cancel()  # it has not heard the carried words
+                speculative = None
         try:
-            result = await self._stt.transcribe(pcm, language=self._persona.language)
+            if speculative is not None:
+                result = await speculative
+            else:
+                result = await self._stt.transcribe(pcm, language=self._persona.language)
         except asyncio.CancelledError:
             # Interrupted before the words were known: they join the speaker's next turn.
+            if speculative is not None:
+                speculative.cancel()
             self._carry[turn.speaker] = pcm
             raise
         except Exception as e:  # noqa: BLE001 (ProviderError, or a vendor bug: never fatal)

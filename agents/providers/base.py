@@ -151,6 +151,32 @@ class VAD(Provider):
         """A new stream for one speaker."""
 
 
+# --- end of turn ------------------------------------------------------------------------------
+
+
+class EndOfTurnModel(Provider):
+    """Judges from the audio of an utterance whether the speaker has finished their turn."""
+
+    kind = "turn"
+
+    async def completion(self, pcm: PCM) -> float:
+        """Probability (0..1) that ``pcm`` (16 kHz mono int16, ending now) is a complete turn.
+        Raises :class:`ProviderError` (:class:`ProviderTimeout` past ``policy.timeout``)."""
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
+            raise ProviderError("expected 16 kHz mono int16 PCM", provider=self.name)
+        try:
+            async with asyncio.timeout(self.policy.timeout):
+                p = await self._completion_impl(pcm)
+        except TimeoutError as e:
+            raise ProviderTimeout(
+                f"no end-of-turn answer within {self.policy.timeout:g}s", provider=self.name
+            ) from e
+        return min(1.0, max(0.0, float(p)))
+
+    @abstractmethod
+    async def _completion_impl(self, pcm: PCM) -> float: ...
+
+
 # --- speech to text --------------------------------------------------------------------------
 
 

@@ -69,4 +69,7 @@ def default_job_body(settings: Settings) -> JobBody:
     except ImportError as e:
         raise JobBodyImportError(f"cannot load the agent (agents.entry): {e}") from e
     make_job_body = entry.make_job_body
-    return cast(JobBody, make_job_body(settings.agent))
+    try:
+        return cast(JobBody, make_job_body(settings.agent))
+    except entry.AgentUnavailable as e:  # a configured model or extra is missing
+        raise JobBodyImportError(f"cannot start the agent: {e}") from e

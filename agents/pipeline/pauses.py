@@ -1,0 +1,143 @@
+"""What runs while a speaker pauses: the end-of-turn decision and the speculative transcript.
+
+At a :class:`~agents.pipeline.turns.Paused` event two things may start, each in a task this object
+owns:
+
+- with ``turn.detector: smart-turn``, the end-of-turn model scores the utterance so far; when it
+  judges the turn complete, ``on_complete(speaker, pause_id)`` asks the pipeline to end the turn
+  now (the detector refuses if the speaker has spoken again since). If the model fails, the turn
+  ends after ``silence_ms`` instead, as with the silence detector;
+- with ``turn.speculative``, the final transcript of the utterance so far. When the turn ends in
+  that same pause, :meth:`take_transcript` hands the running transcription to the turn, which
+  then waits only for what is left of it; when the speaker goes on (:meth:`resumed`) or the turn
+  is dropped, it is cancelled and nothing of it is published.
+
+Nothing here speaks, publishes or calls tools: speculation only ever computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.pipeline.aio import cancel_and_wait
+from agents.pipeline.config import TurnConfig
+from agents.pipeline.turns import Paused, TurnEnded
+from agents.providers.base import STT, EndOfTurnModel, Transcript
+from agents.providers.errors import ProviderError
+
+CompleteCallback = Callable[[str, int], None]
+
+
+@dataclass(slots=True)
+class _Pause:
+    transcript_id: str
+    pause_id: int
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    transcript: asyncio.Task[Transcript] | None = None
+
+
+class PauseWork:
+    def __init__(
+        self,
+        *,
+        config: TurnConfig,
+        stt: STT,
+        end_of_turn: EndOfTurnModel | None,
+        language: str | None,
+        on_complete: CompleteCallback,
+        log: Any,
+    ) -> None:
+        self._cfg = config
+        self._stt = stt
+        self._eot = end_of_turn if config.detector == "smart-turn" else None
+        self._language = language
+        self._on_complete = on_complete
+        self._log = log
+        self._pauses: dict[str, _Pause] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.speculations = {"started": 0, "kept": 0, "dropped": 0}
+
+    def paused(self, ev: Paused) -> None:
+        self.cancel(ev.speaker)
+        pause = _Pause(transcript_id=ev.transcript_id, pause_id=ev.pause_id)
+        if self._eot is not None:
+            pause.tasks.append(self._spawn(
+                self._decide(ev), f"pipeline-end-of-turn-{ev.speaker}"
+            ))
+        if self._cfg.speculative:
+            pause.transcript = self._spawn(
+                self._stt.transcribe(ev.pcm, language=self._language),
+                f"pipeline-speculative-stt-{ev.speaker}",
+            )
+            pause.tasks.append(pause.transcript)
+            self.speculations["started"] += 1
+        self._pauses[ev.speaker] = pause
+
+    def resumed(self, speaker: str) -> None:
+        """The speaker went on: what the pause started is moot."""
+        self.cancel(speaker)
+
+    def take_transcript(self, ev: TurnEnded) -> asyncio.Task[Transcript] | None:
+        """The speculative transcription for the turn ``ev`` when it covers all of the turn's
+        speech (the turn ended in the pause it started at), else None. The caller then owns the
+        task: it awaits or cancels it. Whatever else the pause started is cancelled."""
+        pause = self._pauses.pop(ev.speaker, None)
+        if pause is None:
+            return None
+        task = pause.transcript
+        kept = (
+            task is not None and ev.pause_id == pause.pause_id
+            and ev.transcript_id == pause.transcript_id
+        )
+        me = asyncio.current_task()  # the end-of-turn task, when it ended the turn
+        for t in pause.tasks:
+            if t is not me and not (kept and t is task):
+                t.cancel()
+        if task is not None:
+            self.speculations["kept" if kept else "dropped"] += 1
+        return task if kept else None
+
+    def cancel(self, speaker: str) -> None:
+        pause = self._pauses.pop(speaker, None)
+        if pause is None:
+            return
+        for t in pause.tasks:
+            t.cancel()
+        if pause.transcript is not None:
+            self.speculations["dropped"] += 1
+
+    def forget(self, speaker: str) -> None:
+        self.cancel(speaker)
+
+    async def aclose(self) -> None:
+        self._pauses.clear()
+        await cancel_and_wait(*self._tasks)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a speculative failure is its taker's business
+
+    async def _decide(self, ev: Paused) -> None:
+        assert self._eot is not None
+        try:
+            p = await self._eot.completion(ev.pcm)
+        except ProviderError as e:
+            self._log.warning("end_of_turn_failed", speaker=ev.speaker, error=str(e))
+            # Decide as the silence detector would: silence_ms after the end of speech.
+            await asyncio.sleep(max(0.0, (self._cfg.silence_ms - self._cfg.pause_ms) / 1000.0))
+            p = 1.0
+        self._log.debug("end_of_turn", speaker=ev.speaker, probability=round(p, 3),
+                        pause_id=ev.pause_id)
+        pause = self._pauses.get(ev.speaker)
+        if p >= self._cfg.end_threshold and pause is not None and pause.pause_id == ev.pause_id:
+            self._on_complete(ev.speaker, ev.pause_id)

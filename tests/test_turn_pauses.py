@@ -1,0 +1,168 @@
+"""Pauses inside an utterance: the detector's Paused/Resumed events, the smart-turn end of turn,
+and the speculative final transcript (kept when the turn ends in the pause, dropped when the
+speaker goes on). Fakes only: the real model is in test_smart_turn.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fakes import FakeEndOfTurn, FakeLLM, FakeSTT, FakeVAD, silence, speech
+from pipeline_kit import USER, make_kit, pipeline_tasks, running, wait_until
+
+from agents.pipeline.config import TurnConfig
+from agents.pipeline.turns import Paused, Resumed, SpeechStarted, TurnDetector, TurnEnded
+from agents.providers.errors import ProviderError
+
+
+def _pcm(frames: list) -> list[np.ndarray]:  # type: ignore[type-arg]
+    return [np.frombuffer(f.data, dtype=np.int16) for f in frames]
+
+
+def _run(det: TurnDetector, frames: list) -> list:  # type: ignore[type-arg]
+    events = []
+    for pcm in _pcm(frames):
+        events.extend(det.push(pcm))
+    return events
+
+
+def _detector(**turn: object) -> TurnDetector:
+    cfg = TurnConfig.model_validate({"silence_ms": 500, "pause_ms": 200, "min_speech_ms": 100,
+                                     "prefix_ms": 0, **turn})
+    return TurnDetector(speaker=USER, vad=FakeVAD().stream(), config=cfg)
+
+
+def test_a_pause_is_reported_once_and_speech_after_it_resumes_the_utterance() -> None:
+    det = _detector()
+    events = _run(det, speech(300) + silence(250) + speech(200) + silence(250))
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, Paused, Resumed, Paused]
+    first, second = events[1], events[3]
+    assert first.pause_id != second.pause_id and first.transcript_id == second.transcript_id
+    # 300 ms of speech (less the onset frame: no prefix kept) and the 200 ms of the pause
+    assert 16 * 480 <= first.pcm.size <= 16 * 500
+    assert det.in_speech and det.paused
+
+
+def test_silence_detector_ends_the_turn_in_the_pause_it_started() -> None:
+    det = _detector()
+    events = _run(det, speech(300) + silence(500))
+    pause, end = events[1], events[2]
+    assert isinstance(pause, Paused) and isinstance(end, TurnEnded)
+    assert end.pause_id == pause.pause_id and not end.truncated
+
+
+def test_smart_turn_detector_waits_for_max_silence_unless_ended_now() -> None:
+    det = _detector(detector="smart-turn", max_silence_ms=1000)
+    events = _run(det, speech(300) + silence(600))
+    assert [type(e) for e in events] == [SpeechStarted, Paused]  # 600 ms: not over yet
+    pause = events[1]
+    assert det.end_now(pause.pause_id + 1) is None  # another pause: refused
+    end = det.end_now(pause.pause_id)
+    assert isinstance(end, TurnEnded) and end.pause_id == pause.pause_id
+    assert not det.in_speech and det.end_now(pause.pause_id) is None
+    det2 = _detector(detector="smart-turn", max_silence_ms=1000)
+    events = _run(det2, speech(300) + silence(1000))
+    assert isinstance(events[-1], TurnEnded)
+
+
+def test_end_now_is_refused_once_the_speaker_went_on() -> None:
+    det = _detector(detector="smart-turn", max_silence_ms=1000)
+    events = _run(det, speech(300) + silence(250))
+    pause = events[-1]
+    _run(det, speech(50))
+    assert det.end_now(pause.pause_id) is None and det.in_speech
+
+
+def test_no_pauses_without_smart_turn_or_speculation() -> None:
+    det = _detector(speculative=False)
+    events = _run(det, speech(300) + silence(500))
+    assert [type(e) for e in events] == [SpeechStarted, TurnEnded]
+    assert events[-1].pause_id is None
+
+
+def test_max_silence_must_exceed_the_pause() -> None:
+    try:
+        TurnConfig(detector="smart-turn", pause_ms=500, max_silence_ms=400)
+    except ValueError as e:
+        assert "max_silence_ms" in str(e)
+    else:
+        raise AssertionError("accepted max_silence_ms <= pause_ms")
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+
+SLOW_TURN = {"silence_ms": 600, "pause_ms": 200}
+
+
+async def test_speculative_transcript_started_at_the_pause_is_the_final_one() -> None:
+    stt = FakeSTT(delay=0.15)
+    kit = make_kit(stt=stt, llm=FakeLLM(default="Fine."), turn=SLOW_TURN)
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(250))
+        await wait_until(lambda: len(stt.calls) == 1)  # started in the pause, turn not over
+        assert kit.msgs.transcripts(USER) == []
+        await kit.feed_live(silence(400))
+        await kit.agent_final()
+    assert len(stt.calls) == 1, "the final transcript was computed twice"
+    assert [u.text for u in kit.msgs.transcripts(USER)] == ["hello there"]
+    assert kit.pipeline.record()["speculation"] == {"started": 1, "kept": 1, "dropped": 0}
+
+
+async def test_speculative_transcript_is_dropped_when_the_speaker_goes_on() -> None:
+    stt = FakeSTT(script=lambda pcm: "I want" if pcm.size < 16 * 700 else "I want a table",
+                  delay=0.05)
+    kit = make_kit(stt=stt, llm=FakeLLM(default="Fine."), turn=SLOW_TURN)
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(250))
+        await wait_until(lambda: len(stt.calls) == 1)
+        await kit.feed_live(speech(300) + silence(650))
+        await kit.agent_final()
+    users = kit.msgs.transcripts(USER)
+    assert [u.text for u in users] == ["I want a table"]  # never the first pause's guess
+    assert kit.llm.requests[0].messages[-1].content == "I want a table"
+    counts = kit.pipeline.record()["speculation"]
+    assert counts["kept"] == 1 and counts["dropped"] == 1
+    assert not [t for t in pipeline_tasks() if "speculative" in t.get_name()]
+
+
+async def test_smart_turn_ends_a_complete_turn_at_the_first_pause() -> None:
+    eot = FakeEndOfTurn(probabilities=[0.9])
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot,
+                   turn={"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000})
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(300))
+        await kit.agent_final()
+    assert len(eot.calls) == 1 and eot.calls[0] >= 16 * 500
+    stages = kit.pipeline.record()["turns"][-1]["stages"]
+    assert stages["turn_decided"] < 1000  # far below max_silence_ms
+
+
+async def test_smart_turn_waits_on_an_incomplete_turn_and_takes_the_rest() -> None:
+    eot = FakeEndOfTurn(probabilities=[0.1, 0.95])
+    stt = FakeSTT(script=lambda pcm: f"{pcm.size // 1600} tenths")
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
+                   turn={"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000})
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(500))  # "my number is, um..."
+        await asyncio.sleep(0.05)
+        assert kit.msgs.transcripts(USER) == [] and len(eot.calls) == 1
+        await kit.feed_live(speech(300) + silence(300))
+        await kit.agent_final()
+    assert len(eot.calls) == 2
+    final = [u for u in kit.msgs.transcripts(USER) if u.is_final]
+    assert len(final) == 1 and final[0].text.startswith("1")  # the whole utterance, > 1 s
+
+
+async def test_a_failing_end_of_turn_model_falls_back_to_the_silence_window() -> None:
+    eot = FakeEndOfTurn(probabilities=[ProviderError("broken", provider="fake-eot")])
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot,
+                   turn={"detector": "smart-turn", "pause_ms": 200, "silence_ms": 400,
+                         "max_silence_ms": 5000})
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(200))
+        await kit.agent_final()
+    stages = kit.pipeline.record()["turns"][-1]["stages"]
+    # Fed faster than real time, the pause comes right after the end of speech; the turn then
+    # waits what is left of the silence window (silence_ms - pause_ms), not max_silence_ms.
+    assert 180 <= stages["turn_decided"] < 2000
