@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench serve clean
+.PHONY: install test lint typecheck pytest test-livekit livekit-server demo bench serve clean
 
 # Install steps report on stderr: `make demo`'s standard output is the data messages only.
 $(PY):
@@ -34,7 +34,39 @@ typecheck: install
 pytest: install
 	$(VENV)/bin/pytest -q
 
-test: lint typecheck pytest
+# The real-server tier: a real livekit-server, the service and SDK clients in a private network
+# namespace made for the run (scripts/netns-run). It runs whenever the server binary exists or Go
+# can build it; without either it says so and is skipped, except under CI (or
+# LIVEKIT_TIER=required), where that is a failure.
+LIVEKIT_VERSION := v1.13.5
+TOOLS := .tools
+LIVEKIT_SERVER_BIN := $(TOOLS)/livekit-server
+PYTEST_ARGS ?=
+
+livekit-server: $(LIVEKIT_SERVER_BIN)
+
+$(LIVEKIT_SERVER_BIN):
+	@mkdir -p $(TOOLS)
+	@if command -v livekit-server >/dev/null 2>&1; then \
+	  echo "using $$(command -v livekit-server) from PATH" >&2; \
+	  ln -sf "$$(command -v livekit-server)" $@; \
+	else \
+	  echo "building livekit-server $(LIVEKIT_VERSION) with go install (once; cached in $(TOOLS)/)" >&2; \
+	  GOBIN="$(abspath $(TOOLS))/go-bin" go install github.com/livekit/livekit-server/cmd/server@$(LIVEKIT_VERSION) \
+	    && mv "$(TOOLS)/go-bin/server" $@ && rmdir "$(TOOLS)/go-bin"; \
+	fi
+
+test-livekit: install
+	@if [ -x $(LIVEKIT_SERVER_BIN) ] || command -v livekit-server >/dev/null 2>&1 || command -v go >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory livekit-server && \
+	  scripts/netns-run $(VENV)/bin/pytest -q -m livekit -p no:cacheprovider $(PYTEST_ARGS); \
+	elif [ "$${CI:-}" = "true" ] || [ "$${LIVEKIT_TIER:-}" = "required" ]; then \
+	  echo "FAILED: the real-server tier cannot run: no livekit-server on PATH and no Go to build it" >&2; exit 1; \
+	else \
+	  echo "SKIPPED: the real-server tier (no livekit-server on PATH and no Go to build it; see README)" >&2; \
+	fi
+
+test: lint typecheck pytest test-livekit
 
 demo: install
 	@$(PY) -m app.demo
@@ -46,4 +78,4 @@ serve: install
 	$(VENV)/bin/external-agent serve
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output .cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache demo-output .cache

@@ -53,12 +53,13 @@ class AgentConversations:
         vision_cfg = self._config.pipeline.vision
         if not vision_cfg.enabled:
             return self._voice(
-                spec=ctx.spec, audio=ctx.audio, messages=ctx.messages, persona=ctx.persona
+                spec=ctx.spec, audio=ctx.audio, messages=ctx.messages, persona=ctx.persona,
+                audience=ctx.audience,
             )
         frames = FrameStore(config=vision_cfg)
         voice = self._voice(
             spec=ctx.spec, audio=ctx.audio, messages=ctx.messages, persona=ctx.persona,
-            frames=frames,
+            frames=frames, audience=ctx.audience,
         )
         vision = VisionPipeline(
             frames=frames, llm=self._registry.llm(vision_cfg.llm), messages=ctx.messages,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -50,6 +50,19 @@ log = structlog.get_logger("agents.participant")
 
 MAX_EARLY_EVENTS = 1000
 """Events held while the conversation is being built (about 10 s of one speaker's audio)."""
+AUDIENCE_WAIT = 2.0
+"""How long after someone to serve is present the agent waits for them to subscribe to its
+audio before it speaks anyway (s)."""
+STATE_RESEND_DELAY = 1.0
+"""A participant who joins gets the agent's current status and todo list at once and again this
+long after (s): the first copy can arrive before their data channel or their view of the agent is
+ready, and a frontend drops messages from a sender it does not know yet."""
+
+
+def _audience_present() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -65,6 +78,9 @@ class ConversationContext:
     audio: AudioOutput
     messages: MessageOutput
     agent_identity: str
+    audience: asyncio.Event = field(default_factory=_audience_present)
+    """Set once someone the agent serves is in the room and can hear it; a conversation waits
+    for it before its greeting, so the greeting is not spoken into an empty room."""
 
 
 ConversationFactory = Callable[[ConversationContext], Conversation]
@@ -89,11 +105,24 @@ class RoomMessageOutput:
         self._transport = transport
         self._recorder = recorder
         self._agent_identity = agent_identity
+        self._state: dict[str, OutboundMessage] = {}
 
     async def publish(self, message: OutboundMessage) -> None:
         self._recorder.outbound(message, agent_identity=self._agent_identity)
+        if message.type in ("agent_status", "todo_list"):
+            self._state[message.type] = message
+        await self._send(message, None)
+
+    async def send_state(self, to: list[str] | None = None) -> None:
+        """The agent's current status and todo list again, to ``to`` only (or everyone): what a
+        client that joined late, or missed the first copies, needs to show."""
+        for message in list(self._state.values()):
+            await self._send(message, to)
+
+    async def _send(self, message: OutboundMessage, to: list[str] | None) -> None:
         try:
-            await self._transport.publish_data(message.encode(), topic=message.topic)
+            await self._transport.publish_data(message.encode(), topic=message.topic,
+                                               destinations=to)
         except TransportError as e:
             self._recorder.count("publish_failed")
             log.warning("data_publish_failed", topic=message.topic, error=e.reason)
@@ -136,6 +165,10 @@ class AgentParticipant(RoomListener):
         self._ended: asyncio.Future[str] | None = None
         self._audio_frames: dict[str, int] = {}
         self._record: dict[str, Any] | None = None
+        self._messages: RoomMessageOutput | None = None
+        self._audience = asyncio.Event()
+        self._audience_timer: asyncio.TimerHandle | None = None
+        self._state_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -211,10 +244,12 @@ class AgentParticipant(RoomListener):
         self._audio = await transport.publish_audio(sample_rate=self._sample_rate)
         messages = RoomMessageOutput(transport=transport, recorder=self._recorder,
                                      agent_identity=transport.identity or spec.agent_identity)
+        self._messages = messages
         conversation = self._conversation_factory(ConversationContext(
             spec=spec, config=self._config, persona=persona,
             overrides=overrides.model_dump(exclude_none=True), audio=self._audio,
             messages=messages, agent_identity=transport.identity or spec.agent_identity,
+            audience=self._audience,
         ))
         self._conversation = conversation
         for call in self._early:
@@ -243,6 +278,11 @@ class AgentParticipant(RoomListener):
             return
         if self._absence_timer is not None:
             self._absence_timer.cancel()
+        if self._audience_timer is not None:
+            self._audience_timer.cancel()
+        for state_task in list(self._state_tasks):
+            state_task.cancel()
+        await asyncio.gather(*self._state_tasks, return_exceptions=True)
         task = self._conversation_task
         if task is not None and not task.done():
             task.cancel()
@@ -287,6 +327,9 @@ class AgentParticipant(RoomListener):
         served = [i for i in self._present.values() if self._serves(i)]
         if served:
             self._served_someone = True
+            if not self._audience.is_set() and self._audience_timer is None:
+                self._audience_timer = asyncio.get_running_loop().call_later(
+                    AUDIENCE_WAIT, self._audience.set)
             if self._absence_timer is not None:
                 self._absence_timer.cancel()
                 self._absence_timer = None
@@ -310,10 +353,37 @@ class AgentParticipant(RoomListener):
             self._recorder.count("early_events_dropped")
 
     def participant_joined(self, info: RemoteInfo) -> None:
+        known = info.identity in self._present
         self._present[info.identity] = info
         self._log.info("remote_joined", identity=info.identity, agent=info.is_agent)
         if self._conversation is not None:
             self._check_presence()
+            if not known and not info.is_agent:
+                self._send_state_later([info.identity], delays=(0.0, STATE_RESEND_DELAY))
+
+    def agent_audio_subscribed(self) -> None:
+        """Someone hears the agent: they know its participant too, so what it sent before they
+        did may have been dropped by their frontend; send the current state once more."""
+        self._log.info("agent_audio_subscribed")
+        self._audience.set()
+        if self._conversation is not None:
+            self._send_state_later(None, delays=(0.0,))
+
+    def _send_state_later(self, to: list[str] | None, *, delays: tuple[float, ...]) -> None:
+        messages = self._messages
+        if messages is None or self._record is not None:
+            return
+
+        async def send() -> None:
+            waited = 0.0
+            for delay in delays:
+                await asyncio.sleep(delay - waited)
+                waited = delay
+                await messages.send_state(to)
+
+        task = asyncio.create_task(send(), name=f"participant.state.{self._spec.job_id}")
+        self._state_tasks.add(task)
+        task.add_done_callback(self._state_tasks.discard)
 
     def participant_left(self, identity: str) -> None:
         info = self._present.pop(identity, None)

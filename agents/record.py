@@ -33,6 +33,8 @@ log = structlog.get_logger("agents.record")
 
 MAX_TRANSCRIPT_ENTRIES = 5000
 MAX_METRICS = 1000
+MAX_TYPED_PENDING = 16
+"""Typed turns per speaker awaiting their echo as a transcript chunk (older ones are let go)."""
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -54,6 +56,7 @@ class JobRecorder:
         self.counters: dict[str, int] = {}
         self.speakers: set[str] = set()
         self.dropped_entries = 0
+        self._typed: dict[str, list[dict[str, Any]]] = {}
 
     def mark(self, name: str) -> None:
         """Record when something happened, in ms since the job started (``connected`` ...)."""
@@ -63,16 +66,36 @@ class JobRecorder:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def user_text(self, speaker: str, text: str) -> None:
-        self._transcript_entry({
+        entry = {
             "timestamp": utc_now_iso(), "participant_id": speaker, "role": "user",
             "source": "text", "text": text,
-        })
+        }
+        self._transcript_entry(entry)
+        typed = self._typed.setdefault(speaker, [])
+        typed.append(entry)
+        del typed[:-MAX_TYPED_PENDING]
+
+    def _echo_of_typed(self, speaker: str, text: str, transcript_id: str) -> bool:
+        """A conversation publishes a typed turn back as the user's final transcript chunk;
+        that chunk is the same utterance as the ``user_text`` entry, not a second one."""
+        typed = self._typed.get(speaker)
+        if not typed:
+            return False
+        for i, entry in enumerate(typed):
+            if entry["text"].strip() == text.strip():
+                entry["transcript_id"] = transcript_id
+                del typed[: i + 1]
+                return True
+        return False
 
     def outbound(self, message: OutboundMessage, *, agent_identity: str) -> None:
         """Keep what matters of a message the agent published."""
         if isinstance(message, TranscriptChunk):
             d = message.data
-            if d.is_final:
+            if d.is_final and not (
+                d.participant_id != agent_identity
+                and self._echo_of_typed(d.participant_id, d.text, d.transcript_id)
+            ):
                 self._transcript_entry({
                     "timestamp": d.timestamp, "participant_id": d.participant_id,
                     "role": "agent" if d.participant_id == agent_identity else "user",

@@ -3,6 +3,7 @@ the configuration, holding the shared providers."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import structlog
@@ -36,6 +37,7 @@ class ConversationFactory:
         messages: MessageOutput,
         persona: PersonaConfig,
         frames: FrameSource | None = None,
+        audience: asyncio.Event | None = None,
     ) -> VoicePipeline:
         cfg = self.config
         reg = self.registry
@@ -55,6 +57,7 @@ class ConversationFactory:
             tools=AgentTools(board=board),
             frames=frames,
             end_of_turn=reg.end_of_turn(),
+            audience=audience,
         )
 
     async def aclose(self) -> None:

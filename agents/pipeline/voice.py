@@ -93,8 +93,10 @@ class VoicePipeline:
         tools: AgentTools,
         frames: FrameSource | None = None,
         end_of_turn: pb.EndOfTurnModel | None = None,
+        audience: asyncio.Event | None = None,
     ) -> None:
         self._cfg = config
+        self._audience = audience
         self._spec = spec
         self._persona = persona
         self._vad = vad
@@ -253,6 +255,10 @@ class VoicePipeline:
             # change); the participant has already published agent_status.
             self._publish(todo_list(self._tools.board.items))
             if self._persona.greeting:
+                if self._audience is not None and not self._audience.is_set():
+                    # not into an empty room: the participant sets it once someone can hear
+                    # (and ends the job if nobody comes within room.participant_wait)
+                    await self._audience.wait()
                 self._launch(_LineTurn(text=self._persona.greeting, kind="voice"))
             else:
                 self._set_status("listening", None)

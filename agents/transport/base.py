@@ -89,6 +89,10 @@ class RoomListener(abc.ABC):
     @abc.abstractmethod
     def connection_changed(self, state: Literal["reconnecting", "reconnected"]) -> None: ...
 
+    def agent_audio_subscribed(self) -> None:  # noqa: B027 - optional event, no-op by default
+        """A participant subscribed to the agent's audio track: someone can hear it now (LiveKit
+        reports it for the track's first subscriber)."""
+
     @abc.abstractmethod
     def disconnected(self, cause: DisconnectCause, detail: str) -> None:
         """The room is gone for this participant (closed, or the connection was lost)."""
@@ -125,8 +129,11 @@ class RoomTransport(abc.ABC):
         """Publish the agent's one audio track, fed from an ``rtc.AudioSource``."""
 
     @abc.abstractmethod
-    async def publish_data(self, payload: bytes, *, topic: str) -> None:
-        """Send a reliable data packet to everyone else. Raises :class:`TransportError`."""
+    async def publish_data(
+        self, payload: bytes, *, topic: str, destinations: list[str] | None = None
+    ) -> None:
+        """Send a reliable data packet to everyone else, or only to the ``destinations``
+        identities. Raises :class:`TransportError`."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -237,10 +237,13 @@ class LiveKitTransport(RoomTransport):
         self._output = TrackAudioOutput(source=source, track=track)
         return self._output
 
-    async def publish_data(self, payload: bytes, *, topic: str) -> None:
+    async def publish_data(
+        self, payload: bytes, *, topic: str, destinations: list[str] | None = None
+    ) -> None:
         room = self._require_room()
         try:
-            await room.local_participant.publish_data(payload, reliable=True, topic=topic)
+            await room.local_participant.publish_data(
+                payload, reliable=True, topic=topic, destination_identities=destinations or [])
         except Exception as e:
             raise TransportError(f"publish data failed: {e}", retryable=True) from e
 
@@ -302,6 +305,7 @@ class LiveKitTransport(RoomTransport):
         room.on("track_subscribed", self._on_track_subscribed)
         room.on("track_unsubscribed", self._on_track_unsubscribed)
         room.on("data_received", self._on_data_received)
+        room.on("local_track_subscribed", self._on_local_track_subscribed)
         room.on("reconnecting", self._on_reconnecting)
         room.on("reconnected", self._on_reconnected)
         room.on("disconnected", self._on_disconnected)
@@ -482,6 +486,10 @@ class LiveKitTransport(RoomTransport):
         reader.stop()
         self._close_later(reader.aclose(), f"livekit.audio_reader_close.{identity}")
         self._emit("audio_track_unsubscribed", identity)
+
+    def _on_local_track_subscribed(self, track: rtc.LocalTrack) -> None:
+        if self._output is not None and track.sid == self._output.track.sid:
+            self._emit("agent_audio_subscribed")
 
     def _on_data_received(self, packet: rtc.DataPacket) -> None:
         sender = packet.participant.identity if packet.participant is not None else None

@@ -217,11 +217,14 @@ class MemoryRoom:
             agent._remote_left(sim.identity, had_audio=sim.audio_published)
         self._notify()
 
-    def _agent_data(self, agent: MemoryTransport, payload: bytes, topic: str) -> None:
+    def _agent_data(self, agent: MemoryTransport, payload: bytes, topic: str,
+                    destinations: list[str] | None = None) -> None:
+        to = set(destinations) if destinations else None
         for sim in self._sims.values():
-            sim._received_data(ReceivedData(agent.identity, topic, payload))
+            if to is None or sim.identity in to:
+                sim._received_data(ReceivedData(agent.identity, topic, payload))
         for other in self._agents.values():
-            if other is not agent:
+            if other is not agent and (to is None or other.identity in to):
                 other._remote_data(agent.identity, topic, payload)
 
 
@@ -316,12 +319,16 @@ class MemoryTransport(RoomTransport):
         source = rtc.AudioSource(sample_rate, 1, queue_size_ms=500)
         track = rtc.LocalAudioTrack.create_audio_track("agent-voice", source)
         self._output = TrackAudioOutput(source=source, track=track)
+        if any(not info.is_agent for info in self._remotes.values()):
+            self._post(self._listener_call("agent_audio_subscribed"))
         return self._output
 
-    async def publish_data(self, payload: bytes, *, topic: str) -> None:
+    async def publish_data(
+        self, payload: bytes, *, topic: str, destinations: list[str] | None = None
+    ) -> None:
         self._check_connected()
         assert self._room is not None
-        self._room._agent_data(self, payload, topic)
+        self._room._agent_data(self, payload, topic, destinations)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -373,8 +380,13 @@ class MemoryTransport(RoomTransport):
         return lambda: fn(*args)
 
     def _remote_joined(self, info: RemoteInfo) -> None:
+        first_listener = not any(not i.is_agent for i in self._remotes.values())
         self._remotes[info.identity] = info
         self._post(self._listener_call("participant_joined", info))
+        if self._output is not None and first_listener and not info.is_agent:
+            # like LiveKit's clients, a person auto-subscribes to the agent's track; LiveKit
+            # tells the publisher about its first subscriber
+            self._post(self._listener_call("agent_audio_subscribed"))
 
     def _remote_track_published(self, identity: str) -> None:
         info = self._remotes.get(identity)

@@ -1,0 +1,132 @@
+"""What a caller meets in the room, run against the in-memory room and a real LiveKit server
+alike (the ``stage`` fixture): the same test bodies, so the twin cannot drift from LiveKit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from livekit_env import render_speech
+from stage import GREETING, Stage, stage
+
+__all__ = ["stage"]
+
+pytestmark = [pytest.mark.embedded, pytest.mark.timeout(120)]
+
+
+def _final_agent_text(data: dict[str, Any], agent: str) -> bool:
+    return bool(data["is_final"]) and data["participant_id"] == agent
+
+
+def _todo_status(data: dict[str, Any], item: str) -> str:
+    return next(i["status"] for i in data["items"] if i["id"] == item)
+
+
+async def test_a_caller_is_greeted_answered_by_voice_and_the_job_completes_with_its_record(
+    stage: Stage,
+) -> None:
+    caller = await stage.caller("room-voice", "alice")
+    r = await stage.dispatch(job_id="AJ_voice1", room="room-voice")
+    assert r.status_code == 200 and r.json()["accepted"] is True, r.text
+    agent = "ai-agent-AJ_voice1"
+
+    status = await caller.wait_message("agent_status")
+    assert status.data["status"] in ("listening", "speaking")
+    todo = await caller.wait_message("todo_list")
+    assert [i["id"] for i in todo.data["items"]] == ["name", "reason", "phone"]
+    greeting = await caller.wait_message(
+        "transcript_chunk", lambda d: _final_agent_text(d, agent))
+    assert greeting.data["text"] == GREETING
+    # every message names its topic as its type, and comes from the agent once it is known
+    assert all(m.topic == m.type for m in caller.received)
+    await asyncio.sleep(0.5)  # the greeting's audio plays out
+
+    seen = len(caller.received)
+    ended = await caller.say(await render_speech("My name is Alice Johnson."))
+    user_final = await caller.wait_message(
+        "transcript_chunk", lambda d: d["is_final"] and d["participant_id"] == "alice",
+        after=seen)
+    assert "alice" in user_final.data["text"].lower()
+    await caller.wait_message("agent_status", lambda d: d["status"] == "thinking", after=seen)
+    changed = await caller.wait_message(
+        "todo_list", lambda d: _todo_status(d, "name") != "pending", after=seen)
+    assert changed.data["items"][0]["status"] in ("in_progress", "completed")
+    answer = await caller.wait_message(
+        "transcript_chunk", lambda d: _final_agent_text(d, agent), after=seen)
+    assert answer.data["text"]
+    await caller.audio.wait_voiced_after(ended)
+    metrics = await caller.wait_message("agent_metrics", after=seen)
+    assert metrics.data["kind"] == "voice"
+
+    await caller.leave()
+    view = await stage.wait_job("AJ_voice1")
+    assert view["state"] == "completed", view
+    record = view["record"]
+    speakers = [t["participant_id"] for t in record["transcript"]]
+    assert "alice" in speakers and agent in speakers
+    assert any(i["id"] == "name" and i["status"] != "pending" for i in record["todo_list"])
+
+
+async def test_a_typed_message_is_answered_and_recorded_once(stage: Stage) -> None:
+    caller = await stage.caller("room-text", "bob", microphone=False)
+    await stage.dispatch(job_id="AJ_text1", room="room-text")
+    agent = "ai-agent-AJ_text1"
+    await caller.wait_message("transcript_chunk", lambda d: _final_agent_text(d, agent))
+    seen = len(caller.received)
+    await caller.send_text("My name is Bob Stone.")
+    await caller.send_raw(b"{not json")  # logged and ignored; the job goes on
+    answer = await caller.wait_message(
+        "transcript_chunk", lambda d: _final_agent_text(d, agent), after=seen)
+    assert answer.data["text"]
+    await caller.leave()
+    view = await stage.wait_job("AJ_text1")
+    assert view["state"] == "completed", view
+    typed = [t for t in view["record"]["transcript"] if t["participant_id"] == "bob"]
+    assert [t["text"] for t in typed] == ["My name is Bob Stone."]
+
+
+async def test_a_caller_who_joins_after_the_agent_gets_status_todo_and_the_greeting(
+    stage: Stage,
+) -> None:
+    r = await stage.dispatch(job_id="AJ_late1", room="room-late")
+    assert r.json()["accepted"] is True
+    agent = "ai-agent-AJ_late1"
+    await stage.wait_job("AJ_late1", ("running",))
+    await asyncio.sleep(1.5)  # the agent is alone in the room for a while
+    caller = await stage.caller("room-late", "carol")
+    status = await caller.wait_message("agent_status")
+    todo = await caller.wait_message("todo_list")
+    assert [i["id"] for i in todo.data["items"]] == ["name", "reason", "phone"]
+    # the frontend filters by sender: the first messages already come from the agent
+    assert status.sender == agent and todo.sender == agent
+    greeting = await caller.wait_message("transcript_chunk", lambda d: _final_agent_text(d, agent))
+    assert greeting.data["text"] == GREETING
+    await caller.audio.wait_voiced_after(0)
+    await caller.leave()
+    assert (await stage.wait_job("AJ_late1"))["state"] == "completed"
+
+
+async def test_speaking_over_the_agent_stops_its_voice(stage: Stage) -> None:
+    speech = await render_speech("Sorry to interrupt, my name is Dave Miller and I need help.")
+    caller = await stage.caller("room-barge", "dave")
+    await stage.dispatch(job_id="AJ_barge1", room="room-barge")
+    agent = "ai-agent-AJ_barge1"
+    await caller.wait_message("agent_status", lambda d: d["status"] == "speaking")
+    await caller.audio.wait_voiced_after(0)
+    started = asyncio.get_running_loop().time()
+    seen = len(caller.received)
+    speaking = asyncio.create_task(caller.say(speech))
+    try:
+        cut = await caller.wait_message(
+            "transcript_chunk",
+            lambda d: d["participant_id"] == agent and d.get("interrupted") is True, after=seen)
+        played = cut.data["text"].split()
+        assert played != GREETING.split() and GREETING.split()[: len(played)] == played
+        await caller.audio.wait_silent_after(started, silence_s=0.4)
+    finally:
+        await speaking
+    stopped = caller.audio.last_voiced_before_silence(started, silence_s=0.4)
+    assert stopped is not None and stopped - started < 1.5
+    await caller.leave()
+    assert (await stage.wait_job("AJ_barge1"))["state"] == "completed"
