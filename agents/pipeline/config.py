@@ -165,7 +165,15 @@ class TurnConfig(BaseModel):
         1000, ge=200, le=10000, description="Interim transcript cadence (STTs that support it)."
     )
     barge_in_min_ms: int = Field(
-        400, ge=0, le=5000, description="Speech over the agent needed to interrupt it."
+        200, ge=0, le=5000, description="Speech over the agent that pauses it (a barge-in).",
+    )
+    barge_in_confidence: float = Field(
+        0.7, ge=0.0, lt=1.0, description="Mean voice probability that speech needs to pause "
+        "the agent (louder, clearer speech than a cough or a click).",
+    )
+    false_interruption_timeout: float = Field(
+        1.0, ge=0.0, le=10.0, description="Seconds after a barge-in pause within which words "
+        "must follow; otherwise the agent resumes its answer (0: a barge-in stops it at once).",
     )
     max_turn_seconds: float = Field(30.0, gt=1, le=300, description="A longer turn is cut here.")
     detector: Literal["silence", "smart-turn"] = Field(

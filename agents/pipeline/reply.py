@@ -101,6 +101,23 @@ class Reply:
         if self._speech is not None:
             self._speech.stop()
 
+    @property
+    def paused(self) -> bool:
+        return self._speech is not None and self._speech.paused
+
+    def pause(self) -> bool:
+        """The caller may be interrupting: silence the answer now, keeping the unheard rest for
+        :meth:`resume` (synchronous). False when there is no speech to pause."""
+        if self._interrupted or self._finished or self._speech is None:
+            return False
+        self._speech.pause()
+        return True
+
+    async def resume(self) -> None:
+        """A false interruption: play on from where the caller stopped hearing."""
+        if self._speech is not None and not self._interrupted:
+            await self._speech.resume()
+
     # -- the turn bodies --------------------------------------------------------------------
 
     async def run_model(self) -> ReplyOutcome:
@@ -254,8 +271,13 @@ class Reply:
         self.trace.outcome = "failed"
 
     async def _wait_playout(self) -> None:
-        if self._speech is not None and self._speech.pushed_seconds > 0:
-            await self.env.audio.wait_for_playout()
+        speech = self._speech
+        while speech is not None:
+            await speech.wait_open()  # a paused answer is not over: it may resume
+            if speech.pushed_seconds > 0:
+                await self.env.audio.wait_for_playout()
+            if not speech.paused:
+                return
 
     def _on_first_audio(self, queued_ahead: float) -> None:
         self.trace.mark("first_audio")

@@ -4,12 +4,15 @@
 complete. :class:`SpeechOut` synthesises one piece at a time, streams the audio into the room's
 :class:`~agents.io.AudioOutput` in 20 ms frames as it is made, and keeps track of what the caller
 has actually heard (by playout position), so an interrupted answer can be cut at the right word.
+A turn's speech can also be paused (the caller may be interrupting) and resumed where the caller
+stopped hearing it (they were not: a false interruption).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -87,6 +90,9 @@ class SentenceSplitter:
 
 
 _Chunks = asyncio.Queue[PCM | Exception | None]
+_KEEP_SECONDS = 10.0
+"""Audio handed to the output that :meth:`SpeechOut.pause` can take back (more than the room's
+queue ever holds)."""
 
 
 async def _drain(chunks: _Chunks) -> AsyncIterator[PCM]:
@@ -130,6 +136,11 @@ class SpeechOut:
         self._pushed = 0.0  # seconds of our audio handed to the output
         self._segments: list[_Segment] = []
         self._stopped_at: float | None = None
+        self._open = asyncio.Event()  # cleared while paused: captures wait
+        self._open.set()
+        self._recent: deque[rtc.AudioFrame] = deque()  # frames handed out, newest last
+        self._recent_s = 0.0
+        self._held: list[rtc.AudioFrame] = []  # unplayed frames taken back by pause()
         self._first_audio_ms: float | None = None
         self._on_first_audio = on_first_audio
         self._on_sentence = on_sentence
@@ -155,6 +166,41 @@ class SpeechOut:
     @property
     def stopped(self) -> bool:
         return self._stopped_at is not None
+
+    @property
+    def paused(self) -> bool:
+        return not self._open.is_set() and self._stopped_at is None
+
+    def pause(self) -> None:
+        """Silence the turn now, keeping what the caller has not heard yet: the queued audio is
+        taken back from the output, and further audio waits, until :meth:`resume`."""
+        if self.paused or self._stopped_at is not None:
+            return
+        self._open.clear()
+        queued = min(self._audio.queued_duration, self._recent_s)
+        held: list[rtc.AudioFrame] = []
+        while self._recent and queued > 1e-6:
+            frame = self._recent.pop()
+            held.append(frame)
+            queued -= frame.duration
+            self._recent_s -= frame.duration
+        held.reverse()
+        self._held = held
+        self._pushed -= sum(f.duration for f in held)
+        self._audio.clear_queue()
+
+    async def resume(self) -> None:
+        """Play on from where the caller stopped hearing (a false interruption)."""
+        if not self.paused:
+            return
+        held, self._held = self._held, []
+        for frame in held:
+            await self._output(frame)
+        self._open.set()
+
+    async def wait_open(self) -> None:
+        """Return once the speech is not paused (at once when it is not)."""
+        await self._open.wait()
 
     def played_seconds(self) -> float:
         """Seconds of this turn's audio the caller has heard (output queue assumed FIFO)."""
@@ -231,6 +277,8 @@ class SpeechOut:
             seg.end = self._pushed
 
     async def _capture(self, pcm: PCM) -> None:
+        if not self._open.is_set():
+            await self._open.wait()
         if self._stopped_at is not None:
             return
         frame = rtc.AudioFrame(
@@ -242,17 +290,26 @@ class SpeechOut:
             if self._on_first_audio is not None:
                 self._on_first_audio(self._audio.queued_duration)
         if self._resampler is None:
-            await self._audio.capture_frame(frame)
+            await self._output(frame)
         else:
             for out in self._resampler.push(frame):
-                await self._audio.capture_frame(out)
-        self._pushed += pcm.size / self._rate
+                await self._output(out)
+
+    async def _output(self, frame: rtc.AudioFrame) -> None:
+        await self._audio.capture_frame(frame)
+        self._pushed += frame.duration
+        self._recent.append(frame)
+        self._recent_s += frame.duration
+        while self._recent and self._recent_s - self._recent[0].duration > _KEEP_SECONDS:
+            self._recent_s -= self._recent.popleft().duration
 
     def stop(self) -> float:
         """Barge-in: note what was heard, then drop everything queued. Returns seconds heard."""
         if self._stopped_at is None:
             self._stopped_at = self.played_seconds()
+            self._held = []
             self._audio.clear_queue()
+            self._open.set()  # a capture waiting on a pause returns (and plays nothing)
         return self._stopped_at
 
     def spoken_text(self) -> str:

@@ -150,6 +150,7 @@ class TurnDetector:
         self._transcript_id = ""
         self._paused = False
         self._pause_id = 0
+        self._prob_sum = 0.0
         smart = config.detector == "smart-turn"
         self._end_silence_ms = config.max_silence_ms if smart else config.silence_ms
         self._pause_ms = (
@@ -171,6 +172,12 @@ class TurnDetector:
     def utterance_samples(self) -> int:
         """Samples of the current utterance so far (0 outside one)."""
         return self._samples if self._in_speech else 0
+
+    @property
+    def speech_confidence(self) -> float:
+        """Mean speech probability of the current utterance's speech windows (0 outside)."""
+        windows = self._speech_ms / self._window_ms if self._in_speech else 0.0
+        return self._prob_sum / windows if windows else 0.0
 
     @property
     def paused(self) -> bool:
@@ -245,10 +252,12 @@ class TurnDetector:
             if not self._in_speech:
                 if p >= self._cfg.vad_threshold:
                     self._start(now)
+                    self._prob_sum = p
                     events.append(SpeechStarted(self.speaker, self._transcript_id))
                 continue
             if p >= self._cfg.vad_threshold - _RELEASE_MARGIN:
                 self._speech_ms += self._window_ms
+                self._prob_sum += p
                 self._silence_ms = 0.0
                 self._last_speech_at = now
                 if self._paused:

@@ -3,9 +3,10 @@
 Audio from each speaker goes through voice-activity detection into a per-speaker
 :class:`~agents.pipeline.turns.TurnDetector`. A finished turn (or a ``user_text`` message) becomes
 one agent turn, run in a task this object owns: speech recognition, then a :class:`Reply` (the
-model with its tools, speech streamed into the room). User speech over the agent for longer than
-``barge_in_min_ms`` interrupts it at once; shorter speech is a false interruption and the agent
-simply goes on. Everything the clients see is published, in order, by one sender task.
+model with its tools, speech streamed into the room). At a pause the end-of-turn model and the
+speculative final transcript start (:mod:`agents.pipeline.pauses`); speech over the agent pauses
+it and either stops or resumes it (:mod:`agents.pipeline.bargein`). Everything the clients see is
+published, in order, by one sender task.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ from agents.messages import (
 )
 from agents.messages import transcript_chunk as transcript_msg
 from agents.pipeline.aio import cancel_and_wait, current_task_cancelling, loop_running
+from agents.pipeline.bargein import BargeIn
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext, FrameSource
 from agents.pipeline.interim import InterimTranscripts
+from agents.pipeline.interruptions import Interruptions
 from agents.pipeline.outbox import Outbox
 from agents.pipeline.pauses import PauseWork
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome, unexpected
-from agents.pipeline.trace import INTERRUPTIONS, TurnKind, TurnTrace, append_capped
+from agents.pipeline.trace import TurnKind, TurnTrace, append_capped
 from agents.pipeline.turns import (
     BatchedVADStream,
     Paused,
@@ -50,7 +53,7 @@ from agents.pipeline.turns import (
     TurnEvent,
 )
 from agents.providers import base as pb
-from agents.providers.base import LLM, PCM, STT, TTS, VAD, ImagePart, monotonic_ms
+from agents.providers.base import LLM, PCM, STT, TTS, VAD, ImagePart, Transcript, monotonic_ms
 from agents.providers.errors import ProviderError
 from agents.tools import AgentTools
 
@@ -75,7 +78,7 @@ _Turn = TurnEnded | _TextTurn | _LineTurn
 _KINDS: dict[str, TurnKind] = {"voice": "voice", "text": "text", "vision": "vision"}
 
 
-class VoicePipeline:
+class VoicePipeline(BargeIn):
     """One job's conversation. Push methods never block; :meth:`run` drives the turns."""
 
     def __init__(
@@ -129,6 +132,12 @@ class VoicePipeline:
             config=config.turn, stt=stt, end_of_turn=end_of_turn, language=persona.language,
             on_complete=self._end_turn_now, log=self._log,
         )
+        self._interrupts = Interruptions(
+            timeout_s=config.turn.false_interruption_timeout, stt=stt,
+            language=persona.language, pauses=self._pauses, on_resumed=self._resumed,
+            log=self._log,
+        )
+        self._heard: dict[str, Transcript] = {}  # transcripts already known, by transcript id
         self._carry: dict[str, PCM] = {}
         self._unanswered = False  # the last model turn was interrupted before saying anything
         self._cut: asyncio.Task[ReplyOutcome | None] | None = None
@@ -188,6 +197,7 @@ class VoicePipeline:
         for ev in events:
             if isinstance(ev, SpeechStarted):
                 self._interims.speech_started(speaker)
+                self._interrupts.speech_started()
                 self._speaking(speaker, True)
             elif isinstance(ev, Paused):
                 self._pauses.paused(ev)
@@ -203,6 +213,7 @@ class VoicePipeline:
                 self._interims.cancel(speaker)
                 if self._agent_active():
                     self._false_interruption(speaker, ev.speech_ms)
+                    self._interrupts.noise_ended()
         if det.in_speech:
             self._maybe_barge_in(det)
             if not det.paused:  # at a pause the final transcript may be running already
@@ -276,6 +287,7 @@ class VoicePipeline:
         finally:
             self._closed = True
             await self._stop_turn()
+            await self._interrupts.aclose()
             await self._pauses.aclose()
             await self._interims.aclose()
             await self._outbox.aclose()
@@ -365,11 +377,14 @@ class VoicePipeline:
         speculative = self._pauses.take_transcript(turn)
         if carried is not None:
             pcm = np.concatenate((carried, pcm))
+            self._heard.pop(turn.transcript_id, None)  # neither has heard the carried words
             if speculative is not None:
                 speculative.cancel()  # it has not heard the carried words
                 speculative = None
         try:
-            if speculative is not None:
+            if turn.transcript_id in self._heard:
+                result = self._heard.pop(turn.transcript_id)
+            elif speculative is not None:
                 result = await speculative
             else:
                 result = await self._stt.transcribe(pcm, language=self._persona.language)
@@ -445,6 +460,8 @@ class VoicePipeline:
             append_capped(self._turns, trace.record())
         if self._reply is reply:
             self._reply = None
+        if reply is not None and self._interrupts.held is reply:
+            self._interrupts.release()
         if self._tools.handoff is not None:
             self._end("handoff")
         elif self._tools.end_call_reason is not None:
@@ -479,49 +496,6 @@ class VoicePipeline:
         if self._reply is not None:
             self._reply.interrupt()
         await cancel_and_wait(task)
-
-    # -- barge-in ----------------------------------------------------------------------------
-
-    def _on_turn_ended(self, ev: TurnEnded) -> None:
-        self._interims.cancel(ev.speaker)
-        if self._llm is None:
-            self._inbox.put_nowait(ev)
-            return
-        if self._agent_active() and self._status == "speaking" and not self._interrupting():
-            # Speech over the agent, shorter than the barge-in minimum: not for the agent.
-            self._false_interruption(ev.speaker, ev.speech_ms)
-            return
-        if self._agent_active() and not self._interrupting():
-            self._barge_in(ev.speaker, ev.speech_ms)
-        self._inbox.put_nowait(ev)
-
-    def _maybe_barge_in(self, det: TurnDetector) -> None:
-        if self._llm is None or not self._agent_active() or self._interrupting():
-            return
-        speaking = self._status == "speaking"
-        need = self._cfg.turn.barge_in_min_ms if speaking else self._cfg.turn.min_speech_ms
-        if det.speech_ms >= need:
-            self._barge_in(det.speaker, det.speech_ms)
-
-    def _interrupting(self) -> bool:
-        return self._cut is not None and self._cut is self._turn_task
-
-    def _barge_in(self, speaker: str, speech_ms: float) -> None:
-        reply, task = self._reply, self._turn_task
-        self._cut = task
-        if reply is not None:
-            reply.interrupt()  # clears the queued audio now
-        if task is not None and not task.done():
-            task.cancel()
-        self._counters["barge_ins"] += 1
-        INTERRUPTIONS.labels(kind="barge_in").inc()
-        self._log.info("barge_in", speaker=speaker, speech_ms=round(speech_ms))
-        self._set_status("listening", None)
-
-    def _false_interruption(self, speaker: str, speech_ms: float) -> None:
-        self._counters["false_interruptions"] += 1
-        INTERRUPTIONS.labels(kind="false").inc()
-        self._log.info("false_interruption", speaker=speaker, speech_ms=round(speech_ms))
 
     # -- publishing --------------------------------------------------------------------------
 

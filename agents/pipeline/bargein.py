@@ -1,0 +1,130 @@
+"""Barge-in: what the voice pipeline does when a caller speaks while the agent thinks or speaks.
+
+Over the agent's speech, ``turn.barge_in_min_ms`` of confident speech pauses it at once
+(:class:`~agents.pipeline.interruptions.Interruptions`): the turn's words then stop it, a noise
+lets it resume. Over the agent's thinking, ``turn.min_speech_ms`` of speech cancels the answer in
+flight. Speech over the agent too short for either is a false interruption: the agent goes on.
+
+A mixin of :class:`~agents.pipeline.voice.VoicePipeline` (kept apart so each file stays small);
+the attributes below are the pipeline's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agents.messages import AgentState, OutboundMessage
+from agents.messages import transcript_chunk as transcript_msg
+from agents.pipeline.config import PipelineConfig
+from agents.pipeline.interim import InterimTranscripts
+from agents.pipeline.interruptions import Interruptions
+from agents.pipeline.reply import Reply, ReplyOutcome
+from agents.pipeline.trace import INTERRUPTIONS
+from agents.pipeline.turns import TurnDetector, TurnEnded
+from agents.providers.base import LLM, Transcript
+
+
+class BargeIn:
+    _cfg: PipelineConfig
+    _llm: LLM | None
+    _log: Any
+    _closed: bool
+    _status: AgentState | None
+    _reply: Reply | None
+    _turn_task: asyncio.Task[ReplyOutcome | None] | None
+    _cut: asyncio.Task[ReplyOutcome | None] | None
+    _inbox: asyncio.Queue[Any]
+    _interims: InterimTranscripts
+    _interrupts: Interruptions
+    _heard: dict[str, Transcript]
+    _counters: dict[str, int]
+
+    def _agent_active(self) -> bool:
+        raise NotImplementedError
+
+    def _publish(self, message: OutboundMessage) -> None:
+        raise NotImplementedError
+
+    def _set_status(self, status: AgentState, message: str | None) -> None:
+        raise NotImplementedError
+
+    def _on_turn_ended(self, ev: TurnEnded) -> None:
+        self._interims.cancel(ev.speaker)
+        if self._llm is None:
+            self._inbox.put_nowait(ev)
+            return
+        if self._interrupts.held is not None and self._agent_active():
+            self._interrupts.check(ev, ev.pcm, self._held_turn_heard)
+            return
+        if self._agent_active() and self._status == "speaking" and not self._interrupting():
+            # Speech over the agent, shorter than the barge-in minimum: not for the agent.
+            self._false_interruption(ev.speaker, ev.speech_ms)
+            return
+        if self._agent_active() and not self._interrupting():
+            self._barge_in(ev.speaker, ev.speech_ms)
+        self._inbox.put_nowait(ev)
+
+    def _maybe_barge_in(self, det: TurnDetector) -> None:
+        if self._llm is None or not self._agent_active() or self._interrupting():
+            return
+        if self._interrupts.held is not None:
+            return  # paused already: the turn's words decide
+        turn = self._cfg.turn
+        speaking = self._status == "speaking"
+        need = turn.barge_in_min_ms if speaking else turn.min_speech_ms
+        if det.speech_ms < need or (speaking and det.speech_confidence < turn.barge_in_confidence):
+            return
+        if speaking and self._reply is not None and self._interrupts.enabled:
+            if self._interrupts.hold(self._reply):
+                self._log.info("agent_paused", speaker=det.speaker, speech_ms=round(det.speech_ms))
+                self._set_status("listening", None)
+            return
+        self._barge_in(det.speaker, det.speech_ms)
+
+    def _held_turn_heard(self, ev: TurnEnded, result: Transcript | None) -> None:
+        """The turn spoken over the paused agent: words stop it, anything else resumes it."""
+        if self._closed or self._interrupts.held is None:
+            if result is not None:
+                self._heard[ev.transcript_id] = result
+            self._inbox.put_nowait(ev)  # the held answer is gone: an ordinary turn
+            return
+        if result is None or result.text.strip():
+            if result is not None:
+                self._heard[ev.transcript_id] = result
+            self._interrupts.release()
+            self._barge_in(ev.speaker, ev.speech_ms)
+            self._inbox.put_nowait(ev)
+            return
+        if self._interims.take_sent(ev.transcript_id):
+            self._publish(transcript_msg(
+                text="", is_final=True, participant_id=ev.speaker,
+                transcript_id=ev.transcript_id, confidence=result.confidence,
+            ))
+        self._false_interruption(ev.speaker, ev.speech_ms)
+        self._interrupts.noise_ended()
+
+    def _resumed(self, reply: Reply) -> None:
+        if reply is self._reply and not self._closed:
+            self._log.info("agent_resumed")
+            self._set_status("speaking", None)
+
+    def _interrupting(self) -> bool:
+        return self._cut is not None and self._cut is self._turn_task
+
+    def _barge_in(self, speaker: str, speech_ms: float) -> None:
+        reply, task = self._reply, self._turn_task
+        self._cut = task
+        if reply is not None:
+            reply.interrupt()  # clears the queued audio now
+        if task is not None and not task.done():
+            task.cancel()
+        self._counters["barge_ins"] += 1
+        INTERRUPTIONS.labels(kind="barge_in").inc()
+        self._log.info("barge_in", speaker=speaker, speech_ms=round(speech_ms))
+        self._set_status("listening", None)
+
+    def _false_interruption(self, speaker: str, speech_ms: float) -> None:
+        self._counters["false_interruptions"] += 1
+        INTERRUPTIONS.labels(kind="false").inc()
+        self._log.info("false_interruption", speaker=speaker, speech_ms=round(speech_ms))

@@ -1,0 +1,155 @@
+"""Barge-in pauses the agent at once; words stop it, a noise lets it resume (false-interruption
+resume): the rest of the answer is played from where the caller stopped hearing it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fakes import FakeAudioOutput, FakeLLM, FakeSTT, FakeVAD, silence, speech
+from pipeline_kit import USER, Kit, make_kit, running, wait_until
+
+from agents.pipeline.config import TurnConfig
+from agents.pipeline.turns import TurnDetector
+from agents.providers.base import PCM, VADStream
+
+S1 = "The first sentence is here."
+S2 = "The second sentence is longer than that."
+ANSWER = f"{S1} {S2}"
+RESUME = {"barge_in_min_ms": 100, "min_speech_ms": 250, "false_interruption_timeout": 0.3}
+
+
+def _kit(**kw: object) -> Kit:
+    turn = {**RESUME, **kw.pop("turn", {})}  # type: ignore[dict-item]
+    return make_kit(llm=FakeLLM(scripts=[[ANSWER], ["Okay."]]),
+                    audio=FakeAudioOutput(auto_play=False), turn=turn, **kw)  # type: ignore[arg-type]
+
+
+async def _speaking(kit: Kit) -> float:
+    total = sum(kit.tts.duration(s) for s in (S1, S2))
+    await wait_until(lambda: abs(kit.audio.captured_seconds - total) < 0.03)
+    return total
+
+
+async def test_a_short_noise_pauses_the_agent_which_then_resumes_where_it_was() -> None:
+    kit = _kit()
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        total = await _speaking(kit)
+        kit.audio.advance(kit.tts.duration(S1))
+        for f in speech(150):  # over barge_in_min_ms, under min_speech_ms: a noise
+            kit.pipeline.push_audio(USER, f)
+        assert kit.audio.cleared == 1 and kit.audio.queued_duration == 0.0  # paused at once
+        kit.feed(silence(250))
+        await asyncio.sleep(0.1)
+        assert kit.audio.queued_duration == 0.0  # still paused: the timeout has not passed
+        await wait_until(lambda: kit.audio.queued_duration > 0)  # resumed
+        # what was taken back is queued again: the rest of the answer, from S2 on
+        assert abs(kit.audio.queued_duration - kit.tts.duration(S2)) < 0.03
+        assert abs(kit.audio.captured_seconds - total - kit.tts.duration(S2)) < 0.03
+        kit.audio.release()
+        final = await kit.agent_final()
+    assert final.text == ANSWER and final.interrupted is None
+    counters = kit.pipeline.record()["counters"]
+    assert counters["barge_ins"] == 0 and counters["false_interruptions"] == 1
+    assert kit.msgs.statuses()[-3:] == ["listening", "speaking", "listening"]
+
+
+async def test_a_wordless_turn_over_the_agent_resumes_it_too() -> None:
+    stt = FakeSTT(responses=[""])  # a cough long enough to be a turn: no words
+    kit = _kit(stt=stt)
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        kit.audio.advance(0.2)
+        kit.feed(speech(300) + silence(250))
+        assert kit.audio.cleared == 1
+        await wait_until(lambda: kit.audio.queued_duration > 0)
+        kit.audio.release()
+        final = await kit.agent_final()
+    assert final.text == ANSWER and final.interrupted is None
+    assert len(stt.calls) == 1
+    assert kit.pipeline.record()["counters"]["false_interruptions"] == 1
+
+
+async def test_words_over_the_paused_agent_stop_it_at_what_was_heard() -> None:
+    stt = FakeSTT(responses=["wait a moment"])
+    kit = _kit(stt=stt)
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        kit.audio.advance(kit.tts.duration(S1))
+        kit.feed(speech(400) + silence(250))
+        first = await kit.agent_final()
+        kit.audio.release()
+        second = await kit.agent_final(2)
+    assert first.text == S1 and first.interrupted is True
+    assert second.text == "Okay."
+    assert len(stt.calls) == 1  # the words were recognised once, for the check and the turn
+    history = [(m.role, m.content) for m in kit.llm.requests[1].messages[1:]]
+    assert history == [("user", "tell me"), ("assistant", S1), ("user", "wait a moment")]
+    assert kit.pipeline.record()["counters"]["barge_ins"] == 1
+
+
+async def test_speech_after_the_noise_holds_the_pause_until_it_is_known() -> None:
+    stt = FakeSTT(responses=["stop please"])
+    kit = _kit(stt=stt)
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        kit.feed(speech(150) + silence(260))  # a noise: resume is due 0.3 s after the pause
+        kit.feed(speech(200))  # ...but the caller speaks again before it
+        await asyncio.sleep(0.4)
+        assert kit.audio.queued_duration == 0.0  # not resumed over the caller
+        kit.feed(speech(200) + silence(250))
+        first = await kit.agent_final()
+        kit.audio.release()
+        await kit.agent_final(2)
+    assert first.interrupted is True
+
+
+async def test_without_a_timeout_a_barge_in_stops_the_agent_at_once() -> None:
+    kit = _kit(turn={"false_interruption_timeout": 0})
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        kit.feed(speech(150))
+        first = await kit.agent_final()
+        kit.feed(silence(300))
+    assert first.interrupted is True
+    assert kit.pipeline.record()["counters"]["barge_ins"] == 1
+
+
+class _Probs(VADStream):
+    def __init__(self, p: float) -> None:
+        self._p = p
+
+    @property
+    def window_seconds(self) -> float:
+        return 0.01
+
+    def push(self, pcm: PCM) -> list[float]:
+        return [self._p if abs(int(pcm[0])) > 1000 else 0.0]
+
+
+def test_speech_confidence_is_the_mean_probability_of_the_speech_windows() -> None:
+    import numpy as np
+
+    det = TurnDetector(speaker=USER, vad=_Probs(0.6), config=TurnConfig(vad_threshold=0.5))
+    for f in speech(100):
+        det.push(np.frombuffer(f.data, dtype=np.int16))
+    assert det.in_speech and abs(det.speech_confidence - 0.6) < 1e-9
+    assert FakeVAD  # the loud fake VAD says 1.0: confident speech
+
+
+async def test_unconfident_speech_does_not_pause_the_agent() -> None:
+    kit = _kit(turn={"barge_in_confidence": 0.9})
+    kit.pipeline._vad = type("V", (FakeVAD,), {"stream": lambda self: _Probs(0.6)})()
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        kit.feed(speech(200))
+        await asyncio.sleep(0.05)
+        assert kit.audio.cleared == 0
+        kit.feed(silence(300))
+        kit.audio.release()
+        await kit.agent_final()
