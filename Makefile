@@ -14,7 +14,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	@echo "installing the project with its extras into $(VENV) (a few minutes the first time)" >&2
-	@$(PY) -m pip install --quiet -e '.[dev,embedded,vision,redis]' >&2
+	@$(PY) -m pip install --quiet -e '.[dev,embedded,vision,redis,knowledge,mcp]' >&2
 	@touch $(STAMP)
 
 # The Smart Turn end-of-turn model (turn.detector: smart-turn), from the pipecat-ai wheel

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agents.knowledge.config import KnowledgeConfig
+from agents.mcp_tools.config import McpConfig
 from agents.messages import TodoItem
 from agents.pipeline.config import PipelineConfig
 
@@ -90,6 +92,14 @@ class AgentConfig(BaseModel):
     )
 
     room: RoomConfig = Field(default_factory=RoomConfig)
+    knowledge: KnowledgeConfig = Field(
+        default_factory=KnowledgeConfig,
+        description="Approved knowledge retrieved into every turn (needs the knowledge extra).",
+    )
+    mcp: McpConfig = Field(
+        default_factory=McpConfig,
+        description="MCP servers whose tools the model may call (needs the mcp extra).",
+    )
 
     @property
     def wants_video(self) -> bool:

@@ -3,22 +3,32 @@
 One :class:`AgentConversations` per service holds the providers the configuration names (built
 and warmed once, shared by every job) and builds each job's conversation: the voice pipeline,
 and, when ``pipeline.vision.enabled``, a frame store that attaches the speaker's latest images to
-voice turns plus the standalone vision pipeline beside it.
+voice turns plus the standalone vision pipeline beside it. With ``knowledge`` collections
+or ``mcp`` servers configured it also holds the service's knowledge base and MCP connections,
+and gives each job its scope of them (:class:`~agents.pipeline.extras.TurnExtras`).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import structlog
 
 from agents.config import AgentConfig
 from agents.io import Conversation
 from agents.participant import ConversationContext
+from agents.pipeline.extras import TurnExtras
 from agents.pipeline.factory import ConversationFactory as VoiceFactory
 from agents.pipeline.factory import make_conversation_factory
 from agents.pipeline.registry import ProviderRegistry
+from agents.tooling import ToolingConversation
 from agents.vision.conversation import WatchingConversation
 from agents.vision.frames import FrameStore
 from agents.vision.pipeline import VisionPipeline
+
+if TYPE_CHECKING:
+    from agents.knowledge import KnowledgeBase
+    from agents.mcp_tools import McpPool
 
 log = structlog.get_logger("agents.conversation")
 
@@ -32,6 +42,17 @@ class AgentConversations:
         self._voice: VoiceFactory = make_conversation_factory(
             config.pipeline, registry=self._registry, load=True
         )
+        # Built now, so a missing extra refuses startup rather than the first call.
+        self._knowledge: KnowledgeBase | None = None
+        if config.knowledge.enabled:
+            from agents.knowledge import KnowledgeBase
+
+            self._knowledge = KnowledgeBase(config=config.knowledge)
+        self._mcp: McpPool | None = None
+        if config.mcp.enabled:
+            from agents.mcp_tools import McpPool
+
+            self._mcp = McpPool(config=config.mcp)
 
     @property
     def registry(self) -> ProviderRegistry:
@@ -48,18 +69,38 @@ class AgentConversations:
     async def prewarm(self) -> None:
         """Load every model the pipelines name now, not in the first call's first turn."""
         await self._registry.prewarm()
+        if self._knowledge is not None:
+            await self._knowledge.prewarm()
+        if self._mcp is not None:
+            await self._mcp.prewarm()
 
     def __call__(self, ctx: ConversationContext) -> Conversation:
+        job_tools = None
+        knowledge = None
+        if self._knowledge is not None:
+            knowledge = self._knowledge.for_job(ctx.overrides.get("knowledge"),
+                                                job_id=ctx.spec.job_id)
+        if self._mcp is not None:
+            job_tools = self._mcp.for_job(job_id=ctx.spec.job_id,
+                                          headers=ctx.overrides.get("mcp_headers"))
+        extras = TurnExtras(knowledge=knowledge, tools=job_tools)
+        conversation = self._conversation(ctx, extras)
+        if job_tools is None:
+            return conversation
+        return ToolingConversation(inner=conversation, tools=job_tools)
+
+    def _conversation(self, ctx: ConversationContext, extras: TurnExtras) -> Conversation:
         vision_cfg = self._config.pipeline.vision
         if not vision_cfg.enabled:
             return self._voice(
                 spec=ctx.spec, audio=ctx.audio, messages=ctx.messages, persona=ctx.persona,
                 audience=ctx.audience,
+                extras=extras,
             )
         frames = FrameStore(config=vision_cfg)
         voice = self._voice(
             spec=ctx.spec, audio=ctx.audio, messages=ctx.messages, persona=ctx.persona,
-            frames=frames, audience=ctx.audience,
+            frames=frames, audience=ctx.audience, extras=extras,
         )
         vision = VisionPipeline(
             frames=frames, llm=self._registry.llm(vision_cfg.llm), messages=ctx.messages,
@@ -68,5 +109,10 @@ class AgentConversations:
         return WatchingConversation(inner=voice, frames=frames, vision=vision)
 
     async def aclose(self) -> None:
-        """Close the shared providers (when the service stops). Idempotent."""
+        """Close the shared providers, knowledge watcher and MCP connections (when the
+        service stops). Idempotent."""
+        if self._mcp is not None:
+            await self._mcp.aclose()
+        if self._knowledge is not None:
+            await self._knowledge.aclose()
         await self._voice.aclose()

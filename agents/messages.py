@@ -71,6 +71,19 @@ class HandoffData(_Strict):
     timestamp: str
 
 
+class KnowledgePassage(_Strict):
+    collection: str
+    source: str
+    score: float
+
+
+class KnowledgeUse(_Strict):
+    """The approved knowledge a turn retrieved: the passages put into the context."""
+
+    retrieval_ms: float
+    passages: list[KnowledgePassage]
+
+
 class AgentMetricsData(_Strict):
     """One turn's latency trace, milliseconds relative to the end of user speech."""
 
@@ -78,6 +91,7 @@ class AgentMetricsData(_Strict):
     kind: Literal["voice", "text", "vision"] = "voice"
     stages: dict[str, float]
     interrupted: bool = False
+    knowledge: KnowledgeUse | None = None
     timestamp: str
 
 
@@ -181,11 +195,12 @@ def handoff(*, reason: str, summary: str) -> Handoff:
 
 def agent_metrics(
     *, turn_id: str, stages: dict[str, float], kind: Literal["voice", "text", "vision"] = "voice",
-    interrupted: bool = False,
+    interrupted: bool = False, knowledge: dict[str, Any] | None = None,
 ) -> AgentMetrics:
     return AgentMetrics(
         data=AgentMetricsData(
             turn_id=turn_id, kind=kind, stages=stages, interrupted=interrupted,
+            knowledge=KnowledgeUse.model_validate(knowledge) if knowledge else None,
             timestamp=utc_now_iso(),
         )
     )

@@ -2,7 +2,10 @@
 
 ``metadata`` is an opaque string. When it parses as a JSON object, these keys may change the
 job's persona, and only these: ``instructions``, ``voice``, ``language``, ``todo_items``,
-``greeting``. Credentials and provider endpoints come from the server's configuration alone, so
+``greeting``. Two more narrow what the job reaches, within what the configuration names:
+``knowledge`` (the approved-knowledge collections the job searches) and ``mcp_headers`` (per
+server, values for the header names that server's ``job_headers`` lists, e.g. a caller's token;
+never logged). Credentials and provider endpoints come from the server's configuration alone, so
 every other key is ignored (and logged), and an invalid value for an allowed key is dropped rather
 than failing the job.
 """
@@ -10,7 +13,7 @@ than failing the job.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,7 +23,11 @@ from agents.messages import TodoItem
 
 log = structlog.get_logger("agents.overrides")
 
-ALLOWED_KEYS = ("instructions", "voice", "language", "todo_items", "greeting")
+ALLOWED_KEYS = (
+    "instructions", "voice", "language", "todo_items", "greeting", "knowledge", "mcp_headers",
+)
+SCOPE_KEYS = frozenset({"knowledge", "mcp_headers"})
+"""Keys that scope the job's knowledge and tools; they do not change the persona."""
 MAX_TODO_ITEMS = 50
 
 
@@ -32,6 +39,13 @@ class JobOverrides(BaseModel):
     language: str | None = Field(None, min_length=2, max_length=35)
     todo_items: list[TodoItem] | None = Field(None, max_length=MAX_TODO_ITEMS)
     greeting: str | None = Field(None, max_length=1000)
+    knowledge: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=20
+    )
+    mcp_headers: dict[
+        Annotated[str, Field(max_length=64)],
+        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=8192)]],
+    ] | None = Field(None, max_length=20)
 
     @field_validator("todo_items")
     @classmethod
@@ -68,7 +82,7 @@ def parse_overrides(metadata: str) -> JobOverrides:
 
 def apply_overrides(persona: PersonaConfig, overrides: JobOverrides) -> PersonaConfig:
     """The persona for one job: the configured one with the job's overrides on top."""
-    changes = overrides.model_dump(exclude_none=True)
+    changes = overrides.model_dump(exclude_none=True, exclude=set(SCOPE_KEYS))
     if "todo_items" in changes:
         changes["todo_items"] = overrides.todo_items
     return persona.model_copy(update=changes)

@@ -52,14 +52,17 @@ class ChatContext:
         ]
         self._append(msgs)
 
-    def messages(self, *, todo_context: str = "") -> list[ChatMessage]:
-        """What goes to the model: system (instructions + todo list), then the history.
+    def messages(self, *, todo_context: str = "", knowledge_context: str = "") -> list[ChatMessage]:
+        """What goes to the model: system (instructions + todo list + this turn's approved
+        knowledge, which is not kept in the history), then the history.
 
         Only the latest user message keeps its images (they are large and stale after a turn).
         """
         system = self.instructions
         if todo_context:
             system = f"{system}\n\n{todo_context}"
+        if knowledge_context:
+            system = f"{system}\n\n{knowledge_context}"
         out = [ChatMessage(role="system", content=system)]
         last_user = max(
             (i for i, m in enumerate(self._history) if m.role == "user"), default=-1

@@ -13,6 +13,7 @@ from agents.io import AudioOutput, Conversation, MessageOutput
 from agents.job import JobSpec
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import FrameSource
+from agents.pipeline.extras import TurnExtras
 from agents.pipeline.registry import ProviderRegistry
 from agents.pipeline.voice import VoicePipeline
 from agents.tools import AgentTools, TodoBoard
@@ -22,8 +23,8 @@ log = structlog.get_logger("agents.pipeline.factory")
 
 class ConversationFactory:
     """Callable with keyword arguments ``spec, audio, messages, persona`` (and optionally
-    ``frames``); returns a fresh :class:`VoicePipeline` per job. ``aclose`` closes the shared
-    providers (call it when the service stops)."""
+    ``frames`` and ``extras``); returns a fresh :class:`VoicePipeline` per job. ``aclose``
+    closes the shared providers (call it when the service stops)."""
 
     def __init__(self, *, config: PipelineConfig, registry: ProviderRegistry) -> None:
         self.config = config
@@ -38,6 +39,7 @@ class ConversationFactory:
         persona: PersonaConfig,
         frames: FrameSource | None = None,
         audience: asyncio.Event | None = None,
+        extras: TurnExtras | None = None,
     ) -> VoicePipeline:
         cfg = self.config
         reg = self.registry
@@ -55,7 +57,7 @@ class ConversationFactory:
             llm=reg.llm(cfg.audio.llm) if cfg.audio.has("llm") and cfg.audio.llm else None,
             tts=tts,
             tools=AgentTools(board=board),
-            frames=frames,
+            frames=frames, extras=extras,
             end_of_turn=reg.end_of_turn(),
             audience=audience,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -21,6 +21,7 @@ from agents.messages import transcript_chunk as transcript_msg
 from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext
+from agents.pipeline.extras import TurnExtras
 from agents.pipeline.speech import SentenceSplitter, SpeechOut
 from agents.pipeline.trace import PROVIDER_FAILURES, TurnTrace
 from agents.providers.base import LLM, TTS, ChatRequest, TextDelta, ToolCall, ToolCallEvent
@@ -59,6 +60,7 @@ class ReplyEnv:
     llm: LLM | None
     tts: TTS | None
     voice: str | None
+    extras: TurnExtras = field(default_factory=TurnExtras)
 
 
 class Reply:
@@ -83,6 +85,7 @@ class Reply:
             )
         self._audible: list[str] = []
         self._finished = False
+        self._knowledge = ""  # this turn's retrieved passages, for the system message
 
     @property
     def interrupted(self) -> bool:
@@ -190,9 +193,26 @@ class Reply:
         self._text_parts.append(sentence)
         out.put_nowait(sentence)
 
+    async def _retrieve(self) -> None:
+        """Approved knowledge for the latest user message, before the model is asked."""
+        retriever = self.env.extras.knowledge
+        users = [m for m in self.env.context.history if m.role == "user"]
+        if retriever is None or not users:
+            return
+        try:
+            found = await retriever.retrieve(users[-1].content)
+        except Exception as e:  # noqa: BLE001 (knowledge is an aid: the turn goes on without)
+            log.warning("knowledge_retrieval_failed", turn_id=self.trace.turn_id,
+                        error_type=type(e).__name__, error=str(e)[:200])
+            return
+        self._knowledge = found.context()
+        self.trace.knowledge = found.summary()
+
     async def _model_body(self, out: asyncio.Queue[str | None]) -> None:
         env = self.env
         assert env.llm is not None
+        await self._retrieve()
+        extra = env.extras.tools
         for _ in range(env.config.max_tool_rounds):
             calls = await self._model_round(env.llm, out)
             if not calls:
@@ -200,6 +220,9 @@ class Reply:
             results: dict[str, str] = {}
             ended = False
             for call in calls:
+                if extra is not None and extra.handles(call.name):
+                    results[call.id] = await extra.call(call)
+                    continue
                 outcome = env.tools.execute(call)
                 results[call.id] = outcome.result
                 if outcome.todo_changed:
@@ -227,9 +250,12 @@ class Reply:
 
     async def _model_round(self, llm: LLM, out: asyncio.Queue[str | None]) -> list[ToolCall]:
         env = self.env
+        extra = env.extras.tools
         request = ChatRequest(
-            messages=env.context.messages(todo_context=env.tools.render_context()),
-            tools=env.tools.specs(),
+            messages=env.context.messages(
+                todo_context=env.tools.render_context(), knowledge_context=self._knowledge
+            ),
+            tools=env.tools.specs() + (extra.specs() if extra is not None else []),
         )
         # Only the reply's very first piece may be cut at a clause, to start speaking sooner.
         splitter = SentenceSplitter(first_min_chars=0 if self._text_parts else 24)

@@ -63,6 +63,8 @@ class TurnTrace:
     stages: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     outcome: str = "answered"
+    knowledge: dict[str, Any] | None = None
+    """Approved knowledge used by the turn: ``{retrieval_ms, passages: [...]}``."""
 
     def mark(self, stage: str, at_ms: float | None = None) -> None:
         """Record ``stage`` once (the first time it happens)."""
@@ -73,15 +75,18 @@ class TurnTrace:
     def message(self) -> AgentMetrics:
         return agent_metrics(
             turn_id=self.turn_id, stages=dict(self.stages), kind=self.kind,
-            interrupted=self.interrupted,
+            interrupted=self.interrupted, knowledge=self.knowledge,
         )
 
     def record(self) -> dict[str, Any]:
-        return {
+        row = {
             "turn_id": self.turn_id, "kind": self.kind, "speaker": self.speaker,
             "stages": dict(self.stages), "interrupted": self.interrupted,
             "outcome": self.outcome,
         }
+        if self.knowledge is not None:
+            row["knowledge"] = self.knowledge
+        return row
 
     def observe(self) -> None:
         """Export to the histograms and the structured log (once, at the end of the turn)."""

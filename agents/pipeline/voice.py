@@ -36,6 +36,7 @@ from agents.pipeline.aio import cancel_and_wait, current_task_cancelling, loop_r
 from agents.pipeline.bargein import BargeIn
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext, FrameSource
+from agents.pipeline.extras import TurnExtras
 from agents.pipeline.interim import InterimTranscripts
 from agents.pipeline.interruptions import Interruptions
 from agents.pipeline.outbox import Outbox
@@ -97,6 +98,7 @@ class VoicePipeline(BargeIn):
         frames: FrameSource | None = None,
         end_of_turn: pb.EndOfTurnModel | None = None,
         audience: asyncio.Event | None = None,
+        extras: TurnExtras | None = None,
     ) -> None:
         self._cfg = config
         self._audience = audience
@@ -115,7 +117,7 @@ class VoicePipeline(BargeIn):
         self._env = ReplyEnv(
             config=config, audio=audio, publish=self._publish, set_status=self._set_status,
             context=self._context, tools=tools, agent_identity=spec.agent_identity,
-            llm=self._llm, tts=self._tts, voice=persona.voice,
+            llm=self._llm, tts=self._tts, voice=persona.voice, extras=extras or TurnExtras(),
         )
         self._detectors: dict[str, TurnDetector] = {}
         self._bad_audio: set[str] = set()
