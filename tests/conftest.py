@@ -205,3 +205,11 @@ __all__ = [  # imported by the test modules as `from conftest import ...`
     "notification",
     "signed",
 ]
+
+
+@pytest.fixture(scope="session")
+def knowledge_embedder() -> Any:
+    """The knowledge extra's embedding model, loaded once for the whole run."""
+    from agents.knowledge.embedder import Embedder
+
+    return Embedder(threads=1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 HERE = Path(__file__).resolve()
 
@@ -32,7 +32,7 @@ def order_status(order_id: str) -> str:
     """The shipping status of an order, by its order id (e.g. A100)."""
     status = ORDERS.get(order_id.strip().upper())
     if status is None:
-        raise ValueError(f"no order {order_id}")
+        raise ToolError(f"no order {order_id}")
     return f"Order {order_id.upper()}: {status}"
 
 
@@ -67,16 +67,16 @@ def free_port() -> int:
 @dataclass
 class HttpServer:
     port: int
-    process: subprocess.Popen[bytes] | None = None
+    process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/mcp"
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(HERE), "http", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, str(HERE), "http", str(self.port),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -85,23 +85,24 @@ class HttpServer:
                 writer.close()
                 await writer.wait_closed()
                 return
-            if self.process.poll() is not None:
+            if self.process.returncode is not None:
                 raise RuntimeError("the MCP test server exited")
             await asyncio.sleep(0.1)
         raise RuntimeError("the MCP test server did not start")
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.process = None
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
     async def restart(self) -> None:
-        self.stop()
+        await self.stop()
         await self.start()
 
 
@@ -112,7 +113,7 @@ async def http_server() -> AsyncIterator[HttpServer]:
     try:
         yield server
     finally:
-        server.stop()
+        await server.stop()
 
 
 def stdio_command() -> tuple[str, list[str]]:

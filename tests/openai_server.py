@@ -13,6 +13,8 @@ ends), ``hang_after_first`` (one chunk, then nothing), ``cut`` (the connection d
 ``malformed`` (a body that is not valid JSON / not valid SSE JSON), ``error_event`` (chat only:
 an ``{"error": ...}`` event after the first chunk, as vLLM and OpenAI send on overload).
 
+``server.chat_responder`` (optional) answers each chat request from its body instead.
+
 Every request is recorded in ``server.requests`` (path, headers, JSON body or form fields/files).
 """
 
@@ -22,7 +24,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -101,6 +103,9 @@ class OpenAIServer:
         self.speech_chunk_sizes: list[int] = [4801]
         self.chunk_delay = 0.0
         """Pause between streamed chunks (seconds)."""
+        self.chat_responder: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+        """When set, builds each chat answer's chunks from the request body (a fake model that
+        reads its context) instead of replaying ``chat_chunks``."""
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -177,7 +182,8 @@ class OpenAIServer:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         created = int(time.time())
-        for i, chunk in enumerate(self.chat_chunks):
+        chunks = self.chat_responder(body) if self.chat_responder else self.chat_chunks
+        for i, chunk in enumerate(chunks):
             if fault is not None and fault.kind == "malformed" and i == 1:
                 await resp.write(b'data: {"id": "chatcmpl-x", "choices": [\n\n')
                 break

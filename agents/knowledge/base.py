@@ -61,10 +61,10 @@ class Retrieval:
 class KnowledgeBase:
     """Service-wide. ``prewarm`` loads the indexes and starts the watcher; ``aclose`` stops it."""
 
-    def __init__(self, *, config: KnowledgeConfig) -> None:
+    def __init__(self, *, config: KnowledgeConfig, embedder: Embedder | None = None) -> None:
         check_installed()
         self.config = config
-        self._embedder: Embedder | None = None
+        self._embedder: Embedder | None = embedder  # loaded in prewarm when not given
         self._indexes: dict[str, CollectionIndex] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._ready: asyncio.Lock | None = None

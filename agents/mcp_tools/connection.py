@@ -199,7 +199,7 @@ class McpConnection:
 
     async def _call_once(self, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]:
         from mcp.shared.exceptions import MCPError
-        from mcp_types import CONNECTION_CLOSED
+        from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST
 
         client = self._client
         if client is None:
@@ -207,7 +207,11 @@ class McpConnection:
         try:
             result = await client.call_tool(tool, arguments)
         except MCPError as e:
-            if e.code == CONNECTION_CLOSED:
+            # A Streamable HTTP server that restarted answers 404 "Session not found" for the
+            # old session id; the spec says to start a new session, so it counts as lost.
+            if e.code == CONNECTION_CLOSED or (
+                e.code == INVALID_REQUEST and "session" in str(e).lower()
+            ):
                 raise _Lost(str(e)) from e
             return False, f"{self.server} refused the call: {e}"
         except (asyncio.CancelledError, TimeoutError):
