@@ -178,24 +178,66 @@ class AgentParticipant(RoomListener):
     # --- the job's life ---------------------------------------------------------------------
 
     async def run(self) -> JobOutcome:
+        """Join, live, leave. Once the job has decided how it ends (its target left, the room
+        closed, the conversation ended), a cancellation that arrives later (the LiveKit server's
+        ``JobTermination`` when the agent leaves, a drain) changes nothing: the finishing steps
+        run to the end and the job ends as it decided."""
         self._ended = asyncio.get_running_loop().create_future()
         self._reporter.state("connecting")
         try:
             await self._join()
             end_reason = await self._live()
         except asyncio.CancelledError:
-            await self._shutdown("cancelled")
-            raise
+            decided = self._decided()
+            if decided is None:
+                await self._finish_steps("cancelled")
+                raise
+            self._log.info("cancel_after_end_ignored", end_reason=decided)
+            await self._finish_steps(decided)
+            self._uncancel()
+            return JobOutcome(end_reason=decided, record=self._record or {})
         except JobFailed as e:
-            await self._shutdown(f"failed: {e.reason}")
+            await self._finish_steps(f"failed: {e.reason}")
             raise JobFailed(e.reason, record=self._record) from e
         except Exception as e:
             self._log.exception("participant_error")
             reason = f"participant error: {type(e).__name__}: {e}"
-            await self._shutdown(f"failed: {reason}")
+            await self._finish_steps(f"failed: {reason}")
             raise JobFailed(reason, record=self._record) from e
-        await self._shutdown(end_reason)
+        cancelled = await self._finish_steps(end_reason)
+        if cancelled:
+            self._log.info("cancel_after_end_ignored", end_reason=end_reason)
+            self._uncancel()
         return JobOutcome(end_reason=end_reason, record=self._record or {})
+
+    def _decided(self) -> str | None:
+        ended = self._ended
+        if ended is not None and ended.done() and not ended.cancelled():
+            return ended.result()
+        return None
+
+    @staticmethod
+    def _uncancel() -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            while task.cancelling():
+                task.uncancel()
+
+    async def _finish_steps(self, end_reason: str) -> bool:
+        """:meth:`_shutdown` in a task of its own that no cancellation of ours interrupts (each
+        of its steps is bounded). True when a cancellation arrived meanwhile."""
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(end_reason)
+        shutdown = asyncio.create_task(self._shutdown(end_reason),
+                                       name=f"participant.shutdown.{self._spec.job_id}")
+        cancelled = False
+        while not shutdown.done():
+            try:
+                await asyncio.shield(shutdown)
+            except asyncio.CancelledError:
+                cancelled = True
+        shutdown.result()
+        return cancelled
 
     async def _join(self) -> None:
         spec, room_cfg = self._spec, self._config.room

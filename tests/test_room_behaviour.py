@@ -10,6 +10,8 @@ import pytest
 from livekit_env import render_speech
 from stage import GREETING, Stage, stage
 
+from agents.providers.decode_guard import trailing_loop
+
 __all__ = ["stage"]
 
 pytestmark = [pytest.mark.embedded, pytest.mark.timeout(120)]
@@ -58,6 +60,9 @@ async def test_a_caller_is_greeted_answered_by_voice_and_the_job_completes_with_
     await caller.audio.wait_voiced_after(ended)
     metrics = await caller.wait_message("agent_metrics", after=seen)
     assert metrics.data["kind"] == "voice"
+    # no runaway decode ("The low my my my my my") reaches the caller, interim or final
+    for chunk in caller.messages("transcript_chunk"):
+        assert trailing_loop(chunk.data["text"].lower().split()) is None, chunk.data
 
     await caller.leave()
     view = await stage.wait_job("AJ_voice1")

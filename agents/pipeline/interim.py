@@ -83,6 +83,9 @@ class InterimTranscripts:
         except Exception as e:  # noqa: BLE001 (interims are best effort)
             self._log.debug("interim_failed", speaker=det.speaker, error=str(e))
             return
+        if result.degenerate:  # a runaway decode: nothing rather than garbage
+            self._log.info("interim_dropped_runaway", speaker=det.speaker)
+            return
         if det.in_speech and det.transcript_id == transcript_id and result.text.strip():
             self._sent.add(transcript_id)
             self._publish(transcript_msg(

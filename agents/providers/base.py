@@ -185,6 +185,9 @@ class Transcript:
     text: str
     confidence: float = 1.0
     language: str | None = None
+    degenerate: bool = False
+    """The engine ran away (looped, or used its whole token budget): ``text`` is what came
+    before the loop. Interim transcripts that are degenerate are not published."""
 
 
 class STT(Provider):

@@ -21,6 +21,7 @@ import numpy as np
 import structlog
 
 from agents.providers.base import PCM, STT, CallPolicy, Transcript
+from agents.providers.decode_guard import trim_runaway
 from agents.providers.errors import ProviderError, ProviderUnavailable
 from agents.providers.moonshine_decoder import (
     F32,
@@ -212,6 +213,7 @@ class MoonshineSTT(STT):
         runner = self.load_runner()
         texts: list[str] = []
         results: list[DecodeResult] = []
+        degenerate = False
         for chunk in split_chunks(audio, int(self.chunk_seconds * self.sample_rate)):
             if _dbfs(chunk) < self.silence_dbfs:
                 continue
@@ -230,12 +232,14 @@ class MoonshineSTT(STT):
                 raise ProviderError(
                     f"transcription failed: {type(e).__name__}: {e}", provider=self.name
                 ) from e
-            if result.stop == "max_tokens":
-                log.warning(
-                    "stt_max_tokens_reached", provider=self.name, max_tokens=max_tokens
-                )
+            kept, ran_away = trim_runaway(result.tokens, hit_budget=result.stop == "max_tokens")
+            if ran_away:
+                degenerate = True
+                log.warning("stt_runaway_decode", provider=self.name, max_tokens=max_tokens,
+                            tokens=len(result.tokens), kept=len(kept),
+                            budget_hit=result.stop == "max_tokens")
             results.append(result)
-            texts.append(runner.tokenizer.decode(result.tokens))
+            texts.append(runner.tokenizer.decode(kept))
         tokens = sum(len(r.tokens) for r in results)
         confidence = (
             sum(r.confidence * len(r.tokens) for r in results) / tokens if tokens else 0.0
@@ -249,7 +253,8 @@ class MoonshineSTT(STT):
             elapsed_ms=round((time.perf_counter() - started) * 1000),
         )
         text = " ".join(t for t in texts if t)
-        return Transcript(text=text, confidence=round(confidence, 3), language="en")
+        return Transcript(text=text, confidence=round(confidence, 3), language="en",
+                          degenerate=degenerate)
 
     def _forget(self, fut: concurrent.futures.Future[Transcript]) -> None:
         with self._inflight_lock:

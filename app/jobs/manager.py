@@ -138,10 +138,15 @@ class JobManager:
         return await self._decide(request, hold=max(0.0, hold_seconds))
 
     async def start_reserved(self, job_id: str, *, access_token: str, server_url: str) -> bool:
-        reservation = self._reservations.pop(job_id, None)
+        reservation = self._reservations.get(job_id)
         if reservation is None:
             return False
+        # The reservation keeps its slot counted until the job holds it: from here to _start
+        # there is no await, so no other offer can see the slot free in between.
         await self._stop_expiry(reservation)
+        if self._reservations.get(job_id) is not reservation:
+            return False  # released or expired meanwhile
+        del self._reservations[job_id]
         request = dataclasses.replace(
             reservation.request, access_token=access_token, server_url=server_url
         )
