@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest test-livekit livekit-server demo bench serve clean
+.PHONY: install test lint typecheck pytest test-livekit livekit-server demo bench serve clean web
 
 # Install steps report on stderr: `make demo`'s standard output is the data messages only.
 $(PY):
@@ -76,6 +76,11 @@ bench: install
 
 serve: install
 	$(VENV)/bin/external-agent serve
+
+# The pages' livekit-client bundle (app/web/static/livekit-client.esm.js, committed): npm installs
+# the versions pinned in web/package-lock.json, esbuild bundles them. Needs node and npm.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache demo-output .cache

@@ -17,9 +17,9 @@ from typing import Any, Literal, Protocol
 JobType = Literal["JT_ROOM", "JT_PUBLISHER", "JT_PARTICIPANT"]
 JOB_TYPES: tuple[JobType, ...] = ("JT_ROOM", "JT_PUBLISHER", "JT_PARTICIPANT")
 
-JobSource = Literal["webhook", "dispatch", "livekit_webhook"]
-"""Which door a job came through: our signed job webhook, LiveKit native agent dispatch, or a
-LiveKit server webhook matched by a dispatch rule."""
+JobSource = Literal["webhook", "dispatch", "livekit_webhook", "playground"]
+"""Which door a job came through: our signed job webhook, LiveKit native agent dispatch, a
+LiveKit server webhook matched by a dispatch rule, or the browser playground's session."""
 
 # States a body reports while it runs; the service adds accepted / completed / failed / cancelled.
 RunningState = Literal["connecting", "running"]
@@ -55,6 +55,11 @@ class JobReporter(Protocol):
 
     def record(self, key: str, value: Any) -> None:
         """Attach a JSON-serialisable piece of the job's record (shown by ``GET /jobs/{id}``)."""
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """A live event while the job runs, for operators following it (the console): every
+        data message the agent publishes (``kind`` is its type, ``data`` its JSON payload) and
+        every ``user_text`` it receives. Kept in a bounded window; never part of the record."""
 
 
 @dataclass(kw_only=True, slots=True)

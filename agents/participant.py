@@ -152,7 +152,8 @@ class AgentParticipant(RoomListener):
         self._wants = listens_to(spec)
         self._log = log.bind(job_id=spec.job_id, room=spec.room_name)
         self._recorder = JobRecorder(job_id=spec.job_id, room=spec.room_name,
-                                     job_type=spec.job_type, agent_identity=spec.agent_identity)
+                                     job_type=spec.job_type, agent_identity=spec.agent_identity,
+                                     live=reporter.event)
         self._frontend = AudioFrontend(noise_suppression=config.room.noise_suppression)
         self._transport: RoomTransport | None = None
         self._audio: TrackAudioOutput | None = None

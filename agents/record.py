@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from agents.messages import (
 
 log = structlog.get_logger("agents.record")
 
+LiveSink = Callable[[str, dict[str, Any]], None]
+"""Where live events go while the job runs (:meth:`agents.job.JobReporter.event`)."""
+
 MAX_TRANSCRIPT_ENTRIES = 5000
 MAX_METRICS = 1000
 MAX_TYPED_PENDING = 16
@@ -41,8 +45,17 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 class JobRecorder:
     """Collects one job's record. Cheap: called from the participant on every message."""
 
-    def __init__(self, *, job_id: str, room: str, job_type: str, agent_identity: str) -> None:
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        room: str,
+        job_type: str,
+        agent_identity: str,
+        live: LiveSink | None = None,
+    ) -> None:
         self._t0 = time.monotonic()
+        self._live = live
         self.job_id = job_id
         self._head: dict[str, Any] = {
             "job_id": job_id, "room": room, "job_type": job_type,
@@ -71,6 +84,8 @@ class JobRecorder:
             "source": "text", "text": text,
         }
         self._transcript_entry(entry)
+        if self._live is not None:
+            self._live("user_text", dict(entry))
         typed = self._typed.setdefault(speaker, [])
         typed.append(entry)
         del typed[:-MAX_TYPED_PENDING]
@@ -89,7 +104,9 @@ class JobRecorder:
         return False
 
     def outbound(self, message: OutboundMessage, *, agent_identity: str) -> None:
-        """Keep what matters of a message the agent published."""
+        """Keep what matters of a message the agent published (and pass it on live)."""
+        if self._live is not None:
+            self._live(message.type, message.data.model_dump(mode="json", exclude_none=True))
         if isinstance(message, TranscriptChunk):
             d = message.data
             if d.is_final and not (

@@ -18,15 +18,17 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from agents.job import JobBody
-from app.api import health, jobs
+from app.api import console, health, jobs, playground
 from app.api.intake import intake_openapi, intake_route
 from app.dispatch.wiring import dispatch_services, livekit_webhook_routers
 from app.jobs.bodies import default_job_body
 from app.metrics import Metrics
 from app.runtime import Runtime, ServiceFactory
 from app.settings import Settings
+from app.web import STATIC_DIR, STATIC_PREFIX
 
 log = structlog.get_logger("app.main")
 
@@ -74,6 +76,13 @@ def create_app(
     intake_openapi(app, settings.webhook_path)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    # The browser pages (docs/playground.md): each answers 404 where it is off.
+    app.include_router(playground.router)
+    app.include_router(console.router)
+    if settings.admin_token is not None or settings.playground.available(
+        dev_mode=settings.dev_mode
+    ):
+        app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="web")
     for router in (*livekit_webhook_routers(settings), *routers):
         app.include_router(router)
     return app

@@ -31,7 +31,7 @@ from agents.job import JobSource
 
 _le_label = cast(Callable[[float], str], floatToGoString)  # untyped in prometheus_client
 
-SOURCES: tuple[JobSource, ...] = ("webhook", "dispatch", "livekit_webhook")
+SOURCES: tuple[JobSource, ...] = ("webhook", "dispatch", "livekit_webhook", "playground")
 JOB_STATES = ("accepted", "connecting", "running", "completed", "failed", "cancelled")
 
 

@@ -29,6 +29,7 @@ from pydantic_settings import (
 from agents.config import AgentConfig
 from agents.job import JOB_TYPES, JobType
 from app.dispatch.config import LiveKitWebhookSettings, WorkerSettings
+from app.web.config import PlaygroundSettings
 
 CONFIG_ENV = "EXTERNAL_AGENT_CONFIG"
 
@@ -227,6 +228,10 @@ class Settings(ClientSettings):
         default_factory=LiveKitWebhookSettings,
         description="POST /livekit/webhook: LiveKit server webhooks (docs/livekit.md).",
     )
+    playground: PlaygroundSettings = Field(
+        default_factory=PlaygroundSettings,
+        description="GET /playground: try the agent from a browser (docs/playground.md).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +265,8 @@ class Settings(ClientSettings):
             problems.append("LIVEKIT_API_SECRET is a placeholder or too short")
         if self.admin_token is not None and _is_placeholder(self.admin_token):
             problems.append("admin_token is a placeholder or too short")
+        if self.playground.token is not None and _is_placeholder(self.playground.token):
+            problems.append("playground.token is a placeholder or too short")
         if self.agent.room.allow_local_rooms:
             problems.append("agent.room.allow_local_rooms needs dev_mode")
         if self.job_body is not None:

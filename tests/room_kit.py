@@ -45,6 +45,7 @@ class RecordingReporter:
     def __init__(self) -> None:
         self.states: list[tuple[RunningState, str | None]] = []
         self.records: dict[str, Any] = {}
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.running = asyncio.Event()
 
     def state(self, state: RunningState, *, detail: str | None = None) -> None:
@@ -54,6 +55,9 @@ class RecordingReporter:
 
     def record(self, key: str, value: Any) -> None:
         self.records[key] = value
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append((kind, data))
 
 
 def tone_frame(index: int, *, rate: int = 48000, freq: float = 220.0,

@@ -6,6 +6,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from pydantic import SecretStr
 
 from app.jobs.manager import JobManager
 from app.runtime import Runtime
@@ -28,16 +29,21 @@ def get_manager(runtime: RuntimeDep) -> JobManager:
 ManagerDep = Annotated[JobManager, Depends(get_manager)]
 
 
+def bearer_matches(request: Request, token: SecretStr) -> bool:
+    """``Authorization: Bearer <token>``, compared in constant time."""
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    expected = token.get_secret_value().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+
+
 def require_admin(request: Request, runtime: RuntimeDep) -> None:
     """The jobs API needs ``Authorization: Bearer <admin_token>``; it is off (404) when no token
     is configured."""
     token = runtime.settings.admin_token
     if token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the jobs API is off (no admin_token)")
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    if not bearer_matches(request, token):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "admin bearer token required",

@@ -62,6 +62,12 @@ class _Reporter:
             value = repr(value)
         self._job.record[str(key)] = value
 
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        job = self._job
+        job.live.append(kind, data)
+        if kind == "handoff" and job.handoff is None:
+            job.handoff = data
+
 
 class JobManager:
     """Implements :class:`app.admission.Admission`."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents.job import JobSource, JobType
+from app.jobs.live import LiveLog
 
 JobState = Literal["accepted", "connecting", "running", "completed", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[JobState] = frozenset({"completed", "failed", "cancelled"})
@@ -59,6 +60,12 @@ class JobRecord:
     state_times: dict[str, float] = field(default_factory=dict)
     ended_at: float | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    live: LiveLog = field(default_factory=LiveLog, repr=False)
+    """The running job's data messages, for operators following it (closed when it ends)."""
+    handoff: dict[str, Any] | None = None
+    """The agent's ``handoff`` message, when it handed the call to a person."""
+    handoff_handled_at: float | None = None
+    """When an operator marked the handoff as dealt with (the console's queue)."""
 
     def __post_init__(self) -> None:
         self.state_times.setdefault("accepted", self.created_at)
@@ -82,6 +89,7 @@ class JobRecord:
             self.detail = detail
         if state in TERMINAL_STATES:
             self.ended_at = now
+            self.live.close()
         return True
 
     def summary(self) -> dict[str, Any]:
@@ -101,6 +109,8 @@ class JobRecord:
             "created_at": self.created_at,
             "state_times": dict(self.state_times),
             "ended_at": self.ended_at,
+            "handoff": self.handoff,
+            "handoff_handled_at": self.handoff_handled_at,
         }
 
     def full(self) -> dict[str, Any]:
