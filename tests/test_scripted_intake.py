@@ -17,11 +17,13 @@ from agents.providers.base import (
     ToolCall,
     ToolCallEvent,
 )
+from agents.providers.intake_answers import extract_value, is_question
 from agents.providers.scripted_intake import (
     HANDOFF_TEXT,
     NO_HANDOFF_TEXT,
     NO_TODO_TEXT,
     NO_TOOLS_TEXT,
+    QUESTION_TEXT,
     TROUBLE_TEXT,
     ScriptedIntakeLLM,
     item_phrase,
@@ -362,3 +364,101 @@ def test_human_request_detection(text: str, expected: bool) -> None:
 )
 def test_repeat_request_detection(text: str, expected: bool) -> None:
     assert wants_repeat(text) is expected
+
+
+# --- values, not whole utterances (issue 13) --------------------------------------------------
+
+
+def _demo_items() -> list[TodoItem]:
+    return [
+        TodoItem(id="name", description="the caller's full name", required=True),
+        TodoItem(id="issue", description="what the call is about", required=True),
+        TodoItem(id="callback", description="a phone number to call back", required=True),
+    ]
+
+
+async def test_the_demo_call_records_values_and_reads_them_back() -> None:
+    d = _driver(items=_demo_items())
+    await d.turn("Hello, I need some help with an order.")
+    await d.turn("My name is Alice Johnson.")
+    await d.turn("The package arrived damaged.")
+    last = await d.turn("You can call me back on five five five, one two three four.")
+    assert d.tools.board.notes == {
+        "name": "Alice Johnson",
+        "issue": "The package arrived damaged.",
+        "callback": "555-1234",
+    }
+    assert last.text == (
+        "Thank you, I have recorded your full name as Alice Johnson, what the call is about as "
+        "The package arrived damaged and a phone number to call back as 555-1234. Goodbye!"
+    )
+
+
+async def test_a_question_is_answered_honestly_and_ticks_nothing() -> None:
+    d = _driver(items=_demo_items())
+    await d.turn("Hi")
+    await d.turn("Alice Johnson")
+    asked = await d.turn("What can you do?")
+    assert asked.outcomes == [] and "issue" not in d.tools.board.notes
+    assert _status(d)["issue"] == "in_progress"
+    assert asked.text == f"{QUESTION_TEXT} Could you tell me what the call is about?"
+    await d.turn("My order never arrived.")
+    assert d.tools.board.notes["issue"] == "My order never arrived."
+
+
+async def test_words_without_the_value_get_the_question_again_then_are_kept() -> None:
+    d = _driver(items=[TodoItem(id="phone", description="a callback number", required=True)])
+    await d.turn("Hi")
+    first = await d.turn("I'd rather not say.")
+    assert first.outcomes == [] and d.tools.board.notes == {}
+    assert first.text == (
+        "Sorry, I didn't catch a phone number in that. Could you tell me a callback number?"
+    )
+    second = await d.turn("I really don't have a phone.")  # never asked forever
+    assert d.tools.board.notes == {"phone": "I really don't have a phone."}
+    assert _status(d)["phone"] == "completed" and all(o.ok for o in second.outcomes)
+
+
+@pytest.mark.parametrize(
+    ("item", "said", "value"),
+    [
+        (("name", "the caller's full name"), "My name is Alice Johnson.", "Alice Johnson"),
+        (("name", "full name"), "Hi, this is Bob Smith calling about my order", "Bob Smith"),
+        (("name", "full name"), "Jane Doe", "Jane Doe"),
+        (("name", "full name"), "I'm not sure I want to say", None),
+        (("callback", "a phone number to call back"), "555-1234", "555-1234"),
+        (("callback", "a phone number"), "five five five, one two three four", "555-1234"),
+        (("callback", "a phone number"), "Oh, it's double five five one two three four",
+         "555-1234"),
+        (("phone", "phone"), "My number is 555 123 4567", "555-123-4567"),
+        (("phone", "phone"), "+44 20 7946 0958", "+442079460958"),
+        (("phone", "phone"), "I don't have one", None),
+        (("email", "email address"), "alice at example dot com", "alice@example.com"),
+        (("email", "email address"), "It's Alice.J@Example.com.", "alice.j@example.com"),
+        (("email", "email address"), "no email", None),
+        (("issue", "what the call is about"), "I'm calling about a refund.", "A refund."),
+        (("issue", "what the call is about"), "Well, it's about my bill", "My bill"),
+        (("dob", "Date of birth"), "The fifth of May, 1990.", "The fifth of May, 1990."),
+    ],
+)
+def test_values_taken_from_what_callers_say(
+    item: tuple[str, str], said: str, value: str | None
+) -> None:
+    todo = TodoItem(id=item[0], description=item[1], required=True)
+    assert extract_value(todo, said) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "question"),
+    [
+        ("What can you do?", True),
+        ("what can you do", True),
+        ("Can you help me", True),
+        ("Is this the right number", True),
+        ("The fifth of May, 1990.", False),
+        ("I want to know my balance", False),
+        ("Alice Johnson", False),
+    ],
+)
+def test_question_detection(text: str, question: bool) -> None:
+    assert is_question(text) is question

@@ -2,15 +2,18 @@
 model. It follows a fixed script over the call's todo list, using the same tools a model would:
 
 - it asks for the first required item not completed, after marking it ``in_progress``;
-- it takes the caller's next message as the answer to the item in progress (unless the caller
-  asks to hear the question again) and records it with ``update_todo`` (``completed``, the
-  answer as ``note``);
+- it takes the value for the item in progress from the caller's next message (a name from "My
+  name is Alice Johnson", a number from "five five five, one two three four": see
+  :mod:`agents.providers.intake_answers`) and records it with ``update_todo`` (``completed``,
+  the value as ``note``); a question is not an answer: it says what it is and asks again; words
+  without the value (no digits for a phone number) get the question again, and the second time
+  the words themselves are recorded, so a caller is never asked forever;
 - when every required item is completed it confirms what it recorded in one sentence and
   calls ``end_call``;
 - when the caller asks for a person it calls ``handoff_to_human`` with a summary;
 - with no todo list it says, honestly, that it is a scripted offline responder.
 
-It understands nothing: any message counts as an answer. Optional items are never asked.
+It understands nothing beyond those patterns. Optional items are never asked.
 
 Tool protocol: a turn's first answer is either text, or tool calls with no text; after the
 pipeline appends the tool results and calls again, the responder speaks (the next question, or
@@ -40,6 +43,7 @@ from agents.providers.base import (
     ToolCall,
     ToolCallEvent,
 )
+from agents.providers.intake_answers import extract_value, is_question, item_kind
 from agents.tools import (
     END_CALL,
     HANDOFF_TO_HUMAN,
@@ -62,6 +66,16 @@ NO_TOOLS_TEXT = (
     "I'm a scripted offline responder, not a language model, and I can't take notes on this call."
 )
 TROUBLE_TEXT = "Sorry, I couldn't update my notes just now."
+QUESTION_TEXT = (
+    "I'm a scripted intake assistant, not a language model, so I can't answer questions; I can "
+    "only take down a few details."
+)
+NOT_CAUGHT_TEXT = {
+    "name": "Sorry, I didn't catch your name.",
+    "phone": "Sorry, I didn't catch a phone number in that.",
+    "email": "Sorry, I didn't catch an email address in that.",
+    "other": "Sorry, I didn't catch that.",
+}
 HANDOFF_TEXT = "Of course, I'll connect you with a person now."
 NO_HANDOFF_TEXT = "Sorry, I can't transfer you to a person from here."
 
@@ -211,13 +225,21 @@ def _plan(request: ChatRequest) -> _Plan:
         question = question_for(current)
         if not user_text or wants_repeat(user_text) or _squash(question) not in asked:
             return _Plan(text=question)
+        if is_question(user_text):
+            return _Plan(text=f"{QUESTION_TEXT} {question}")
+        value = extract_value(current, user_text)
+        if value is None:
+            not_caught = NOT_CAUGHT_TEXT[item_kind(current)]
+            if _squash(not_caught) not in asked:
+                return _Plan(text=f"{not_caught} {question}")
+            value = user_text  # asked twice: keep the words rather than ask forever
         calls: list[tuple[str, dict[str, Any]]] = [
             (
                 UPDATE_TODO,
                 {
                     "id": current.id,
                     "status": "completed",
-                    "note": user_text[:MAX_NOTE_CHARS],
+                    "note": value[:MAX_NOTE_CHARS],
                 },
             )
         ]
