@@ -219,11 +219,19 @@ function showTodo(items) {
 function showEvent(mine, event) {
   const d = event.data;
   switch (event.type) {
-    case "transcript_chunk":
+    case "transcript_chunk": {
+      const typedKey = `typed:${d.participant_id}:${d.text}`;
+      if (d.is_final && mine.lines.has(typedKey)) { // the pipeline's echo of a typed message
+        mine.lines.set(d.transcript_id, mine.lines.get(typedKey));
+        mine.lines.delete(typedKey);
+        break;
+      }
       transcriptLine(mine, d.transcript_id, d.participant_id, d.timestamp, d.text, d.is_final);
       break;
+    }
     case "user_text":
-      transcriptLine(mine, null, `${d.participant_id} (typed)`, d.timestamp, d.text, true);
+      transcriptLine(mine, `typed:${d.participant_id}:${d.text}`, `${d.participant_id} (typed)`,
+        d.timestamp, d.text, true);
       break;
     case "agent_status":
       $("follow-status").textContent = d.status;
@@ -248,10 +256,17 @@ async function showRecord(mine) {
   const record = job.record || {};
   $("follow-state").textContent = job.state;
   $("follow-reason").textContent = job.reason ? `ended: ${job.reason}` : "";
+  $("follow-status").textContent = "gone";
+  $("follow-status").className = "pill";
   if (Array.isArray(record.transcript)) {
     $("follow-transcript").replaceChildren();
     mine.lines.clear();
+    let previous = null;
     for (const entry of record.transcript) {
+      const same = previous && previous.source === "text" && entry.role === "user" &&
+        entry.participant_id === previous.participant_id && entry.text === previous.text;
+      previous = entry;
+      if (same) continue; // a typed message, and the pipeline's transcript of it
       const typed = entry.source === "text" ? " (typed)" : "";
       transcriptLine(mine, null, `${entry.participant_id}${typed}`, entry.timestamp, entry.text, true);
     }

@@ -17,9 +17,10 @@ let room = null;
 let session = null;
 let leaving = false;
 let meterStop = null;
-let info = { vision: false };
+let info = { vision: false, persona: null };
 const turns = [];
 const entries = new Map(); // transcript_id -> <li>
+const typed = []; // [{ text, li }]: typed messages shown at once, until the agent's echo arrives
 
 function showError(text) { ui.error.textContent = text; ui.error.hidden = !text; }
 function showNotice(text) { ui.notice.textContent = text; ui.notice.hidden = !text; }
@@ -44,6 +45,7 @@ async function loadInfo() {
   }
   if (!response.ok) return;
   info = await response.json();
+  ui.tokenBox.hidden = !ui.token.value;
   const persona = info.persona;
   $("greeting").value = persona.greeting;
   $("instructions").value = persona.instructions;
@@ -61,6 +63,7 @@ function personaFromForm() {
   if (instructions) persona.instructions = instructions;
   if (voice) persona.voice = voice;
   const lines = $("todo-items").value.split("\n").map((l) => l.trim()).filter(Boolean);
+  if (!lines.length) return persona; // the configured todo list
   persona.todo_items = lines.map((line, n) => {
     const colon = line.indexOf(":");
     const id = colon > 0 ? line.slice(0, colon).trim() : `item${n + 1}`;
@@ -113,6 +116,7 @@ async function start() {
   showError(""); showNotice("");
   ui.start.disabled = true;
   resetView();
+  if (!info.persona) await loadInfo(); // the form's defaults, once the token is known
   setState("asking for the microphone");
   const micOk = await microphoneAllowed();
   if (!micOk) {
@@ -135,6 +139,7 @@ async function start() {
     ui.start.disabled = false;
     return;
   }
+  $("job").textContent = `job ${session.job_id}, room ${session.room}`;
   setState("connecting");
   room = new Room({ adaptiveStream: true, dynacast: true });
   wireRoom(room);
@@ -268,7 +273,7 @@ function speakerName(identity) {
   return identity;
 }
 
-function addEntry(key, { who, agent, time, text, final, interrupted }) {
+function addEntry(key, { who, agent, time, text, final, interrupted }) { // returns the <li>
   let li = key ? entries.get(key) : null;
   if (!li) {
     li = document.createElement("li");
@@ -289,10 +294,18 @@ function addEntry(key, { who, agent, time, text, final, interrupted }) {
     li.appendChild(cut);
   }
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  return li;
 }
 
 function showChunk(d) {
   const agent = session && d.participant_id === session.agent_identity;
+  if (session && d.participant_id === session.identity && d.is_final && !entries.has(d.transcript_id)) {
+    const echo = typed.findIndex((t) => t.text === d.text.trim());
+    if (echo >= 0) {
+      entries.set(d.transcript_id, typed[echo].li); // the agent got the typed message
+      typed.splice(echo, 1);
+    }
+  }
   addEntry(d.transcript_id, {
     who: speakerName(d.participant_id), agent, time: d.timestamp, text: d.text,
     final: d.is_final, interrupted: d.interrupted,
@@ -370,6 +383,7 @@ function drawChart() {
 
 function resetView() {
   entries.clear();
+  typed.length = 0;
   turns.length = 0;
   ui.transcript.replaceChildren();
   ui.todo.innerHTML = '<li class="muted">none yet</li>';
@@ -394,7 +408,8 @@ async function sendMessage(event) {
     return;
   }
   ui.message.value = "";
-  addEntry(null, { who: "You", agent: false, time: new Date().toISOString(), text, final: true });
+  const li = addEntry(null, { who: "You", agent: false, time: new Date().toISOString(), text, final: true });
+  typed.push({ text, li });
 }
 
 async function toggle(button, enable) {
