@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest test-livekit livekit-server demo bench serve clean web
+.PHONY: install test lint typecheck pytest test-livekit livekit-server browser demo bench serve clean web
 
 # Install steps report on stderr: `make demo`'s standard output is the data messages only.
 $(PY):
@@ -56,7 +56,28 @@ $(LIVEKIT_SERVER_BIN):
 	    && mv "$(TOOLS)/go-bin/server" $@ && rmdir "$(TOOLS)/go-bin"; \
 	fi
 
-test-livekit: install
+# The browser pages' tests (in the livekit tier): Playwright's Python driver (the `browser` extra)
+# driving Debian's chromium, and espeak-ng for the fake microphone's WAV; the two Debian packages
+# are installed with apt when missing (as root, as CI runs). Never `playwright install`.
+BROWSER_STAMP := $(VENV)/.browser
+browser: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): pyproject.toml $(STAMP)
+	@$(PY) -m pip install --quiet -e '.[dev,embedded,vision,redis,browser]' >&2
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    echo "installing$$missing with apt-get" >&2; \
+	    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >&2; \
+	  else \
+	    echo "the browser tests need$$missing: apt-get install -y$$missing (as root)" >&2; exit 1; \
+	  fi; \
+	fi
+	@touch $@
+
+test-livekit: install browser
 	@if [ -x $(LIVEKIT_SERVER_BIN) ] || command -v livekit-server >/dev/null 2>&1 || command -v go >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory livekit-server && \
 	  scripts/netns-run $(VENV)/bin/pytest -q -m livekit -p no:cacheprovider $(PYTEST_ARGS); \

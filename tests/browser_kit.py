@@ -5,6 +5,7 @@ fake media devices, and a WAV rendered offline with espeak-ng as the microphone.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import wave
@@ -32,36 +33,20 @@ BASE_FLAGS = (
 )
 
 
-def espeak(text: str) -> np.ndarray:
+def espeak(text: str, workdir: Path) -> np.ndarray:
     """``text`` spoken by espeak-ng, as 48 kHz mono int16."""
     binary = shutil.which("espeak-ng")
     if binary is None:
-        raise RuntimeError("espeak-ng is missing (apt-get install espeak-ng)")
-    raw = subprocess.run(
-        [binary, "-v", "en-us", "-s", "140", "--stdout", text],
-        check=True, capture_output=True, timeout=30,
-    ).stdout
-    with wave.open(_BytesReader(raw)) as w:  # type: ignore[arg-type]
+        raise RuntimeError("espeak-ng is missing: `make browser` installs it (apt)")
+    path = workdir / "espeak.wav"
+    subprocess.run([binary, "-v", "en-us", "-s", "140", "-w", str(path), text],
+                   check=True, capture_output=True, timeout=30)
+    with wave.open(str(path)) as w:
         rate = w.getframerate()
         pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    path.unlink()
     positions = np.arange(0, pcm.size, rate / WAV_RATE)
     return np.interp(positions, np.arange(pcm.size), pcm.astype(np.float32)).astype(np.int16)
-
-
-class _BytesReader:
-    """``wave.open`` on bytes whose header has no data length (espeak-ng writes to a pipe)."""
-
-    def __init__(self, data: bytes) -> None:
-        import io
-
-        patched = bytearray(data)
-        if len(patched) >= 44 and patched[40:44] in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x00"):
-            patched[40:44] = (len(patched) - 44).to_bytes(4, "little")
-            patched[4:8] = (len(patched) - 8).to_bytes(4, "little")
-        self._io = io.BytesIO(bytes(patched))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._io, name)
 
 
 def write_microphone_wav(path: Path, script: list[tuple[float, str]]) -> Path:
@@ -70,7 +55,7 @@ def write_microphone_wav(path: Path, script: list[tuple[float, str]]) -> Path:
     parts: list[np.ndarray] = []
     for silence, text in script:
         parts.append(np.zeros(int(silence * WAV_RATE), np.int16))
-        parts.append(espeak(text))
+        parts.append(espeak(text, path.parent))
     parts.append(np.zeros(3 * WAV_RATE, np.int16))
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -89,7 +74,7 @@ async def chromium(
     it every permission prompt is refused, as a person clicking "Block" would."""
     from playwright.async_api import async_playwright
 
-    if not CHROMIUM.exists():
+    if not os.access(CHROMIUM, os.X_OK):
         raise RuntimeError("no /usr/bin/chromium: `make browser` installs it (apt)")
     flags = [*BASE_FLAGS, "--use-fake-device-for-media-stream"]
     if allow_microphone:
