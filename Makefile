@@ -63,7 +63,7 @@ BROWSER_STAMP := $(VENV)/.browser
 browser: $(BROWSER_STAMP)
 
 $(BROWSER_STAMP): pyproject.toml $(STAMP)
-	@$(PY) -m pip install --quiet -e '.[dev,embedded,vision,redis,browser]' >&2
+	@$(PY) -m pip install --quiet -e '.[browser]' >&2
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
