@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest test-livekit livekit-server browser demo bench serve clean web
+.PHONY: install test lint typecheck pytest test-livekit livekit-server browser demo bench bench-voice serve clean web
 
 # Install steps report on stderr: `make demo`'s standard output is the data messages only.
 $(PY):
@@ -93,7 +93,14 @@ demo: install
 	@$(PY) -m app.demo
 
 bench: install
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/bench_*.py; do \
+	  [ "$$b" = bench/bench_voice_to_voice.py ] && continue; \
+	  echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Voice to voice on a real livekit-server (several minutes): end of speech to the agent's voice
+# heard by the caller, barge-in stop time; silence vs smart-turn detector in the same run.
+bench-voice: install livekit-server
+	@$(PY) bench/bench_voice_to_voice.py
 
 serve: install
 	$(VENV)/bin/external-agent serve

@@ -90,6 +90,16 @@ class SentenceSplitter:
 
 
 _Chunks = asyncio.Queue[PCM | Exception | None]
+_LEAD_LEVEL = 100
+"""Samples quieter than this (about -50 dBFS) before an answer's first sound are dropped: speech
+engines start each synthesis with 40-60 ms of silence, which the caller would wait through."""
+
+
+def _lstrip_silence(pcm: PCM) -> PCM:
+    loud = np.flatnonzero(np.abs(pcm) > _LEAD_LEVEL)
+    return pcm[loud[0] :] if loud.size else pcm[:0]
+
+
 _KEEP_SECONDS = 10.0
 """Audio handed to the output that :meth:`SpeechOut.pause` can take back (more than the room's
 queue ever holds)."""
@@ -254,6 +264,8 @@ class SpeechOut:
         announced = False
         try:
             async for chunk in stream:
+                if self._pushed == 0.0:  # the answer's first sound starts at once
+                    chunk = _lstrip_silence(chunk)
                 if chunk.size == 0:
                     continue
                 pcm = np.concatenate((carry, chunk)) if carry.size else chunk

@@ -202,6 +202,7 @@ class VoicePipeline(BargeIn):
                 self._interrupts.speech_started()
                 self._speaking(speaker, True)
             elif isinstance(ev, Paused):
+                self._interims.cancel(speaker)  # the final transcript starts: it has the CPU
                 self._pauses.paused(ev)
             elif isinstance(ev, Resumed):
                 self._pauses.resumed(speaker)

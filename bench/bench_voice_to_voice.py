@@ -1,0 +1,273 @@
+"""Voice to voice on a real LiveKit server: from the end of the caller's speech to the first agent
+audio the caller hears, and how fast speaking over the agent silences it.
+
+A real ``livekit-server`` and ``external-agent serve`` (the embedded stack: Silero, Moonshine, the
+scripted responder, Piper), as the real-server tests run them, inside a private network
+namespace (``scripts/netns-run``; the script re-runs itself in one). A caller joins through the
+``livekit`` SDK and speaks utterances rendered offline (Piper's voice, espeak-ng phonemes) in
+real time at 48 kHz: plain sentences, and sentences with a mid-sentence pause or a filler
+("my phone number is ... five five five"). Per utterance it measures, at the caller:
+
+- **latency**: end of the caller's speech (the utterance is trimmed of its own trailing silence)
+  to the first voiced 10 ms frame of the agent's answer;
+- **cut-off**: the agent answered part of an utterance, i.e. the utterance gave more than one
+  final user transcript (a premature end of turn at the pause);
+- **barge-in** (every other turn): the caller says "Wait." over the answer; from that word's
+  onset to the agent's last voiced frame before it falls silent.
+
+Two runs of the same utterances, each with a fresh service: ``turn.detector: silence`` (the
+baseline) and ``smart-turn``. Targets: p50 < 700 ms and p95 < 900 ms for smart-turn, barge-in p50
+< 300 ms, and no more cut-offs than the baseline.
+
+Run: ``.venv/bin/python bench/bench_voice_to_voice.py [rounds]`` (needs ``make livekit-server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from livekit_env import (  # noqa: E402
+    MIC_RATE,
+    LiveKitServer,
+    RealCaller,
+    in_private_netns,
+    render_speech,
+    server_binary,
+)
+from stage import RealStage, real_service  # noqa: E402
+
+TARGET_P50_MS = 700.0
+TARGET_P95_MS = 900.0
+TARGET_BARGE_P50_MS = 300.0
+GAP_S = 0.7
+"""A mid-sentence pause: longer than the silence detector's 500 ms window."""
+
+PLAIN = [
+    "I would like to book a table for two people tonight.",
+    "My name is Ada Lovelace.",
+    "Can you tell me what time you open tomorrow morning?",
+    "The order number is four five six seven.",
+    "I need to change my delivery address, please.",
+    "Yes, that is correct.",
+]
+PAUSED = [
+    ("My phone number is", "five five five, one two three four."),
+    ("I would like to, um,", "book a table for Friday."),
+    ("So the problem is that", "the screen stays black."),
+    ("Um,", "I think my account is locked."),
+]
+BARGE = "Wait."
+
+
+def _trim(pcm: np.ndarray, *, dbfs: float = -40.0) -> np.ndarray:
+    """Cut leading and trailing silence (10 ms frames quieter than ``dbfs``)."""
+    frame = MIC_RATE // 100
+    n = pcm.size // frame
+    rms = np.sqrt(np.mean(pcm[: n * frame].astype(np.float32).reshape(n, frame) ** 2, axis=1))
+    loud = np.flatnonzero(rms > 32768.0 * 10 ** (dbfs / 20))
+    if loud.size == 0:
+        return pcm
+    return pcm[loud[0] * frame : (loud[-1] + 1) * frame]
+
+
+@dataclass
+class Utterance:
+    text: str
+    pcm: np.ndarray
+    paused: bool
+
+
+@dataclass
+class Run:
+    detector: str
+    latencies: list[float] = field(default_factory=list)
+    paused_latencies: list[float] = field(default_factory=list)
+    cutoffs: int = 0
+    paused_utterances: int = 0
+    barge_ins: list[float] = field(default_factory=list)
+    missed: int = 0
+    traces: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _utterances() -> list[Utterance]:
+    out = [Utterance(t, _trim(await render_speech(t)), False) for t in PLAIN]
+    gap = np.zeros(int(GAP_S * MIC_RATE), np.int16)
+    for first, second in PAUSED:
+        pcm = np.concatenate([_trim(await render_speech(first)), gap,
+                              _trim(await render_speech(second))])
+        out.append(Utterance(f"{first} ... {second}", pcm, True))
+    # interleave so both kinds meet a warm and a cold agent alike
+    plain, paused = out[: len(PLAIN)], out[len(PLAIN) :]
+    mixed: list[Utterance] = []
+    while plain or paused:
+        if plain:
+            mixed.append(plain.pop(0))
+        if paused:
+            mixed.append(paused.pop(0))
+    return mixed
+
+
+def _user_finals(caller: RealCaller, after: int) -> int:
+    return sum(
+        1 for m in caller.received[after:]
+        if m.type == "transcript_chunk" and m.data["is_final"]
+        and m.data["participant_id"] == caller.identity and m.data["text"].strip()
+    )
+
+
+async def _quiet(caller: RealCaller, since: float, *, silence_s: float = 1.2) -> None:
+    """Wait until the agent has been silent for ``silence_s`` (its answer is over)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(30):
+        while True:
+            frames = caller.audio.frames
+            last = max((at for at, v in frames if v and at >= since), default=since)
+            if loop.time() - last >= silence_s:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def run_detector(server: LiveKitServer, workdir: Path, detector: str,
+                       utterances: list[Utterance], barge: np.ndarray, rounds: int) -> Run:
+    run = Run(detector=detector)
+    service = real_service(
+        server, workdir / detector,
+        agent={"persona": {"greeting": "Hello.", "todo_items": []},
+               "pipeline": {"turn": {"detector": detector}}},
+    )
+    await service.start(within=120)
+    stage = RealStage(server=server, service=service)
+    loop = asyncio.get_running_loop()
+    try:
+        room = f"v2v-{detector}"
+        caller = await stage.caller(room, "caller")
+        r = await stage.dispatch(job_id=f"AJ_v2v_{detector.replace('-', '_')}", room=room)
+        assert r.status_code == 200 and r.json()["accepted"], r.text
+        await caller.audio.wait_voiced_after(0, within=60)  # the greeting
+        await _quiet(caller, 0)
+        # warm-up: the first answer loads nothing (prewarm) but primes the caches
+        ended = await caller.say(utterances[0].pcm)
+        await caller.audio.wait_voiced_after(ended, within=20)
+        await _quiet(caller, ended)
+        n = 0
+        for _ in range(rounds):
+            for utt in utterances:
+                n += 1
+                seen = len(caller.received)
+                ended = await caller.say(utt.pcm)
+                try:
+                    heard = await caller.audio.wait_voiced_after(ended, within=10)
+                except TimeoutError:
+                    run.missed += 1
+                    await _quiet(caller, ended)
+                    continue
+                latency = (heard - ended) * 1000.0
+                (run.paused_latencies if utt.paused else run.latencies).append(latency)
+                if n % 2 == 0:  # speak over the answer
+                    await asyncio.sleep(1.0)
+                    onset = loop.time()
+                    await caller.say(barge)
+                    stopped = await caller.audio.wait_silent_after(onset, silence_s=0.5,
+                                                                   within=10)
+                    run.barge_ins.append(max(0.0, stopped - onset) * 1000.0)
+                await _quiet(caller, ended)
+                await asyncio.sleep(0.5)  # late transcripts
+                if utt.paused:
+                    run.paused_utterances += 1
+                    if _user_finals(caller, seen) > (2 if n % 2 == 0 else 1):
+                        run.cutoffs += 1
+        run.traces = [m.data["stages"] for m in caller.received
+                      if m.type == "agent_metrics" and m.data["kind"] == "voice"]
+        await caller.leave()
+        await stage.wait_job(f"AJ_v2v_{detector.replace('-', '_')}", within=30)
+    finally:
+        await stage.aclose()
+        await service.stop()
+    return run
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+def _report(run: Run) -> None:
+    every = run.latencies + run.paused_latencies
+    print(f"== {run.detector}: {len(every)} turns ({len(run.paused_latencies)} with a pause), "
+          f"{run.missed} unanswered")
+    for name, values in (("plain", run.latencies), ("paused", run.paused_latencies),
+                         ("all", every)):
+        if values:
+            print(f"  end of speech -> agent heard ({name:<6}) p50 {statistics.median(values):6.0f}"
+                  f" ms  p95 {_pct(values, 0.95):6.0f} ms  min {min(values):6.0f} ms")
+    if run.barge_ins:
+        barge = statistics.median(run.barge_ins)
+        print(f"  barge-in: voice onset -> agent silent  p50 {barge:6.0f}"
+              f" ms  p95 {_pct(run.barge_ins, 0.95):6.0f} ms  ({len(run.barge_ins)} times)")
+    print(f"  premature cut-offs: {run.cutoffs} of {run.paused_utterances} paused utterances")
+    stages = ("turn_decided", "final_transcript", "first_token", "first_audio")
+    medians = {st: statistics.median([t[st] for t in run.traces if st in t] or [float("nan")])
+               for st in stages}
+    print("  the service's trace (p50 ms after its end of speech): "
+          + ", ".join(f"{st} {ms:.0f}" for st, ms in medians.items()))
+
+
+async def main(rounds: int) -> int:
+    utterances = await _utterances()
+    barge = _trim(await render_speech(BARGE))
+    binary = server_binary()
+    assert binary is not None
+    with tempfile.TemporaryDirectory(prefix="bench-v2v-") as tmp:
+        server = LiveKitServer(binary=binary, workdir=Path(tmp) / "server")
+        server.start()
+        try:
+            runs = [await run_detector(server, Path(tmp), d, utterances, barge, rounds)
+                    for d in ("silence", "smart-turn")]
+        finally:
+            server.stop()
+    for run in runs:
+        _report(run)
+    base, smart = runs
+    b_all = base.latencies + base.paused_latencies
+    s_all = smart.latencies + smart.paused_latencies
+    if not s_all or not b_all:
+        print("no answered turns: nothing to compare")
+        return 1
+    p50, p95 = statistics.median(s_all), _pct(s_all, 0.95)
+    barge_p50 = statistics.median(smart.barge_ins + base.barge_ins)
+    print(f"smart-turn vs silence (same run): p50 {p50:.0f} vs {statistics.median(b_all):.0f} ms "
+          f"({p50 / statistics.median(b_all):.2f}x), cut-offs {smart.cutoffs} vs {base.cutoffs}")
+    print(f"voice_to_voice: p50 {p50:.0f} ms (target < {TARGET_P50_MS:.0f}), p95 {p95:.0f} ms "
+          f"(target < {TARGET_P95_MS:.0f}), barge-in p50 {barge_p50:.0f} ms "
+          f"(target < {TARGET_BARGE_P50_MS:.0f}), cut-offs {smart.cutoffs} vs baseline "
+          f"{base.cutoffs}")
+    return 0
+
+
+if __name__ == "__main__":
+    if server_binary() is None:
+        print("SKIPPED bench_voice_to_voice: no livekit-server (`make livekit-server` builds it)")
+        sys.exit(0)
+    if not in_private_netns():
+        netns = str(ROOT / "scripts" / "netns-run")
+        os.execv(netns, [netns, sys.executable, *sys.argv])
+    logging.getLogger("livekit").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    code = asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1))
+    print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    sys.exit(code)
