@@ -90,6 +90,24 @@ async def test_words_over_the_paused_agent_stop_it_at_what_was_heard() -> None:
     assert kit.pipeline.record()["counters"]["barge_ins"] == 1
 
 
+async def test_with_a_full_room_queue_the_cut_is_still_at_what_was_heard() -> None:
+    # A real room's queue holds 0.5 s: the rest of the answer waits to be handed over.
+    stt = FakeSTT(responses=["wait a moment"])
+    kit = make_kit(llm=FakeLLM(scripts=[[ANSWER], ["Okay."]]), stt=stt, turn=RESUME,
+                   audio=FakeAudioOutput(auto_play=False, max_queue=0.3))
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await wait_until(lambda: kit.audio.queued_duration > 0.25)
+        kit.audio.advance(0.2)  # "The first" heard of S1 (0.54 s)
+        await wait_until(lambda: kit.audio.queued_duration > 0.25)
+        kit.feed(speech(400) + silence(250))
+        first = await kit.agent_final()
+        kit.audio.release()
+        await kit.agent_final(2)
+    assert first.interrupted is True
+    assert first.text == "The", first.text  # 0.2 s of S1's 0.54 s: one word of five (by share)
+
+
 async def test_speech_after_the_noise_holds_the_pause_until_it_is_known() -> None:
     stt = FakeSTT(responses=["stop please"])
     kit = _kit(stt=stt)

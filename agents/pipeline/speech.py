@@ -151,6 +151,7 @@ class SpeechOut:
         self._recent: deque[rtc.AudioFrame] = deque()  # frames handed out, newest last
         self._recent_s = 0.0
         self._held: list[rtc.AudioFrame] = []  # unplayed frames taken back by pause()
+        self._held_s = 0.0  # their duration (still counted in _pushed: the stream's position)
         self._first_audio_ms: float | None = None
         self._on_first_audio = on_first_audio
         self._on_sentence = on_sentence
@@ -196,7 +197,7 @@ class SpeechOut:
             self._recent_s -= frame.duration
         held.reverse()
         self._held = held
-        self._pushed -= sum(f.duration for f in held)
+        self._held_s = sum(f.duration for f in held)
         self._audio.clear_queue()
 
     async def resume(self) -> None:
@@ -205,7 +206,12 @@ class SpeechOut:
             return
         held, self._held = self._held, []
         for frame in held:
-            await self._output(frame)
+            if self._stopped_at is not None:
+                return  # stopped while resuming: the rest is not for the caller
+            await self._audio.capture_frame(frame)
+            self._held_s = max(0.0, self._held_s - frame.duration)
+            self._remember(frame)
+        self._held_s = 0.0
         self._open.set()
 
     async def wait_open(self) -> None:
@@ -216,8 +222,8 @@ class SpeechOut:
         """Seconds of this turn's audio the caller has heard (output queue assumed FIFO)."""
         if self._stopped_at is not None:
             return self._stopped_at
-        queued = self._audio.queued_duration
-        return max(0.0, self._pushed - min(self._pushed, queued))
+        unplayed = self._audio.queued_duration + self._held_s
+        return max(0.0, self._pushed - min(self._pushed, unplayed))
 
     async def speak(self, text: str) -> None:
         """Synthesise ``text`` and stream it out. Raises the TTS's :class:`ProviderError`."""
@@ -310,6 +316,9 @@ class SpeechOut:
     async def _output(self, frame: rtc.AudioFrame) -> None:
         await self._audio.capture_frame(frame)
         self._pushed += frame.duration
+        self._remember(frame)
+
+    def _remember(self, frame: rtc.AudioFrame) -> None:
         self._recent.append(frame)
         self._recent_s += frame.duration
         while self._recent and self._recent_s - self._recent[0].duration > _KEEP_SECONDS:
@@ -320,6 +329,7 @@ class SpeechOut:
         if self._stopped_at is None:
             self._stopped_at = self.played_seconds()
             self._held = []
+            self._held_s = 0.0
             self._audio.clear_queue()
             self._open.set()  # a capture waiting on a pause returns (and plays nothing)
         return self._stopped_at
