@@ -73,12 +73,12 @@ async def _agent_joined(caller: RealCaller) -> float:
     return await asyncio.wait_for(joined, 20)
 
 
-async def conversation(stage: Stage, room: str, *, job_id: str) -> tuple[list[float], float]:
-    """Three spoken turns then a barge-in over an answer: (turn latencies, barge-in stop)."""
+async def conversation(stage: Stage, room: str, *, job_id: str) -> list[float]:
+    """Three spoken turns: end of each line -> first agent audio heard."""
     caller = await stage.caller(room, "alice")
     await stage.dispatch(job_id=job_id, room=room)
-    await caller.wait_message("transcript_chunk", _agent_final)
-    await asyncio.sleep(0.8)
+    greeting = await caller.wait_message("transcript_chunk", _agent_final)
+    await caller.audio.wait_silent_after(greeting.at, silence_s=0.6, within=20)
     latencies = []
     for line in LINES:
         pcm = await render_speech(line)
@@ -88,20 +88,33 @@ async def conversation(stage: Stage, room: str, *, job_id: str) -> tuple[list[fl
         latencies.append(heard - ended)
         await caller.wait_message("transcript_chunk", _agent_final, after=seen)
         await caller.audio.wait_silent_after(heard, silence_s=0.6, within=20)
-    # barge in over the next answer
-    pcm = await render_speech(LINES[0])
-    ended = await caller.say(pcm)
-    heard = await caller.audio.wait_voiced_after(ended, within=20)
+    await caller.leave()
+    await stage.wait_job(job_id, within=30)
+    return latencies
+
+
+async def barge_in(stage: Stage, room: str, *, job_id: str) -> float:
+    """The caller speaks over the greeting: start of speech -> agent silent."""
+    speech = await render_speech(BARGE)
+    caller = await stage.caller(room, "dave")
+    await stage.dispatch(job_id=job_id, room=room)
+    heard = await caller.audio.wait_voiced_after(0, within=20)
     await asyncio.sleep(0.3)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    speaking = asyncio.create_task(caller.say(await render_speech(BARGE)))
+    started = asyncio.get_running_loop().time()
+    speaking = asyncio.create_task(caller.say(speech))
     stopped = await caller.audio.wait_silent_after(started, silence_s=0.4, within=20)
     await speaking
     await caller.leave()
     await stage.wait_job(job_id, within=30)
     del heard
-    return latencies, stopped - started
+    return max(0.0, stopped - started)
+
+
+async def idle(stage: RealStage) -> None:
+    """Wait until the service runs no job (each join is measured on an idle service)."""
+    async with asyncio.timeout(30):
+        while (await stage.client.get("/health")).json()["active_jobs"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
 
 
 async def joins(server: LiveKitServer, stage: RealStage, rounds: int) -> dict[str, list[float]]:
@@ -114,9 +127,12 @@ async def joins(server: LiveKitServer, stage: RealStage, rounds: int) -> dict[st
         for i in range(rounds):
             caller = await stage.caller(f"join-w{i}", "caller", microphone=False)
             t0 = loop.time()
-            await stage.dispatch(job_id=f"AJ_join_w{i}", room=f"join-w{i}")
+            r = await stage.dispatch(job_id=f"AJ_join_w{i}", room=f"join-w{i}")
+            if not r.json().get("accepted"):
+                raise RuntimeError(f"webhook refused: {r.status_code} {r.text}")
             out["webhook"].append(await _agent_joined(caller) - t0)  # type: ignore[arg-type]
             await caller.leave()
+            await idle(stage)
 
             caller = await stage.caller(f"join-n{i}", "caller", microphone=False)
             t0 = loop.time()
@@ -124,12 +140,14 @@ async def joins(server: LiveKitServer, stage: RealStage, rounds: int) -> dict[st
                 api.CreateAgentDispatchRequest(agent_name="external-agent", room=f"join-n{i}"))
             out["native"].append(await _agent_joined(caller) - t0)  # type: ignore[arg-type]
             await caller.leave()
+            await idle(stage)
 
             t0 = loop.time()
             caller = await stage.caller(f"hook-join{i}", "caller", microphone=False)
             out["livekit_webhook"].append(
                 await _agent_joined(caller) - t0)  # type: ignore[arg-type]
             await caller.leave()
+            await idle(stage)
     finally:
         await lk.aclose()
     return out
@@ -156,9 +174,8 @@ async def main(rounds: int) -> int:
         real_turns: list[float] = []
         real_barge: list[float] = []
         for i in range(rounds):
-            lat, barge = await conversation(real, f"talk-{i}", job_id=f"AJ_talk{i}")
-            real_turns += lat
-            real_barge.append(barge)
+            real_turns += await conversation(real, f"talk-{i}", job_id=f"AJ_talk{i}")
+            real_barge.append(await barge_in(real, f"barge-{i}", job_id=f"AJ_barge{i}"))
         await real.aclose()
     finally:
         await service.stop()
@@ -178,9 +195,8 @@ async def main(rounds: int) -> int:
     ) as client:
         mem = MemoryStage(hub=hub, client=client)
         for i in range(rounds):
-            lat, barge = await conversation(mem, f"talk-{i}", job_id=f"AJ_mtalk{i}")
-            mem_turns += lat
-            mem_barge.append(barge)
+            mem_turns += await conversation(mem, f"talk-{i}", job_id=f"AJ_mtalk{i}")
+            mem_barge.append(await barge_in(mem, f"barge-{i}", job_id=f"AJ_mbarge{i}"))
         await mem.aclose()
 
     print(f"greeting: {GREETING!r}; {rounds} rounds; livekit-server {server.binary}")

@@ -378,12 +378,16 @@ class Caller:
         return [m for m in self.received if type_ is None or m.type == type_]
 
     async def wait_message(self, type_: str, where: Callable[[Any], bool] | None = None, *,
-                           within: float = 20.0, after: int = 0) -> Received:
-        """The first message of ``type_`` (from index ``after`` on) whose ``data`` matches."""
+                           within: float = 20.0, after: int = 0,
+                           sender: str | None = None) -> Received:
+        """The first message of ``type_`` (from index ``after`` on) whose ``data`` matches
+        (and that the client could attribute to ``sender``, when given)."""
         async with asyncio.timeout(within):
             while True:
                 for m in self.received[after:]:
-                    if m.type == type_ and (where is None or where(m.data)):
+                    if m.type == type_ and (where is None or where(m.data)) and (
+                        sender is None or m.sender == sender
+                    ):
                         return m
                 self._changed.clear()
                 await self._changed.wait()

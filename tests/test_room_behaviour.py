@@ -40,8 +40,12 @@ async def test_a_caller_is_greeted_answered_by_voice_and_the_job_completes_with_
     greeting = await caller.wait_message(
         "transcript_chunk", lambda d: _final_agent_text(d, agent))
     assert greeting.data["text"] == GREETING
-    # every message names its topic as its type, and comes from the agent once it is known
+    # every message names its topic as its type
     assert all(m.topic == m.type for m in caller.received)
+    # a frontend that filters by sender still gets the agent's status and todo list, even
+    # when the first copies arrived before it knew the agent (defect d)
+    await caller.wait_message("agent_status", sender=agent)
+    await caller.wait_message("todo_list", sender=agent)
     await asyncio.sleep(0.5)  # the greeting's audio plays out
 
     seen = len(caller.received)
@@ -67,6 +71,7 @@ async def test_a_caller_is_greeted_answered_by_voice_and_the_job_completes_with_
     await caller.leave()
     view = await stage.wait_job("AJ_voice1")
     assert view["state"] == "completed", view
+    assert view["source"] == "webhook"
     record = view["record"]
     speakers = [t["participant_id"] for t in record["transcript"]]
     assert "alice" in speakers and agent in speakers
