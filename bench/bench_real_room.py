@@ -77,8 +77,9 @@ async def conversation(stage: Stage, room: str, *, job_id: str) -> list[float]:
     """Three spoken turns: end of each line -> first agent audio heard."""
     caller = await stage.caller(room, "alice")
     await stage.dispatch(job_id=job_id, room=room)
-    greeting = await caller.wait_message("transcript_chunk", _agent_final)
-    await caller.audio.wait_silent_after(greeting.at, silence_s=0.6, within=20)
+    await caller.wait_message("transcript_chunk", _agent_final)
+    greeting = await caller.audio.wait_voiced_after(0, within=20)
+    await caller.audio.wait_silent_after(greeting, silence_s=0.6, within=20)
     latencies = []
     for line in LINES:
         pcm = await render_speech(line)
