@@ -44,6 +44,15 @@ MIC_RATE = 48000
 FRAME_SAMPLES = MIC_RATE // 100
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, however it dies, so no
+    server or service outlives a killed test run (Linux ``PR_SET_PDEATHSIG``)."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def in_private_netns() -> bool:
     """True inside a namespace made by ``scripts/netns-run`` (its veth is there)."""
     try:
@@ -134,6 +143,7 @@ class LiveKitServer:
             self._proc = subprocess.Popen(
                 [str(self.binary), "--config", str(cfg_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -610,6 +620,7 @@ class ServiceProcess:
                 [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
                  "--port", str(self.port)],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
