@@ -10,12 +10,24 @@ service owns the task the body runs in: cancelling it is how a job is cancelled 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 JobType = Literal["JT_ROOM", "JT_PUBLISHER", "JT_PARTICIPANT"]
 JOB_TYPES: tuple[JobType, ...] = ("JT_ROOM", "JT_PUBLISHER", "JT_PARTICIPANT")
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-.:@]{0,127}$"
+"""The one rule for job ids at every door: ASCII letters, digits and ``_-.:@``, 1 to 128
+characters, not starting with ``.``, ``-``, ``:`` or ``@`` (so never ``.`` or ``..``, never a
+``/``): every id the service accepts can be written in a URL path (``/jobs/{id}``)."""
+_JOB_ID = re.compile(JOB_ID_PATTERN)
+
+
+def valid_job_id(job_id: str) -> bool:
+    return _JOB_ID.fullmatch(job_id) is not None
+
 
 JobSource = Literal["webhook", "dispatch", "livekit_webhook", "playground"]
 """Which door a job came through: our signed job webhook, LiveKit native agent dispatch, a

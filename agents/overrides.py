@@ -29,6 +29,10 @@ ALLOWED_KEYS = (
 SCOPE_KEYS = frozenset({"knowledge", "mcp_headers"})
 """Keys that scope the job's knowledge and tools; they do not change the persona."""
 MAX_TODO_ITEMS = 50
+MAX_METADATA_CHARS = 64 * 1024
+"""Metadata longer than this is not read for overrides (the job webhook caps it at 32 KiB)."""
+MAX_DEPTH = 8
+"""Overrides nest at most this deep (todo items are three levels)."""
 
 
 class JobOverrides(BaseModel):
@@ -53,20 +57,52 @@ class JobOverrides(BaseModel):
         return None if items is None else unique_todo_ids(items)
 
 
-def parse_overrides(metadata: str) -> JobOverrides:
-    """Read the allowlisted overrides from ``metadata``. Never raises."""
+def _too_deep(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests containers more than ``limit`` levels deep (iterative)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
+def parse_overrides(metadata: str, *, problems: list[str] | None = None) -> JobOverrides:
+    """Read the allowlisted overrides from ``metadata``. Never raises: metadata over
+    :data:`MAX_METADATA_CHARS`, nested deeper than :data:`MAX_DEPTH`, or holding numbers Python
+    refuses to parse is ignored as a whole, with a warning logged and appended to ``problems``
+    (the job's record shows it)."""
+
+    def ignore(problem: str) -> JobOverrides:
+        log.warning("metadata_overrides_ignored", problem=problem)
+        if problems is not None:
+            problems.append(f"metadata overrides ignored: {problem}")
+        return JobOverrides()
+
     if not metadata or not metadata.lstrip().startswith("{"):
         return JobOverrides()
+    if len(metadata) > MAX_METADATA_CHARS:
+        return ignore(f"longer than {MAX_METADATA_CHARS} characters")
     try:
         obj: Any = json.loads(metadata)
+    except RecursionError:
+        return ignore(f"nested deeper than {MAX_DEPTH} levels")
     except json.JSONDecodeError:
         log.info("metadata_not_json")
         return JobOverrides()
+    except ValueError:  # e.g. an integer past Python's digit limit
+        return ignore("not parseable JSON (a number too large?)")
     if not isinstance(obj, dict):
         return JobOverrides()
+    if _too_deep(obj, MAX_DEPTH):
+        return ignore(f"nested deeper than {MAX_DEPTH} levels")
     ignored = sorted(k for k in obj if k not in ALLOWED_KEYS)
     if ignored:
-        log.warning("metadata_keys_ignored", keys=ignored[:20])
+        log.warning("metadata_keys_ignored", keys=[k[:64] for k in ignored[:20]])
     kept: dict[str, Any] = {}
     for key in ALLOWED_KEYS:
         if key not in obj:
@@ -75,6 +111,8 @@ def parse_overrides(metadata: str) -> JobOverrides:
             JobOverrides.model_validate({key: obj[key]})
         except ValidationError as e:
             log.warning("metadata_override_invalid", key=key, error=e.errors()[0]["msg"])
+            if problems is not None:
+                problems.append(f"metadata override {key} ignored: invalid")
             continue
         kept[key] = obj[key]
     return JobOverrides.model_validate(kept)

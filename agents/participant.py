@@ -282,7 +282,10 @@ class AgentParticipant(RoomListener):
     async def _live(self) -> str:
         transport, spec = self._transport, self._spec
         assert transport is not None and self._ended is not None
-        overrides = parse_overrides(spec.metadata)
+        problems: list[str] = []
+        overrides = parse_overrides(spec.metadata, problems=problems)
+        for problem in problems:
+            self._recorder.warn(problem)
         persona = apply_overrides(self._config.persona, overrides)
         self._audio = await transport.publish_audio(sample_rate=self._sample_rate)
         messages = RoomMessageOutput(transport=transport, recorder=self._recorder,

@@ -5,14 +5,14 @@ every final ``transcript_chunk`` the agent published and every ``user_text`` tur
 timestamps and speaker identities), the latest todo list, hand-offs, per-turn metrics and
 timings. When the job ends, :meth:`JobRecorder.finish` returns the record (it goes into the
 job's outcome, shown by ``GET /jobs/{id}``), and :func:`write_artifact` writes it to
-``<artifacts_dir>/<job_id>.json``.
+``<artifacts_dir>/<job_id>.json`` (the id escaped by :func:`artifact_name`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,7 +39,9 @@ MAX_TRANSCRIPT_ENTRIES = 5000
 MAX_METRICS = 1000
 MAX_TYPED_PENDING = 16
 """Typed turns per speaker awaiting their echo as a transcript chunk (older ones are let go)."""
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_MAX_STEM = 200
+_MAX_COPIES = 1000
 
 
 class JobRecorder:
@@ -70,10 +72,16 @@ class JobRecorder:
         self.speakers: set[str] = set()
         self.dropped_entries = 0
         self._typed: dict[str, list[dict[str, Any]]] = {}
+        self.warnings: list[str] = []
 
     def mark(self, name: str) -> None:
         """Record when something happened, in ms since the job started (``connected`` ...)."""
         self.timings[f"{name}_ms"] = round((time.monotonic() - self._t0) * 1000, 1)
+
+    def warn(self, problem: str) -> None:
+        """Something the job worked around (ignored overrides ...); listed in ``warnings``."""
+        if len(self.warnings) < 100:
+            self.warnings.append(problem)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -153,27 +161,49 @@ class JobRecorder:
         }
         if self.dropped_entries:
             record["dropped_entries"] = self.dropped_entries
+        if self.warnings:
+            record["warnings"] = list(self.warnings)
         if extra:
             record["conversation"] = extra
         return record
 
 
+def artifact_name(job_id: str) -> str:
+    """An injective, filesystem-safe file stem for ``job_id``: ASCII letters, digits, ``_`` and
+    ``-`` stay, every other byte of its UTF-8 becomes ``%XX`` (``%`` itself too), so two ids
+    never share a name and no name holds ``/`` or ``.``. A stem past 200 characters keeps its
+    start and ends in ``~`` and the id's SHA-256 (``~`` is never produced by the escaping)."""
+    stem = "".join(
+        chr(b) if chr(b) in _NAME_CHARS else f"%{b:02X}" for b in job_id.encode("utf-8")
+    ) or "%"
+    if len(stem) > _MAX_STEM:
+        stem = stem[: _MAX_STEM - 65] + "~" + hashlib.sha256(job_id.encode("utf-8")).hexdigest()
+    return stem
+
+
 def artifact_path(directory: Path, job_id: str) -> Path:
-    name = _SAFE_NAME.sub("_", job_id)[:200] or "job"
-    return directory / f"{name}.json"
+    return directory / f"{artifact_name(job_id)}.json"
 
 
 def write_artifact(directory: Path, record: dict[str, Any]) -> Path:
-    """Write ``record`` to ``<directory>/<job_id>.json`` atomically (temp file + rename).
-    Raises ``OSError`` when the directory cannot be written."""
+    """Write ``record`` to ``<directory>/<artifact_name(job_id)>.json`` atomically (the name is
+    claimed with ``O_EXCL``, then filled from a temp file with a rename). A record is never
+    overwritten: when the name is taken, the next free ``<name>.<n>.json`` is used. Raises
+    ``OSError`` when the directory cannot be written."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = artifact_path(directory, str(record.get("job_id", "job")))
+    stem = artifact_name(str(record.get("job_id", "job")))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(record, f, ensure_ascii=False, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
+        for n in range(_MAX_COPIES):
+            path = directory / (f"{stem}.json" if n == 0 else f"{stem}.{n}.json")
+            try:  # claim the name (fails if taken), then fill it atomically
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                continue
+            os.replace(tmp, path)
+            return path
+        raise FileExistsError(f"{_MAX_COPIES} records named {stem} already exist")
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -22,7 +22,9 @@ from fastapi.staticfiles import StaticFiles
 
 from agents.job import JobBody
 from app.api import console, health, jobs, playground
+from app.api.errors import contract_errors
 from app.api.intake import intake_openapi, intake_route
+from app.dispatch.livekit_webhook import WEBHOOK_PATH
 from app.dispatch.wiring import dispatch_services, livekit_webhook_routers
 from app.jobs.bodies import default_job_body
 from app.metrics import Metrics
@@ -85,4 +87,5 @@ def create_app(
         app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="web")
     for router in (*livekit_webhook_routers(settings), *routers):
         app.include_router(router)
+    contract_errors(app, (settings.webhook_path, WEBHOOK_PATH))
     return app

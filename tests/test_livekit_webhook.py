@@ -7,6 +7,7 @@ import base64
 import datetime
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,7 +46,7 @@ def event_body(
     data: dict[str, Any] = {
         "event": event,
         "id": event_id,
-        "createdAt": "1700000000",
+        "createdAt": str(int(time.time())),
         "room": {"sid": f"RM_{room}", "name": room},
     }
     if identity is not None:
@@ -79,7 +80,7 @@ def manager() -> FakeJobManager:
 @pytest.fixture
 def handler(clock: Clock) -> LiveKitWebhookHandler:
     settings = LiveKitWebhookSettings.model_validate(
-        {"rules": RULES, "dedup_window": 60, "max_body_bytes": 4096}
+        {"rules": RULES, "dedup_window": 400, "max_body_bytes": 4096}
     )
     return LiveKitWebhookHandler(settings=settings, api_key=KEY, api_secret=SECRET, clock=clock)
 
@@ -213,7 +214,7 @@ async def test_redelivered_event_gets_the_first_answer_and_no_second_job(
     assert again.body["job_id"] == first.body["job_id"]
     assert len(manager.requests) == 1
     # After the window the event reaches the manager again, whose job-id idempotency holds.
-    clock.now += 61
+    clock.now += 401
     late = await handler.handle(body, sign(body), admission=manager)
     assert late.body["status"] == "duplicate"
     assert manager.starts == ["LW_EV_1"]
@@ -323,3 +324,105 @@ async def test_http_busy_is_503_with_retry_after(
     body = event_body("room_started")
     r = await post(client, body, sign(body))
     assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+
+
+# -- issue 16: replays, wrong types, ids ---------------------------------------------------------
+
+
+def event_at(created_at: float | None, *, event_id: str = "EV_old") -> bytes:
+    data: dict[str, Any] = {"event": "room_started", "id": event_id,
+                            "room": {"sid": "RM_1", "name": "support-1"}}
+    if created_at is not None:
+        data["createdAt"] = str(int(created_at))
+    return json.dumps(data).encode()
+
+
+async def test_a_replay_after_the_dedup_window_is_refused_by_createdAt(
+    handler: LiveKitWebhookHandler, manager: FakeJobManager, clock: Clock
+) -> None:
+    body = event_body("room_started")
+    token = sign(body)
+    first = await handler.handle(body, token, admission=manager)
+    assert first.body["status"] == "dispatched"
+    # The same captured (body, token), once the dedup memory has forgotten the event id: the
+    # wall clock has moved as far as the monotonic one.
+    clock.now += 401
+    wall = time.time() + 401
+    late = LiveKitWebhookHandler(
+        settings=handler.settings, api_key=KEY, api_secret=SECRET, clock=clock,
+        wall_clock=lambda: wall,
+    )
+    replay = await late.handle(body, token, admission=manager)
+    assert replay.status in (400, 401) and replay.body["accepted"] is False
+    assert len(manager.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("created_at", "error"),
+    [(None, "event has no createdAt"), (time.time() - 341, "event too old"),
+     (time.time() + 120, "event from the future")],
+)
+async def test_events_outside_the_replay_window_are_refused(
+    handler: LiveKitWebhookHandler, manager: FakeJobManager, created_at: float | None, error: str
+) -> None:
+    body = event_at(created_at)
+    answer = await handler.handle(body, sign(body), admission=manager)
+    assert answer.status == 400 and answer.body["error"].startswith(error)
+    assert manager.requests == []
+
+
+async def test_a_token_living_longer_than_the_replay_window_is_refused(
+    handler: LiveKitWebhookHandler, manager: FakeJobManager
+) -> None:
+    body = event_body("room_started")
+    answer = await handler.handle(body, sign(body, ttl_minutes=60), admission=manager)
+    assert answer.status == 401 and "replay window" in answer.body["error"]
+    assert manager.requests == []
+
+
+def test_the_dedup_window_must_cover_the_leeway() -> None:
+    with pytest.raises(ValueError, match="dedup_window"):
+        LiveKitWebhookSettings.model_validate({"dedup_window": 100, "token_leeway": 60})
+    assert LiveKitWebhookSettings().max_event_age == 540
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [{"room": "support-1"}, {"room": ["x"]}, {"participant": "u"},
+     {"participant": {"identity": "u", "tracks": ["x"]}}, {"room": {"name": 5}}, {"event": 5}],
+)
+async def test_wrong_types_answer_400(
+    handler: LiveKitWebhookHandler, manager: FakeJobManager, patch: dict[str, Any]
+) -> None:
+    data = {**json.loads(event_body("room_started")), **patch}
+    body = json.dumps(data).encode()
+    answer = await handler.handle(body, sign(body), admission=manager)
+    assert answer.status == 400 and answer.body["accepted"] is False
+    assert manager.requests == []
+
+
+@pytest.mark.parametrize("event_id", ["a/b", "x" * 126, "É", "a b"])
+async def test_event_ids_that_make_no_valid_job_id_answer_422(
+    handler: LiveKitWebhookHandler, manager: FakeJobManager, event_id: str
+) -> None:
+    body = event_body("room_started", event_id=event_id)
+    answer = await handler.handle(body, sign(body), admission=manager)
+    assert answer.status == 422 and answer.body["accepted"] is False
+    assert manager.requests == []
+
+
+async def test_huge_integers_in_a_signed_event_answer_400(
+    handler: LiveKitWebhookHandler, manager: FakeJobManager
+) -> None:
+    settings = handler.settings.model_copy(update={"max_body_bytes": 65536})
+    handler = LiveKitWebhookHandler(settings=settings, api_key=KEY, api_secret=SECRET)
+    template = json.loads(event_body("room_started"))
+    for where, digits in (("unknown", "9" * 5000), ("room", "9" * 4000), ("room", "9" * 5000)):
+        if where == "room":
+            template["room"]["numParticipants"] = "@@"
+        else:
+            template["unknownField"] = "@@"
+        body = json.dumps(template).replace('"@@"', digits).encode()
+        answer = await handler.handle(body, sign(body), admission=manager)
+        assert answer.status == 400, (where, len(digits))
+    assert manager.requests == []

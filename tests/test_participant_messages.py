@@ -191,3 +191,28 @@ async def test_agent_audio_is_published_and_clear_queue_drops_what_is_queued() -
     alice.leave()
     await h.outcome()
     await alice.aclose()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ('{"todo_items": ' + "[" * 10_000 + "]" * 10_000 + "}", "nested deeper"),
+        ('{"todo_items": [[[[[[[[[["x"]]]]]]]]]]}', "nested deeper"),
+        ('{"greeting": "hi", "n": ' + "9" * 5000 + "}", "not parseable"),
+        ('{"greeting": "' + "x" * 70_000 + '"}', "longer than"),
+    ],
+    ids=["10000-deep", "10-deep", "5000-digits", "70k-chars"],
+)
+async def test_metadata_that_cannot_be_read_is_ignored_with_a_warning_in_the_record(
+    metadata: str, problem: str
+) -> None:
+    h = Harness()
+    alice = h.hub.room("room-1").add_participant("alice")
+    h.start(make_spec(metadata=metadata))
+    await h.running()
+    assert h.contexts[0].overrides == {}
+    alice.leave()
+    outcome = await h.outcome()
+    assert outcome.end_reason == "room_empty"  # ended normally, not failed
+    (warning,) = outcome.record["warnings"]
+    assert warning.startswith("metadata overrides ignored: ") and problem in warning

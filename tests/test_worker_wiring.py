@@ -7,6 +7,7 @@ import base64
 import datetime
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -81,7 +82,12 @@ async def test_livekit_webhook_dispatches_a_job_with_a_minted_token(
 ) -> None:
     h = await make_app(lk_settings(server.url, worker={"enabled": False}), body)
     raw = json.dumps(
-        {"event": "room_started", "id": "EV_w1", "room": {"sid": "RM_w", "name": "support-7"}}
+        {
+            "event": "room_started",
+            "id": "EV_w1",
+            "createdAt": str(int(time.time())),
+            "room": {"sid": "RM_w", "name": "support-7"},
+        }
     ).encode()
     digest = base64.b64encode(hashlib.sha256(raw).digest()).decode()
     token = (

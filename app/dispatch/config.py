@@ -148,7 +148,11 @@ class LiveKitWebhookSettings(BaseModel):
         description="Dispatch rules, first match wins. No rules: events are verified and ignored.",
     )
     dedup_window: float = Field(
-        600.0, gt=0, description="Seconds an event id is remembered to drop redeliveries."
+        600.0,
+        gt=0,
+        description="Seconds an event id is remembered to drop redeliveries. It bounds replays "
+        "too: events older than dedup_window - token_leeway, and tokens living longer, are "
+        "refused.",
     )
     dedup_max_entries: int = Field(
         10000, ge=1, description="Bound on remembered event ids (oldest dropped first)."
@@ -159,3 +163,16 @@ class LiveKitWebhookSettings(BaseModel):
     token_leeway: float = Field(
         60.0, ge=0, le=600, description="Clock skew allowed on the token's exp/nbf (s)."
     )
+
+    @model_validator(mode="after")
+    def _window_covers_leeway(self) -> LiveKitWebhookSettings:
+        if self.dedup_window <= 2 * self.token_leeway:
+            raise ValueError("dedup_window must be longer than twice token_leeway")
+        return self
+
+    @property
+    def max_event_age(self) -> float:
+        """Events whose ``createdAt`` is older, and tokens whose ``exp`` lies further ahead, are
+        refused: a captured (body, token) pair cannot be replayed once the dedup memory has
+        forgotten its event id. (A LiveKit server's webhook tokens live 5 minutes.)"""
+        return self.dedup_window - self.token_leeway

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -27,6 +28,7 @@ from fastapi import APIRouter, Request, Response
 from livekit.protocol import models
 from livekit.protocol.webhook import WebhookEvent
 
+from agents.job import valid_job_id
 from app.admission import Admission, JobRequest
 from app.dispatch.config import DispatchRule, LiveKitWebhookSettings
 from app.dispatch.ports import DispatchError, WebhookPayloadError, WebhookVerificationError
@@ -61,6 +63,10 @@ def match_rule(rules: list[DispatchRule], event: WebhookEvent) -> DispatchRule |
     return None
 
 
+def job_id_for(event_key: str) -> str:
+    return f"LW_{event_key}"
+
+
 def job_request_for(event: WebhookEvent, rule: DispatchRule, *, body: bytes) -> JobRequest:
     """The job a matched event asks for. Its id derives from the event id (or, for an event
     without one, from the body), so a redelivery maps to the same job."""
@@ -69,7 +75,7 @@ def job_request_for(event: WebhookEvent, rule: DispatchRule, *, body: bytes) -> 
     identity = event.participant.identity if job_type != "JT_ROOM" else None
     return JobRequest(
         source="livekit_webhook",
-        job_id=f"LW_{key}",
+        job_id=job_id_for(key),
         dispatch_id=event.id or key,
         job_type=job_type,
         room_name=event.room.name,
@@ -91,10 +97,16 @@ class LiveKitWebhookHandler:
         api_key: str,
         api_secret: str,
         clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._wall_clock = wall_clock
         self._receiver = ConstantTimeWebhookReceiver(
-            api_key=api_key, api_secret=api_secret, leeway=settings.token_leeway
+            api_key=api_key,
+            api_secret=api_secret,
+            leeway=settings.token_leeway,
+            max_token_lifetime=settings.max_event_age,
+            wall_clock=wall_clock,
         )
         dedup_kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
         self._dedup = EventDeduplicator(
@@ -115,6 +127,13 @@ class LiveKitWebhookHandler:
             log.warning("livekit_webhook_bad_payload", error=e.message)
             return _error(400, e.message)
 
+        if event.id and not valid_job_id(job_id_for(event.id)):
+            log.warning("livekit_webhook_invalid_event_id", event_id=event.id[:64])
+            return _error(422, "invalid event id (the job id LW_<id> must be a valid job id)")
+        problem = self._age_problem(event)
+        if problem is not None:
+            log.warning("livekit_webhook_refused_event", error=problem, event_id=event.id)
+            return _error(400, problem)
         ctx = {"livekit_event": event.event, "event_id": event.id, "room": event.room.name}
         if event.id:
             first = self._dedup.get(event.id)
@@ -126,6 +145,18 @@ class LiveKitWebhookHandler:
         if event.id and answer.status == 200:
             self._dedup.remember(event.id, answer.body)
         return answer
+
+    def _age_problem(self, event: WebhookEvent) -> str | None:
+        """Events older than the dedup memory (or from the future) are refused: a replay of a
+        captured one can then never be dispatched twice."""
+        if event.created_at <= 0:
+            return "event has no createdAt"
+        age = self._wall_clock() - event.created_at
+        if age > self.settings.max_event_age:
+            return "event too old (createdAt is outside the replay window)"
+        if age < -self.settings.token_leeway:
+            return "event from the future (createdAt)"
+        return None
 
     async def _decide(
         self, event: WebhookEvent, body: bytes, admission: Admission, ctx: dict[str, str]

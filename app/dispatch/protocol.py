@@ -8,7 +8,7 @@ from livekit import api
 from livekit.protocol import agent as pb
 from livekit.protocol import models
 
-from agents.job import JobType
+from agents.job import JobType, valid_job_id
 from app.admission import AdmissionResult, JobRequest
 from app.dispatch.config import WorkerSettings
 from app.dispatch.ports import InvalidJobError
@@ -63,6 +63,8 @@ def job_request_from_proto(job: pb.Job) -> JobRequest:
     with the assignment. Raises :class:`InvalidJobError` for a job we cannot run."""
     if not job.id:
         raise InvalidJobError("job has no id")
+    if not valid_job_id(job.id):
+        raise InvalidJobError("job id is not a valid job id")
     job_type = _JOB_TYPES.get(job.type)
     if job_type is None:
         raise InvalidJobError(f"unknown job type {job.type}")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import ParseDict, ParseError
 from livekit import api
 from livekit.protocol.webhook import WebhookEvent
@@ -30,12 +31,26 @@ from app.dispatch.ports import WebhookPayloadError, WebhookVerificationError
 
 
 class ConstantTimeWebhookReceiver(api.WebhookReceiver):
-    def __init__(self, *, api_key: str, api_secret: str, leeway: float = 60.0) -> None:
+    """``max_token_lifetime``: a token whose ``exp`` lies further ahead than this many seconds
+    is refused, so no token can be replayed after the event's id has left the dedup memory
+    (``None``: no bound)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_secret: str,
+        leeway: float = 60.0,
+        max_token_lifetime: float | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         if not api_key or not api_secret:
             raise ValueError("LiveKit webhooks need the api_key and api_secret")
         self._token_verifier = api.TokenVerifier(
             api_key, api_secret, leeway=datetime.timedelta(seconds=leeway)
         )
+        self._max_lifetime = max_token_lifetime
+        self._wall_clock = wall_clock
         super().__init__(self._token_verifier)
 
     def receive(self, body: str, auth_token: str) -> WebhookEvent:
@@ -58,6 +73,11 @@ class ConstantTimeWebhookReceiver(api.WebhookReceiver):
             raise WebhookVerificationError("token signature invalid") from e
         except Exception as e:  # the SDK and PyJWT raise many types for a bad token
             raise WebhookVerificationError(f"invalid token ({type(e).__name__})") from e
+        if self._max_lifetime is not None:
+            # Verified above (signature, issuer, exp present and not passed): read its exp.
+            exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+            if not isinstance(exp, int | float) or exp - self._wall_clock() > self._max_lifetime:
+                raise WebhookVerificationError("token outlives the replay window")
         if not claims.sha256:
             raise WebhookVerificationError("token has no sha256 claim")
         try:
@@ -78,10 +98,44 @@ def parse_event(body: bytes) -> WebhookEvent:
         raise WebhookPayloadError("body is not JSON") from e
     if not isinstance(data, dict):
         raise WebhookPayloadError("body is not a JSON object")
+    problem = _shape_problem(data, WebhookEvent.DESCRIPTOR, "")
+    if problem is not None:
+        raise WebhookPayloadError(problem)
     try:
         return ParseDict(data, WebhookEvent(), ignore_unknown_fields=True)
     except (ParseError, RecursionError) as e:
         raise WebhookPayloadError(f"not a LiveKit webhook event: {str(e)[:200]}") from e
+
+
+def _shape_problem(data: dict[str, Any], descriptor: Any, where: str) -> str | None:
+    """Where a message-typed field holds something other than an object (protobuf's JSON
+    parser silently reads ``"room": "x"`` as an empty room); ``None`` when the shapes fit."""
+    for key, value in data.items():
+        field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
+        if field is None or field.type != FieldDescriptor.TYPE_MESSAGE or value is None:
+            continue
+        message = field.message_type
+        if message is None or message.full_name.startswith("google.protobuf."):
+            continue
+        name = where + field.json_name
+        if message.GetOptions().map_entry:
+            if not isinstance(value, dict):
+                return f"{name} must be an object"
+            continue
+        values = value if _is_repeated(field) else [value]
+        if _is_repeated(field) and not isinstance(value, list):
+            return f"{name} must be an array"
+        for item in values:
+            if not isinstance(item, dict):
+                return f"{name} must be an object"
+            problem = _shape_problem(item, message, name + ".")
+            if problem is not None:
+                return problem
+    return None
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
 
 
 class EventDeduplicator:

@@ -78,7 +78,8 @@ def parse_notification(
         return notification
     try:
         obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:
+        # ValueError covers JSONDecodeError, bad UTF-8 and integers past Python's digit limit.
         raise IntakeError(400, "body is not valid JSON", outcome="bad_json") from e
     body_ts = _body_timestamp(obj)
     if body_ts is not None:

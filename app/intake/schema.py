@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.job import JobType
+from agents.job import JOB_ID_PATTERN, JobType
 
 _MAX_INT64 = 2**63 - 1
 
@@ -28,7 +28,7 @@ def _int64(value: Any) -> Any:
 
 
 Int64 = Annotated[StrictInt, BeforeValidator(_int64), Field(ge=0, le=_MAX_INT64)]
-Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[\w\-.:@]+$")]
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=JOB_ID_PATTERN)]
 
 
 class Room(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, RunningState
+from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, RunningState, valid_job_id
 from app.admission import AdmissionResult, JobRequest
 from app.errors import TokenMintError
 from app.jobs.records import JobRecord, JobState, StoredAnswer
@@ -257,6 +257,8 @@ class JobManager:
 
     def _policy(self, request: JobRequest) -> str | None:
         settings = self._settings
+        if not valid_job_id(request.job_id):
+            return "invalid job_id (1-128 of A-Z a-z 0-9 _ - . : @, not starting with . - : @)"
         if not settings.enabled:
             return "agent disabled"
         if request.job_type not in settings.job_types:

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -170,7 +171,10 @@ def verify_signature(
 def check_timestamp(value: int | float, *, now: float, tolerance: float) -> None:
     """Raise :class:`IntakeError` 401 ``stale timestamp`` when ``value`` is too far from
     ``now`` in either direction."""
-    if abs(float(value) - now) > tolerance:
+    # Compared without float(): a huge integer would overflow it, and NaN compares false.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise IntakeError(401, "stale timestamp", outcome="stale")
+    if not now - tolerance <= value <= now + tolerance:
         raise IntakeError(401, "stale timestamp", outcome="stale")
 
 
