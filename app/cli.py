@@ -40,17 +40,19 @@ def _serve(args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.server import run
 
+    # Process-wide, and first: building the job body loads providers and models, which log.
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
     try:
         job_body = default_job_body(settings)
     except JobBodyImportError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
-    configure_logging(level=settings.log_level, fmt=settings.log_format)  # process-wide
     app = create_app(settings, job_body=job_body)
     run(
         app,
         host=args.host or settings.host,
         port=args.port or settings.port,
+        http=settings.http,
         log_level=settings.log_level,
     )
     return 0

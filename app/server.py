@@ -9,6 +9,7 @@ A second signal cuts the drain short (jobs are still cancelled and awaited in th
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import signal
 from types import FrameType
@@ -17,7 +18,9 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
+from app.http_guard import ConnectionGuard, GuardedHttpToolsProtocol, HttpLimits
 from app.runtime import Runtime
+from app.settings import HttpSettings
 
 log = structlog.get_logger("app.server")
 
@@ -67,12 +70,32 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)  # type: ignore[arg-type]
 
 
-def run(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
+def run(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    http: HttpSettings | None = None,
+    log_level: str = "info",
+) -> None:
     """Serve until a signal's drain finishes. Returns normally (exit code 0)."""
+    limits = http or HttpSettings()
+    guard = ConnectionGuard(
+        limits=HttpLimits(
+            max_header_bytes=limits.max_header_bytes,
+            header_timeout=limits.header_timeout,
+            body_timeout=limits.body_timeout,
+            max_connections=limits.max_connections,
+        )
+    )
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        # Our protocol, whatever parser uvicorn would pick: the limits hold on every path.
+        http=functools.partial(GuardedHttpToolsProtocol, guard=guard),  # type: ignore[arg-type]
+        ws="none",
+        timeout_keep_alive=max(1, round(limits.keep_alive_timeout)),
         log_config=None,
         log_level=log_level,
         access_log=False,

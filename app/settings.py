@@ -17,7 +17,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -182,6 +190,31 @@ def _using_yaml(path: Path | None) -> Iterator[None]:
         _yaml_path.reset(token)
 
 
+class HttpSettings(BaseModel):
+    """Limits on every HTTP connection (app/http_guard.py, docs/operations.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="Request line plus headers; over: 431."
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds to receive a request's headers (idle included)."
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds to receive a request's whole body."
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, le=600, description="Seconds an idle keep-alive connection is kept."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=2,
+        le=1_000_000,
+        description="Open connections at most; a new one evicts the longest-idle or stalled one.",
+    )
+
+
 class Settings(ClientSettings):
     """Everything the service reads at start-up. Secrets are ``SecretStr`` and never logged."""
 
@@ -220,6 +253,9 @@ class Settings(ClientSettings):
         "instead of the agent.",
     )
 
+    http: HttpSettings = Field(
+        default_factory=HttpSettings, description="Header size, time limits, connection cap."
+    )
     agent: AgentConfig = Field(default_factory=AgentConfig)
     worker: WorkerSettings = Field(
         default_factory=WorkerSettings, description="Native agent dispatch (docs/livekit.md)."

@@ -38,6 +38,9 @@ def _ort() -> Any:
         raise ProviderUnavailable(
             "onnxruntime is not installed (install the 'embedded' extra)", provider="onnx"
         ) from e
+    # The native default logger writes plain text to stderr: errors only (they surface as
+    # exceptions, which the providers log as JSON).
+    onnxruntime.set_default_logger_severity(3)
     return onnxruntime
 
 
@@ -56,6 +59,10 @@ def session_options(*, threads: int = 1) -> Any:
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only
+    # No per-session CPU arena: an arena only grows (to the largest sizes ever run, per
+    # session and thread) and never gives memory back; plain allocations are freed after
+    # each run, which bounds resident memory per replica (docs/operations.md).
+    opts.enable_cpu_mem_arena = False
     return opts
 
 
