@@ -18,6 +18,7 @@ from app.intake.pipeline import IntakePolicy
 from app.jobs.manager import JobManager
 from app.jobs.registry import JobRegistry, MemoryJobRegistry, RedisJobRegistry
 from app.metrics import Metrics
+from app.security.failures import FailureLimiter
 from app.settings import Settings
 
 log = structlog.get_logger("app.runtime")
@@ -69,6 +70,7 @@ class Runtime:
             timestamp_tolerance=settings.timestamp_tolerance,
         )
         self.job_body = job_body
+        self.auth_failures = FailureLimiter(settings=settings.auth_failures)
         self.agent_metrics: tuple[CollectorRegistry, ...] = getattr(
             job_body, "metrics_registries", ()
         )

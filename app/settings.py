@@ -37,6 +37,7 @@ from pydantic_settings import (
 from agents.config import AgentConfig
 from agents.job import JOB_TYPES, JobType
 from app.dispatch.config import LiveKitWebhookSettings, WorkerSettings
+from app.security.failures import AuthFailureSettings
 from app.web.config import PlaygroundSettings
 
 CONFIG_ENV = "EXTERNAL_AGENT_CONFIG"
@@ -253,6 +254,10 @@ class Settings(ClientSettings):
         "instead of the agent.",
     )
 
+    auth_failures: AuthFailureSettings = Field(
+        default_factory=AuthFailureSettings,
+        description="Per-source rate limit on failed signature checks (429 + Retry-After).",
+    )
     http: HttpSettings = Field(
         default_factory=HttpSettings, description="Header size, time limits, connection cap."
     )

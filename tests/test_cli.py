@@ -82,6 +82,8 @@ def test_serve_with_a_missing_config_file_exits_2(tmp_path, capsys):
 def test_serve_with_an_unloadable_job_body_exits_2(monkeypatch, capsys):
     monkeypatch.setenv("EXTERNAL_AGENT_DEV_MODE", "1")
     monkeypatch.setenv("EXTERNAL_AGENT_JOB_BODY", "app.jobs.bodies:nope")
+    # serve configures logging process-wide before it loads the body: not in the test process.
+    monkeypatch.setattr("app.logs.configure_logging", lambda **_: None)
     assert main(["serve"]) == 2
     assert "cannot load job body" in capsys.readouterr().err
 

@@ -20,7 +20,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.errors import IntakeError, ServiceError
-from app.intake.pipeline import IntakeAnswer, error_answer, handle_notification
+from app.intake.pipeline import (
+    IntakeAnswer,
+    error_answer,
+    handle_notification,
+    rate_limited_answer,
+)
 from app.intake.schema import JobNotification
 from app.runtime import Runtime
 
@@ -107,19 +112,27 @@ class JobNotificationEndpoint:
         runtime: Runtime = scope["app"].state.runtime
         started = time.perf_counter()
         policy = runtime.intake_policy
+        limiter = runtime.auth_failures
+        source = limiter.source(scope.get("client"), scope["headers"])
         declared, headers = request_headers(scope)
         notification = None
-        try:
-            body = await read_capped(receive, declared, policy.max_body_bytes)
-        except IntakeError as e:
-            answer = error_answer(e)
-        except ClientGone:
-            log.info("job_notification_abandoned")
-            return
+        wait = limiter.retry_after(source)
+        if wait is not None:  # no body read, no HMAC: this source failed too often
+            answer = rate_limited_answer(wait)
         else:
-            answer, notification = await handle_notification(
-                body, headers, policy=policy, admission=runtime.manager, now=time.time()
-            )
+            try:
+                body = await read_capped(receive, declared, policy.max_body_bytes)
+            except IntakeError as e:
+                answer = error_answer(e)
+            except ClientGone:
+                log.info("job_notification_abandoned")
+                return
+            else:
+                answer, notification = await handle_notification(
+                    body, headers, policy=policy, admission=runtime.manager, now=time.time()
+                )
+            if answer.outcome == "bad_signature":
+                limiter.failed(source)
         runtime.metrics.webhook(answer.outcome)
         runtime.metrics.accepted_in("webhook", time.perf_counter() - started)
         if answer.outcome == "duplicate":
@@ -216,6 +229,9 @@ def _operation() -> dict[str, Any]:
             "401": _error_schema("Missing or invalid signature, or stale timestamp"),
             "413": _error_schema("Body too large"),
             "422": _error_schema("Schema errors", field_errors=True),
+            "429": _error_schema(
+                "Too many failed signature checks from this source; retry after Retry-After"
+            ),
             "503": _error_schema("At capacity or draining; retry after Retry-After seconds"),
         },
     }

@@ -33,6 +33,7 @@ from app.admission import Admission, JobRequest
 from app.dispatch.config import DispatchRule, LiveKitWebhookSettings
 from app.dispatch.ports import DispatchError, WebhookPayloadError, WebhookVerificationError
 from app.dispatch.webhook_verify import ConstantTimeWebhookReceiver, EventDeduplicator
+from app.security.failures import FailureLimiter
 
 log = structlog.get_logger("app.dispatch.livekit_webhook")
 
@@ -243,14 +244,25 @@ def build_livekit_webhook_router(
     *,
     handler: LiveKitWebhookHandler,
     get_admission: Callable[[Request], Admission],
+    get_limiter: Callable[[Request], FailureLimiter] | None = None,
     path: str = WEBHOOK_PATH,
 ) -> APIRouter:
     """The router. ``handler`` holds this app's dedup memory (build one per app);
-    ``get_admission`` finds the job manager for a request (e.g. on ``app.state``)."""
+    ``get_admission`` finds the job manager for a request (e.g. on ``app.state``), and
+    ``get_limiter`` the per-source limit on failed token checks (none: no limit)."""
     router = APIRouter(tags=["livekit"])
 
     @router.post(path, name="livekit_webhook")
     async def livekit_webhook(request: Request) -> Response:
+        limiter = get_limiter(request) if get_limiter is not None else None
+        source = ""
+        if limiter is not None:
+            source = limiter.source(request.scope.get("client"), request.scope["headers"])
+            wait = limiter.retry_after(source)
+            if wait is not None:  # no token check: this source failed too often
+                return _response(
+                    _error(429, "too many failed signature checks", retry_after=wait)
+                )
         body = await _read_capped(request, handler.settings.max_body_bytes)
         if body is None:
             return _response(_error(413, "body too large"))
@@ -261,6 +273,8 @@ def build_livekit_webhook_router(
         answer = await handler.handle(
             body, request.headers.get("authorization"), admission=admission
         )
+        if answer.status == 401 and limiter is not None:
+            limiter.failed(source)
         return _response(answer)
 
     return router

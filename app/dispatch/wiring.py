@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from app.admission import Admission
 from app.dispatch.livekit_webhook import LiveKitWebhookHandler, build_livekit_webhook_router
 from app.dispatch.worker import AgentWorker
+from app.security.failures import FailureLimiter
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -56,6 +57,12 @@ def _manager_of(request: Request) -> Admission:
     return get_runtime(request).manager
 
 
+def _limiter_of(request: Request) -> FailureLimiter:
+    from app.api.deps import get_runtime
+
+    return get_runtime(request).auth_failures
+
+
 def livekit_webhook_routers(settings: Settings) -> list[APIRouter]:
     """``POST /livekit/webhook``, when enabled and the API key/secret are configured."""
     creds = _credentials(settings)
@@ -67,4 +74,8 @@ def livekit_webhook_routers(settings: Settings) -> list[APIRouter]:
     handler = LiveKitWebhookHandler(
         settings=settings.livekit_webhook, api_key=creds[0], api_secret=creds[1]
     )
-    return [build_livekit_webhook_router(handler=handler, get_admission=_manager_of)]
+    return [
+        build_livekit_webhook_router(
+            handler=handler, get_admission=_manager_of, get_limiter=_limiter_of
+        )
+    ]

@@ -139,6 +139,13 @@ def _refusal(
     )
 
 
+def rate_limited_answer(retry_after: int) -> IntakeAnswer:
+    """429 for a source with too many failed signature checks (app/security/failures.py)."""
+    return _refusal(
+        429, "too many failed signature checks", "rate_limited", retry_after=retry_after
+    )
+
+
 def error_answer(error: IntakeError) -> IntakeAnswer:
     return _refusal(error.status, error.message, error.outcome, details=error.details)
 
