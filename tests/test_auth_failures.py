@@ -9,8 +9,15 @@ import json
 import time
 
 import pytest
-from conftest import API_KEY, API_SECRET, AppFactory, ControlledBody, make_settings
-from conftest import notification, signed
+from conftest import (
+    API_KEY,
+    API_SECRET,
+    AppFactory,
+    ControlledBody,
+    make_settings,
+    notification,
+    signed,
+)
 from livekit import api
 
 from app.security.failures import AuthFailureSettings, FailureLimiter
