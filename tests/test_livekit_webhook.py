@@ -358,14 +358,14 @@ async def test_a_replay_after_the_dedup_window_is_refused_by_createdAt(
 
 
 @pytest.mark.parametrize(
-    ("created_at", "error"),
-    [(None, "event has no createdAt"), (time.time() - 341, "event too old"),
-     (time.time() + 120, "event from the future")],
+    ("offset", "error"),
+    [(None, "event has no createdAt"), (-341, "event too old"),
+     (120, "event from the future")],
 )
 async def test_events_outside_the_replay_window_are_refused(
-    handler: LiveKitWebhookHandler, manager: FakeJobManager, created_at: float | None, error: str
+    handler: LiveKitWebhookHandler, manager: FakeJobManager, offset: float | None, error: str
 ) -> None:
-    body = event_at(created_at)
+    body = event_at(None if offset is None else time.time() + offset)
     answer = await handler.handle(body, sign(body), admission=manager)
     assert answer.status == 400 and answer.body["error"].startswith(error)
     assert manager.requests == []
