@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port
-from test_service_e2e import cli, service_env
+from service_proc import running_service
+from test_service_e2e import service_env
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5
@@ -55,28 +56,8 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     log = tmp_path_factory.mktemp("http") / "service.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cli("serve"), env=service_env(port, **LIMITS), stdout=out,
-                                stderr=out)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.1)
+    with running_service(service_env(port, **LIMITS), port, log) as proc:
         yield Server(proc, port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 async def read_all(reader: asyncio.StreamReader, within: float) -> bytes:

@@ -9,11 +9,40 @@ body.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+def contract_error_response(description: str, *, field_errors: bool = False) -> dict[str, Any]:
+    """An OpenAPI response whose body is the contract's ``{"accepted": false, "error": ...}``."""
+    properties: dict[str, Any] = {
+        "accepted": {"type": "boolean", "const": False},
+        "error": {"type": "string"},
+    }
+    if field_errors:
+        properties["errors"] = {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": "string"}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        }
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": properties, "required": ["accepted"]}
+            }
+        },
+    }
 
 
 def contract_errors(app: FastAPI, paths: Iterable[str]) -> None:

@@ -26,7 +26,10 @@ async def health(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    responses={503: {"description": "Starting or draining: send no new jobs here"}},
+)
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """Readiness: 200 while new jobs are welcome, 503 while starting or draining."""
     if runtime.ready and not runtime.manager.draining:
@@ -35,7 +38,16 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse({"ready": False, "reason": reason}, status_code=503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(runtime: RuntimeDep) -> Response:
     # The service's own series, then the agent's (per-turn latency, vision) when it has any.
     body = runtime.metrics.render() + b"".join(

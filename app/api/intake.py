@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from app.api.errors import contract_error_response
 from app.errors import IntakeError, ServiceError
 from app.intake.pipeline import (
     IntakeAnswer,
@@ -159,33 +160,6 @@ def intake_route(path: str) -> Route:
 _SCHEMA_REF = "#/components/schemas/"
 
 
-def _error_schema(description: str, *, field_errors: bool = False) -> dict[str, Any]:
-    properties: dict[str, Any] = {
-        "accepted": {"type": "boolean", "const": False},
-        "error": {"type": "string"},
-    }
-    if field_errors:
-        properties["errors"] = {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "loc": {"type": "array", "items": {"type": "string"}},
-                    "msg": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-            },
-        }
-    return {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "properties": properties, "required": ["accepted"]}
-            }
-        },
-    }
-
-
 def _operation() -> dict[str, Any]:
     signature = {"in": "header", "required": False, "schema": {"type": "string"}}
     accepted = {
@@ -225,14 +199,16 @@ def _operation() -> dict[str, Any]:
                 "again), or refused by policy with accepted: false",
                 "content": {"application/json": {"schema": accepted}},
             },
-            "400": _error_schema("Body is not valid JSON"),
-            "401": _error_schema("Missing or invalid signature, or stale timestamp"),
-            "413": _error_schema("Body too large"),
-            "422": _error_schema("Schema errors", field_errors=True),
-            "429": _error_schema(
+            "400": contract_error_response("Body is not valid JSON"),
+            "401": contract_error_response("Missing or invalid signature, or stale timestamp"),
+            "413": contract_error_response("Body too large"),
+            "422": contract_error_response("Schema errors", field_errors=True),
+            "429": contract_error_response(
                 "Too many failed signature checks from this source; retry after Retry-After"
             ),
-            "503": _error_schema("At capacity or draining; retry after Retry-After seconds"),
+            "503": contract_error_response(
+                "At capacity or draining; retry after Retry-After seconds"
+            ),
         },
     }
 

@@ -11,7 +11,22 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from app.api.deps import AdminDep, ManagerDep
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+_DETAIL = {
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"detail": {"type": "string"}}}
+        }
+    }
+}
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    responses={
+        401: {"description": "Missing or wrong admin bearer token", **_DETAIL},
+        404: {"description": "The jobs API is off (no admin_token), or no such job", **_DETAIL},
+        503: {"description": "The service is starting", **_DETAIL},
+    },
+)
 
 JobId = Annotated[str, Path(min_length=1, max_length=128)]
 
@@ -39,7 +54,11 @@ async def get_job(_admin: AdminDep, manager: ManagerDep, job_id: JobId) -> dict[
     return job.full()
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED)
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={409: {"description": "The job has already finished", **_DETAIL}},
+)
 async def cancel_job(_admin: AdminDep, manager: ManagerDep, job_id: JobId) -> dict[str, Any]:
     job = manager.get_job(job_id)
     if job is None:

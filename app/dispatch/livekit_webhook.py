@@ -30,6 +30,7 @@ from livekit.protocol.webhook import WebhookEvent
 
 from agents.job import valid_job_id
 from app.admission import Admission, JobRequest
+from app.api.errors import contract_error_response
 from app.dispatch.config import DispatchRule, LiveKitWebhookSettings
 from app.dispatch.ports import DispatchError, WebhookPayloadError, WebhookVerificationError
 from app.dispatch.webhook_verify import ConstantTimeWebhookReceiver, EventDeduplicator
@@ -252,7 +253,20 @@ def build_livekit_webhook_router(
     ``get_limiter`` the per-source limit on failed token checks (none: no limit)."""
     router = APIRouter(tags=["livekit"])
 
-    @router.post(path, name="livekit_webhook")
+    @router.post(
+        path,
+        name="livekit_webhook",
+        responses={
+            400: contract_error_response(
+                "Not a LiveKit webhook event, or outside the replay window"
+            ),
+            401: contract_error_response("Missing, invalid, expired or tampered token"),
+            413: contract_error_response("Body too large"),
+            422: contract_error_response("The event id makes no valid job id"),
+            429: contract_error_response("Too many failed token checks from this source"),
+            503: contract_error_response("No capacity, draining or starting; see Retry-After"),
+        },
+    )
     async def livekit_webhook(request: Request) -> Response:
         limiter = get_limiter(request) if get_limiter is not None else None
         source = ""
