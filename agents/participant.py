@@ -467,6 +467,13 @@ class AgentParticipant(RoomListener):
             self._recorder.count("video_frames_rejected")
             self._log.warning("video_frame_rejected", speaker=identity, error=str(e))
 
+    def video_track_ended(self, identity: str, source: str) -> None:
+        # Only a conversation that watches video keeps frames (WatchingConversation).
+        conversation = self._conversation
+        ended = getattr(conversation, "video_track_ended", None)
+        if ended is not None:
+            ended(identity, source)
+
     def data_received(self, identity: str | None, topic: str, payload: bytes) -> None:
         info = self._present.get(identity) if identity is not None else None
         if info is None or not self._serves(info):

@@ -82,6 +82,10 @@ class RoomListener(abc.ABC):
         """A decoded video frame (``source`` is ``camera`` or ``screen_share``); only when the
         transport was connected with ``video=True``."""
 
+    def video_track_ended(self, identity: str, source: str) -> None:  # noqa: B027 - optional
+        """A video track that delivered frames was unpublished or unsubscribed; no more of its
+        frames follow this call."""
+
     @abc.abstractmethod
     def data_received(self, identity: str | None, topic: str, payload: bytes) -> None:
         """A data packet; ``identity`` is ``None`` when the server sent it."""

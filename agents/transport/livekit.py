@@ -139,13 +139,16 @@ class AudioReader:
 
 
 class _VideoSink:
-    """Hands a pump's frames to the transport's listener (unless the transport is closing)."""
+    """Hands a pump's frames to the transport's listener (unless the transport is closing, or
+    the track has ended: libwebrtc still delivers a few black frames after an unpublish)."""
 
     def __init__(self, transport: LiveKitTransport) -> None:
         self._transport = transport
+        self.open = True
 
     def push_video(self, speaker: str, source: str, frame: rtc.VideoFrame) -> None:
-        self._transport._emit("video_frame", speaker, source, frame)
+        if self.open:
+            self._transport._emit("video_frame", speaker, source, frame)
 
 
 class LiveKitTransport(RoomTransport):
@@ -170,6 +173,7 @@ class LiveKitTransport(RoomTransport):
         self._video = False
         self._pumps: dict[str, VideoTrackPump] = {}
         self._pump_owner: dict[str, str] = {}
+        self._pump_sinks: dict[str, _VideoSink] = {}
         self._output: TrackAudioOutput | None = None
         self._closing = False
         self._closed = False
@@ -257,6 +261,9 @@ class LiveKitTransport(RoomTransport):
         for reader in list(self._readers.values()):
             await reader.aclose()
         self._readers.clear()
+        for sink in self._pump_sinks.values():
+            sink.open = False
+        self._pump_sinks.clear()
         for pump in list(self._pumps.values()):
             await pump.aclose()
         self._pumps.clear()
@@ -462,15 +469,21 @@ class LiveKitTransport(RoomTransport):
         source = source_name(publication.source)
         if not self._video or source is None or publication.sid in self._pumps:
             return
+        sink = _VideoSink(self)
         self._pumps[publication.sid] = VideoTrackPump(
-            track=track, speaker=identity, source=source, sink=_VideoSink(self)
+            track=track, speaker=identity, source=source, sink=sink
         )
+        self._pump_sinks[publication.sid] = sink
         self._pump_owner[publication.sid] = identity
 
     def _stop_pump(self, sid: str) -> None:
         pump = self._pumps.pop(sid, None)
         self._pump_owner.pop(sid, None)
+        sink = self._pump_sinks.pop(sid, None)
+        if sink is not None:
+            sink.open = False  # at once: frames the stream still holds are not images
         if pump is not None:
+            self._emit("video_track_ended", pump.speaker, pump.source)
             self._close_later(pump.aclose(), f"livekit.video_pump_close.{pump.speaker}")
 
     def _close_later(self, closing: Coroutine[Any, Any, None], name: str) -> None:

@@ -205,6 +205,10 @@ class MemoryRoom:
         for agent in self._agents.values():
             agent._remote_video(sim.identity, source, frame)
 
+    def _sim_video_ended(self, sim: SimulatedParticipant, source: str) -> None:
+        for agent in self._agents.values():
+            agent._remote_video_ended(sim.identity, source)
+
     def _sim_data(self, sim: SimulatedParticipant, payload: bytes, topic: str) -> None:
         for agent in self._agents.values():
             agent._remote_data(sim.identity, topic, payload)
@@ -420,6 +424,11 @@ class MemoryTransport(RoomTransport):
         info = self._remotes.get(identity)
         if self._video and info is not None and self._wants(info):
             self._post(self._listener_call("video_frame", identity, source, frame))
+
+    def _remote_video_ended(self, identity: str, source: str) -> None:
+        info = self._remotes.get(identity)
+        if self._video and info is not None and self._wants(info):
+            self._post(self._listener_call("video_track_ended", identity, source))
 
     def _remote_data(self, identity: str, topic: str, payload: bytes) -> None:
         self._post(self._listener_call("data_received", identity, topic, payload))

@@ -72,6 +72,13 @@ class SimulatedParticipant:
             raise ValueError(f"unknown video source {source!r}")
         self.room._sim_video(self, source, frame)
 
+    def unpublish_video(self, *, source: str = "camera") -> None:
+        """The camera (or screen share) is unpublished: agents that received its frames are
+        told the track ended. Frames pushed after this still arrive, as libwebrtc's few late
+        frames after an unpublish do."""
+        self._check_present()
+        self.room._sim_video_ended(self, source)
+
     # data
     def send_data(self, payload: bytes | str, *, topic: str = "") -> None:
         self._check_present()

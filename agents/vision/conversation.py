@@ -41,6 +41,10 @@ class WatchingConversation:
     def push_video(self, speaker: str, source: str, frame: rtc.VideoFrame) -> None:
         self._inner.push_video(speaker, source, frame)
 
+    def video_track_ended(self, speaker: str, source: str) -> None:
+        """An unpublished camera is not described as a black image: its frames are dropped."""
+        self._frames.drop_track(speaker, source)
+
     def speaker_left(self, speaker: str) -> None:
         self._frames.speaker_left(speaker)
         self._inner.speaker_left(speaker)

@@ -68,6 +68,12 @@ class _Track:
     )
 
 
+AFTER_END_GRACE_S = 2.0
+"""Frames of a track arriving this long after it ended are discarded, not a new track."""
+MAX_RECORDED_TRACKS = 256
+"""Tracks whose counters the record keeps (and ended tracks remembered) at most."""
+
+
 class FrameStore:
     """Latest sampled image per (participant, track source)."""
 
@@ -90,6 +96,10 @@ class FrameStore:
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._ended: dict[tuple[str, str], float] = {}
+        """Tracks dropped, and when: frames still in flight for them are discarded."""
+        self._past_counts: dict[str, dict[str, int]] = {}
+        """Counters of tracks that have ended, for the record (at most MAX_RECORDED_TRACKS)."""
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -103,9 +113,16 @@ class FrameStore:
             return
         key = (speaker, source)
         track = self._tracks.get(key)
-        if track is None:
-            track = self._tracks[key] = _Track(speaker=speaker, source=source)
         now = self._clock()
+        if track is None:
+            ended = self._ended.get(key)
+            if ended is not None:
+                if now - ended < AFTER_END_GRACE_S:
+                    # libwebrtc delivers a few (black) frames after an unpublish: not an image
+                    self._count_past(key, "after_end")
+                    return
+                del self._ended[key]
+            track = self._tracks[key] = _Track(speaker=speaker, source=source)
         track.last_frame_at = now
         track.counts["frames"] += 1
         if now < track.next_due:
@@ -183,13 +200,32 @@ class FrameStore:
     # --- track lifecycle ---------------------------------------------------------------------
 
     def drop_track(self, speaker: str, source: str) -> None:
-        """The track was unpublished or unsubscribed: forget its frames."""
-        self._tracks.pop((speaker, source), None)  # type: ignore[arg-type]
+        """The track was unpublished or unsubscribed: forget its frames (its counters stay for
+        the record). Frames of it that arrive within :data:`AFTER_END_GRACE_S` are discarded."""
+        track = self._tracks.pop((speaker, source), None)  # type: ignore[arg-type]
+        self._ended[(speaker, source)] = self._clock()
+        while len(self._ended) > MAX_RECORDED_TRACKS:
+            del self._ended[next(iter(self._ended))]
+        if track is not None:
+            self._keep_counts(track)
 
     def speaker_left(self, speaker: str) -> None:
         for key in [k for k in self._tracks if k[0] == speaker]:
-            del self._tracks[key]
+            self._keep_counts(self._tracks.pop(key))
         self._speaking.discard(speaker)
+
+    def _keep_counts(self, track: _Track) -> None:
+        for name, n in track.counts.items():
+            self._count_past((track.speaker, track.source), name, n)
+
+    def _count_past(self, key: tuple[str, str], name: str, n: int = 1) -> None:
+        label = f"{key[0]}/{key[1]}"
+        counts = self._past_counts.get(label)
+        if counts is None:
+            if len(self._past_counts) >= MAX_RECORDED_TRACKS:
+                return
+            counts = self._past_counts[label] = {}
+        counts[name] = counts.get(name, 0) + n
 
     def held_bytes(self) -> int:
         """Memory held for images: pending raw frames, JPEGs and thumbnails."""
@@ -202,8 +238,14 @@ class FrameStore:
         return total
 
     def record(self) -> dict[str, dict[str, int]]:
-        """Per-track frame counters for the job record."""
-        return {f"{t.speaker}/{t.source}": dict(t.counts) for t in self._tracks.values()}
+        """Per-track frame counters for the job record: tracks that ended (or were closed with
+        the store) included, a track published twice summed."""
+        merged = {label: dict(counts) for label, counts in self._past_counts.items()}
+        for t in self._tracks.values():
+            counts = merged.setdefault(f"{t.speaker}/{t.source}", {})
+            for name, n in t.counts.items():
+                counts[name] = counts.get(name, 0) + n
+        return merged
 
     # --- conversion --------------------------------------------------------------------------
 
@@ -267,6 +309,8 @@ class FrameStore:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        for track in self._tracks.values():
+            self._keep_counts(track)
         self._tracks.clear()
         self._idle.set()
 
