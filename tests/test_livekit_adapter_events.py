@@ -369,3 +369,74 @@ async def test_leaving_a_stuck_room_is_bounded(monkeypatch: pytest.MonkeyPatch) 
     async with asyncio.timeout(5):
         await transport.aclose()
     assert transport._closed
+
+
+class _SlowLocal:
+    def __init__(self, room: SlowPublishRoom) -> None:
+        self._room = room
+
+    async def publish_track(self, track: rtc.LocalTrack, options: Any) -> Any:
+        self._room.calls.append("publish")
+        await self._room.release.wait()
+        self._room.calls.append("published")
+        return type("Publication", (), {"sid": "TR_agent"})()
+
+    async def unpublish_track(self, sid: str) -> None:
+        self._room.calls.append("unpublish")
+
+
+class SlowPublishRoom(rtc.Room):
+    """A connected room whose track publication takes as long as the test likes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.release = asyncio.Event()
+        self._local = _SlowLocal(self)
+
+    @property
+    def local_participant(self) -> Any:
+        return self._local
+
+    def isconnected(self) -> bool:
+        return True
+
+    async def disconnect(self, *, reason: int = rtc.DisconnectReason.CLIENT_INITIATED) -> None:
+        self.calls.append("disconnect")
+
+
+async def test_leaving_waits_for_the_track_being_published(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job ending while its track is set up: the room is left after the publication, not
+    in the middle of the publisher's negotiation."""
+    transport = connected(Events())
+    room = transport._room = SlowPublishRoom()
+    publishing = asyncio.create_task(transport.publish_audio(sample_rate=48000))
+    async with asyncio.timeout(5):
+        while room.calls != ["publish"]:
+            await asyncio.sleep(0.01)
+    publishing.cancel()  # the job ends
+    closing = asyncio.create_task(transport.aclose())
+    await asyncio.sleep(0.1)
+    assert room.calls == ["publish"] and not closing.done()
+    room.release.set()
+    async with asyncio.timeout(5):
+        await closing
+    assert room.calls == ["publish", "published", "unpublish", "disconnect"]
+    with pytest.raises(asyncio.CancelledError):
+        await publishing
+
+
+async def test_a_publication_that_never_ends_does_not_hold_the_leave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(livekit_transport, "LEAVE_TIMEOUT", 0.05)
+    transport = connected(Events())
+    room = transport._room = SlowPublishRoom()
+    publishing = asyncio.create_task(transport.publish_audio(sample_rate=48000))
+    await asyncio.sleep(0.05)
+    publishing.cancel()
+    async with asyncio.timeout(5):
+        await transport.aclose()
+    assert room.calls == ["publish", "disconnect"]

@@ -175,6 +175,7 @@ class LiveKitTransport(RoomTransport):
         self._pump_owner: dict[str, str] = {}
         self._pump_sinks: dict[str, _VideoSink] = {}
         self._output: TrackAudioOutput | None = None
+        self._publishing: asyncio.Task[TrackAudioOutput] | None = None
         self._closing = False
         self._closed = False
         self._abandoned: tuple[rtc.Room, asyncio.Task[None]] | None = None
@@ -229,6 +230,16 @@ class LiveKitTransport(RoomTransport):
         room = self._require_room()
         if self._output is not None:
             raise TransportError("audio already published", retryable=False)
+        if self._publishing is not None:
+            raise TransportError("audio is being published", retryable=False)
+        # An owned task, shielded from the caller: a job that ends while its track is being set
+        # up must not leave the room mid-negotiation; aclose waits for it and unpublishes.
+        self._publishing = asyncio.get_running_loop().create_task(
+            self._publish_audio(room, sample_rate), name="livekit.publish_audio"
+        )
+        return await asyncio.shield(self._publishing)
+
+    async def _publish_audio(self, room: rtc.Room, sample_rate: int) -> TrackAudioOutput:
         source = rtc.AudioSource(sample_rate, 1, queue_size_ms=500)
         track = rtc.LocalAudioTrack.create_audio_track("agent-voice", source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -236,6 +247,7 @@ class LiveKitTransport(RoomTransport):
             publication = await room.local_participant.publish_track(track, options)
         except Exception as e:
             await source.aclose()
+            self._publishing = None  # the caller may try again
             raise TransportError(f"publish audio failed: {e}", retryable=True) from e
         log.info("audio_published", sid=publication.sid, sample_rate=sample_rate)
         self._output = TrackAudioOutput(source=source, track=track)
@@ -269,6 +281,7 @@ class LiveKitTransport(RoomTransport):
         self._pumps.clear()
         if self._closing_tasks:
             await asyncio.gather(*self._closing_tasks, return_exceptions=True)
+        await self._settle_publish()
         room = self._room
         # the track's sid, not the publication's first one: a full reconnect republishes the
         # track under a new sid, and the SDK keeps the track's up to date
@@ -285,6 +298,18 @@ class LiveKitTransport(RoomTransport):
             await _leave(room)
         if self._abandoned is not None:
             await self._leave_abandoned(*self._abandoned)
+
+    async def _settle_publish(self) -> None:
+        """Let an in-flight publish finish (bounded) before unpublishing and leaving: leaving
+        mid-negotiation makes the SDK fail the publisher's negotiation on a closed connection."""
+        publishing = self._publishing
+        if publishing is None or publishing.done():
+            return
+        done, _ = await asyncio.wait({publishing}, timeout=LEAVE_TIMEOUT)
+        if not done:
+            log.warning("publish_unfinished_at_leave")
+            publishing.cancel()
+        await asyncio.gather(publishing, return_exceptions=True)
 
     async def _leave_abandoned(self, room: rtc.Room, connecting: asyncio.Task[None]) -> None:
         """Wait (bounded) for a connect our caller gave up on; leave the room if it got in."""
