@@ -377,6 +377,7 @@ class _SlowLocal:
 
     async def publish_track(self, track: rtc.LocalTrack, options: Any) -> Any:
         self._room.calls.append("publish")
+        self._room.started.set()
         await self._room.release.wait()
         self._room.calls.append("published")
         return type("Publication", (), {"sid": "TR_agent"})()
@@ -392,6 +393,7 @@ class SlowPublishRoom(rtc.Room):
         super().__init__()
         self.calls: list[str] = []
         self.release = asyncio.Event()
+        self.started = asyncio.Event()
         self._local = _SlowLocal(self)
 
     @property
@@ -414,8 +416,7 @@ async def test_leaving_waits_for_the_track_being_published(
     room = transport._room = SlowPublishRoom()
     publishing = asyncio.create_task(transport.publish_audio(sample_rate=48000))
     async with asyncio.timeout(5):
-        while room.calls != ["publish"]:
-            await asyncio.sleep(0.01)
+        await room.started.wait()
     publishing.cancel()  # the job ends
     closing = asyncio.create_task(transport.aclose())
     await asyncio.sleep(0.1)
