@@ -59,10 +59,8 @@ def session_options(*, threads: int = 1) -> Any:
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only
-    # No per-session CPU arena: an arena only grows (to the largest sizes ever run, per
-    # session and thread) and never gives memory back; plain allocations are freed after
-    # each run, which bounds resident memory per replica (docs/operations.md).
-    opts.enable_cpu_mem_arena = False
+    # onnxruntime's per-session CPU arena stays on: neither plain malloc nor one arena shared
+    # by all sessions held less in bench/bench_onnx_memory.py (docs/operations.md).
     return opts
 
 
