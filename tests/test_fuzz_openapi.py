@@ -21,7 +21,7 @@ from test_service_e2e import service_env
 
 from app.security.signatures import sign_headers
 
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = 25
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +90,15 @@ def fuzz_operation(operation: Any, name: str, base_url: str) -> set[int]:
     def fuzz(case: Any) -> None:
         if name == "POST /livekit/agent":
             response = case.call(base_url=base_url, timeout=10, **_signed_call_kwargs(case))
-            # The JSON schema cannot say "participant is required for JT_PARTICIPANT": a body
-            # it allows may still be a documented 422.
-            case.validate_response(response, excluded_checks=[positive_data_acceptance])
         else:
-            response = case.call_and_validate(
+            response = case.call(
                 base_url=base_url, headers={"authorization": f"Bearer {ADMIN}"}, timeout=10
             )
+        # A JSON schema cannot say everything a model validator checks ("participant is
+        # required for JT_PARTICIPANT", unique todo ids): a body it allows may still be a
+        # documented 422. Every other check holds: no 5xx, documented statuses, content types
+        # and bodies.
+        case.validate_response(response, excluded_checks=[positive_data_acceptance])
         seen.add(response.status_code)
 
     fuzz()

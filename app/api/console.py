@@ -26,12 +26,21 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse, Response
 
 from app.api.deps import AdminDep, ManagerDep, RuntimeDep
+from app.api.errors import detail_response
 from app.api.jobs import JobId
 from app.jobs.manager import JobManager
 from app.jobs.records import JobRecord
 from app.web import STATIC_DIR
 
-router = APIRouter(tags=["console"])
+router = APIRouter(
+    tags=["console"],
+    responses={
+        401: detail_response("Missing or wrong admin bearer token"),
+        404: detail_response("The console is off (no admin_token), or no such job"),
+        409: detail_response("Not possible in the job's state"),
+        503: detail_response("The service is starting"),
+    },
+)
 
 MAX_WAIT = 25.0
 """Longest a long poll is held (below common proxy idle timeouts)."""

@@ -45,6 +45,12 @@ def contract_error_response(description: str, *, field_errors: bool = False) -> 
     }
 
 
+def detail_response(description: str) -> dict[str, Any]:
+    """An OpenAPI response whose body is FastAPI's ``{"detail": ...}``."""
+    schema = {"type": "object", "properties": {"detail": {"type": "string"}}}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 def contract_errors(app: FastAPI, paths: Iterable[str]) -> None:
     """Answer framework errors on ``paths`` with the contract's JSON body."""
     contract_paths = frozenset(paths)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.overrides import JobOverrides
 from app.admission import JobRequest
 from app.api.deps import RuntimeDep, bearer_matches
+from app.api.errors import detail_response
 from app.errors import TokenMintError
 from app.jobs.tokens import mint_caller_token
 from app.runtime import Runtime
@@ -31,7 +32,25 @@ from app.web import STATIC_DIR
 
 log = structlog.get_logger("app.api.playground")
 
-router = APIRouter(tags=["playground"])
+_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}, "retry_after": {}},
+            }
+        }
+    }
+}
+router = APIRouter(
+    tags=["playground"],
+    responses={
+        401: detail_response("Not allowed"),
+        404: detail_response("The playground is off"),
+        409: {"description": "No LiveKit server, or the job was refused", **_ERROR},
+        503: {"description": "No capacity; retry after retry_after seconds", **_ERROR},
+    },
+)
 
 ROOM_PREFIX = "playground-"
 JOB_PREFIX = "PG_"
