@@ -1,11 +1,12 @@
-"""Resident memory of the shared onnxruntime sessions with and without the CPU memory arena.
+"""Resident memory of the embedded speech models' onnxruntime sessions under three allocators.
 
 Each mode runs in a fresh subprocess: the bundled Piper voice speaks ``texts`` sentences of
-varied length (every input shape differs, which is what makes an arena grow), through the
-provider's own code. Resident memory (VmRSS) is read after a
-warm-up and after the run. The baseline is the same workload with onnxruntime's CPU arena on
-(its default, and ours before issue 16), measured in the same run. The headline is the growth
-after warm-up and the end RSS of each mode.
+varied length, two at a time (every input shape differs, which is what makes an arena grow),
+through the provider's own code. Resident memory (VmRSS) is read after the first pair and after
+the run. The baseline is onnxruntime's default, a CPU arena per session (what the service uses);
+measured in the same run: the same with glibc held to two malloc arenas (``MALLOC_ARENA_MAX=2``),
+and no onnxruntime arena at all with that. The headline is the end RSS of each against the
+baseline (issue 16: does an allocator setting bound the replica's memory?).
 
     python bench/bench_onnx_memory.py [texts=40]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +30,14 @@ WORDS = (
 ).split()
 
 
+CONCURRENT = 2
+MODES = {
+    "arena": {},
+    "arena, MALLOC_ARENA_MAX=2": {"MALLOC_ARENA_MAX": "2"},
+    "no-arena, MALLOC_ARENA_MAX=2": {"MALLOC_ARENA_MAX": "2"},
+}
+
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -35,33 +45,37 @@ def _rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
-async def _workload(texts: int, arena: bool) -> dict[str, float]:
+async def _workload(texts: int, mode: str) -> dict[str, float]:
     import numpy as np
 
     from agents.providers import onnx
 
-    if arena:  # the baseline: onnxruntime's default
-        plain = onnx.session_options
+    plain = onnx.session_options
 
-        def with_arena(*, threads: int = 1) -> object:
-            opts = plain(threads=threads)
-            opts.enable_cpu_mem_arena = True
-            return opts
+    def variant(*, threads: int = 1) -> object:
+        opts = plain(threads=threads)
+        opts.enable_cpu_mem_arena = not mode.startswith("no-arena")
+        return opts
 
-        onnx.session_options = with_arena  # type: ignore[assignment]
+    onnx.session_options = variant  # type: ignore[assignment]
+    from agents.providers.base import CallPolicy
     from agents.providers.piper_tts import PiperTTS
 
-    tts = PiperTTS()
+    # Generous deadlines: the machine may be busy; what is measured is memory.
+    tts = PiperTTS(policy=CallPolicy(timeout=120.0, chunk_timeout=120.0))
     rss: dict[str, float] = {"start": _rss_mb()}
     started = time.perf_counter()
     try:
-        for n in range(texts):
+        async def speak(n: int) -> None:
             count = 3 + (n * 7) % 40  # 3 to 42 words
             text = " ".join(WORDS[(n + i) % len(WORDS)] for i in range(count)) + "."
             pcm = np.concatenate([c async for c in tts.synthesize(text)])
-            if n == 4:
-                rss["warm"] = _rss_mb()
             del pcm
+
+        for first in range(0, texts, CONCURRENT):  # calls overlap, as in a busy replica
+            await asyncio.gather(*(speak(n) for n in range(first, first + CONCURRENT)))
+            if first == 0:
+                rss["warm"] = _rss_mb()
         rss["end"] = _rss_mb()
         rss["seconds"] = time.perf_counter() - started
     finally:
@@ -69,32 +83,37 @@ async def _workload(texts: int, arena: bool) -> dict[str, float]:
     return rss
 
 
-def _child(texts: int, arena: bool) -> None:
-    print(json.dumps(asyncio.run(_workload(texts, arena))))
+def _child(texts: int, mode: str) -> None:
+    print(json.dumps(asyncio.run(_workload(texts, mode))))
 
 
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if "--child" in sys.argv:
-        _child(int(args[0]), args[1] == "arena")
+        _child(int(args[0]), args[1])
         return
     texts = int(args[0]) if args else 40
     results = {}
-    for mode in ("arena", "no-arena"):
+    for mode, env in MODES.items():
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(texts), mode],
             capture_output=True, text=True, check=True, timeout=900,
+            env={**os.environ, **env},
         )
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[mode]
-        print(f"{mode:>9}: start {r['start']:.0f} MB, after warm-up {r['warm']:.0f} MB, "
+        print(f"{mode:>28}: start {r['start']:.0f} MB, after warm-up {r['warm']:.0f} MB, "
               f"after {texts} utterances {r['end']:.0f} MB, {r['seconds']:.1f} s")
-    grow = {m: r["end"] - r["warm"] for m, r in results.items()}
+    base = results["arena"]
+    line = ", ".join(
+        f"{mode} {r['end']:.0f} MB ({r['end'] / base['end']:.2f}x, "
+        f"+{r['end'] - r['warm']:.0f} MB after warm-up)"
+        for mode, r in results.items()
+        if mode != "arena"
+    )
     print(
-        f"onnx memory: growth after warm-up {grow['no-arena']:.0f} MB without the CPU arena vs "
-        f"{grow['arena']:.0f} MB with it (baseline); end RSS {results['no-arena']['end']:.0f} "
-        f"vs {results['arena']['end']:.0f} MB; synthesis time "
-        f"{results['no-arena']['seconds'] / results['arena']['seconds']:.2f}x the baseline"
+        f"onnx memory: end RSS per-session arena (baseline) {base['end']:.0f} MB "
+        f"(+{base['end'] - base['warm']:.0f} MB after warm-up); {line}"
     )
 
 
