@@ -100,6 +100,10 @@ async def test_a_call_in_the_playground_watched_from_the_console(
         assert job_text is not None and job_text.startswith("job PG_")
         job_id = job_text.split()[1].rstrip(",")
 
+        # The microphone is live: the level meter moves while the WAV speaks.
+        await page.wait_for_function(
+            "document.getElementById('mic-level').value > 0.02", timeout=WAIT)
+
         # The agent greets; the todo list arrives; the caller speaks and is transcribed.
         transcript = page.get_by_label("Transcript", exact=True)
         await expect(transcript.locator("li.agent").first).to_contain_text("intake assistant",
@@ -186,9 +190,14 @@ async def test_error_states_microphone_refused_busy_and_connection_lost(
     async with running_service(workdir=tmp_path, config=config, env={}, port=port), \
             chromium(tmp_path / "denied", allow_microphone=False) as denied, \
             chromium(tmp_path / "second") as second:
-        # Microphone refused: said plainly; the call goes on for typed messages.
+        # Microphone refused: said plainly; the call goes on for typed messages. The persona's
+        # greeting is set in the page before the call.
         page = await denied.new_page()
-        await _start_call(page, base)
+        await page.goto(f"{base}/playground")
+        await page.get_by_label("Playground token").fill(PLAYGROUND)
+        await page.get_by_text("Persona for the next call").click()
+        await page.get_by_label("Greeting").fill("Welcome to the playground test.")
+        await page.get_by_role("button", name="Start call").click()
         error = page.get_by_role("alert").filter(has_text="Microphone refused")
         await expect(error).to_be_visible(timeout=30_000)
         await expect(page.locator("#call-state")).to_have_text("connected", timeout=30_000)
@@ -197,10 +206,12 @@ async def test_error_states_microphone_refused_busy_and_connection_lost(
             "aria-pressed", "false")
 
         # A typed request for a person: a handoff, queued in the console until handled.
-        # (the todo list is addressed to the caller once the agent has seen them join: a message
-        # sent before that has no known sender for the agent, and is dropped)
+        # (typed once the greeting is over: a message sent in the first second or two can reach
+        # the agent before it has seen the caller join, and is dropped as from nobody it serves)
         await expect(page.get_by_label("Todo list", exact=True).locator("li")).to_have_count(
             3, timeout=WAIT)
+        await expect(page.get_by_label("Transcript", exact=True).locator("li.agent.final").first
+                     ).to_contain_text("Welcome to the playground test.", timeout=WAIT)
         await page.get_by_label("Message").fill("Can I speak to a human please?")
         await page.get_by_role("button", name="Send").click()
         notice = page.get_by_role("alert").filter(has_text="handed this call to a person")
@@ -224,6 +235,12 @@ async def test_error_states_microphone_refused_busy_and_connection_lost(
         await expect(busy).to_contain_text("The service is busy", timeout=30_000)
         await expect(busy).to_contain_text("9 s")
         await expect(other.get_by_role("button", name="Start call")).to_be_enabled()
+
+        # An operator cancels the call from the console: the agent leaves the caller's room.
+        await console.get_by_role("button", name=f"Cancel job {job_id}").click()
+        await expect(console.locator(f'#finished-jobs tr[data-job="{job_id}"]')).to_contain_text(
+            "cancelled by operator", timeout=30_000)
+        await expect(page.locator("#agent-status")).to_have_text("left the call", timeout=30_000)
 
         # Connection lost: the room disappears under the call.
         room = (await page.locator("#job").text_content() or "").split("room ")[-1]

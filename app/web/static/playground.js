@@ -47,10 +47,11 @@ async function loadInfo() {
   info = await response.json();
   ui.tokenBox.hidden = !ui.token.value;
   const persona = info.persona;
-  $("greeting").value = persona.greeting;
-  $("instructions").value = persona.instructions;
-  $("voice").value = persona.voice;
-  $("todo-items").value = persona.todo_items.map((i) => `${i.id}: ${i.description}`).join("\n");
+  const fill = (id, value) => { if (!$(id).value) $(id).value = value; }; // keep what was typed
+  fill("greeting", persona.greeting);
+  fill("instructions", persona.instructions);
+  fill("voice", persona.voice);
+  fill("todo-items", persona.todo_items.map((i) => `${i.id}: ${i.description}`).join("\n"));
   ui.camera.hidden = ui.screen.hidden = !info.vision;
 }
 
