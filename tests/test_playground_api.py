@@ -207,3 +207,8 @@ async def test_the_public_url_is_what_the_browser_dials(make_app, body) -> None:
     assert session["server_url"] == "wss://lk.example.com"
     await body.wait_running(session["job_id"])
     assert body.specs[-1].server_url == "ws://livekit.internal:7880"
+
+
+async def test_info_offers_camera_and_screen_share_when_the_agent_watches(make_app, body) -> None:
+    h = await make_app(dev_settings(agent={"room": {"video": True}}), body)
+    assert (await h.client.get("/playground/info")).json()["vision"] is True

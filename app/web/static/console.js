@@ -195,7 +195,7 @@ function transcriptLine(mine, key, who, time, text, final) {
   }
   li.className = final ? "final" : "interim";
   li.querySelector("time").textContent = time ? new Date(time).toLocaleTimeString() : "";
-  li.querySelector(".who").textContent = who;
+  li.querySelector(".who").textContent = `${who}:`;
   li.querySelector(".text").textContent = text;
 }
 

@@ -286,7 +286,7 @@ function addEntry(key, { who, agent, time, text, final, interrupted }) { // retu
   li.dataset.speaker = who;
   li.querySelector("time").textContent = new Date(time).toLocaleTimeString();
   li.querySelector("time").dateTime = time;
-  li.querySelector(".who").textContent = who;
+  li.querySelector(".who").textContent = `${who}:`;
   li.querySelector(".text").textContent = text;
   if (interrupted && !li.querySelector(".cut")) {
     const cut = document.createElement("span");
