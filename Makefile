@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest test-livekit livekit-server browser demo bench bench-voice serve clean web
+.PHONY: install test lint typecheck pytest test-livekit livekit-server browser redis-server demo bench bench-voice serve clean web
 
 # Install steps report on stderr: `make demo`'s standard output is the data messages only.
 $(PY):
@@ -77,7 +77,19 @@ $(BROWSER_STAMP): pyproject.toml $(STAMP)
 	fi
 	@touch $@
 
-test-livekit: install browser
+# The replica tests share a real redis-server (Debian package), installed here when missing and
+# running as root (as CI does); otherwise those tests say how to get it.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (apt-get)" >&2; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; } >&2 || exit 1; \
+	  else \
+	    echo "the replica tests need redis-server: apt-get install -y redis-server (as root)" >&2; exit 1; \
+	  fi; \
+	fi
+
+test-livekit: install browser redis-server
 	@if [ -x $(LIVEKIT_SERVER_BIN) ] || command -v livekit-server >/dev/null 2>&1 || command -v go >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory livekit-server && \
 	  scripts/netns-run $(VENV)/bin/pytest -q -m livekit -p no:cacheprovider $(PYTEST_ARGS); \

@@ -41,7 +41,9 @@ ServiceFactory = Callable[["Runtime"], BackgroundService]
 def build_registry(settings: Settings) -> JobRegistry:
     if settings.registry == "redis" and settings.redis_url is not None:
         return RedisJobRegistry.from_url(
-            settings.redis_url.get_secret_value(), ttl=settings.idempotency_ttl
+            settings.redis_url.get_secret_value(),
+            ttl=settings.idempotency_ttl,
+            max_held=settings.idempotency_max,
         )
     return MemoryJobRegistry(ttl=settings.idempotency_ttl, max_entries=settings.idempotency_max)
 
@@ -58,10 +60,11 @@ class Runtime:
         self.settings = settings
         self.metrics = metrics
         self.started_at = time.monotonic()
+        self.registry = registry if registry is not None else build_registry(settings)
         self.manager = JobManager(
             settings=settings,
             job_body=job_body,
-            registry=registry if registry is not None else build_registry(settings),
+            registry=self.registry,
             metrics=metrics,
         )
         self.intake_policy = IntakePolicy(
@@ -90,6 +93,7 @@ class Runtime:
             started = time.monotonic()
             await prewarm()
             log.info("job_body_prewarmed", seconds=round(time.monotonic() - started, 2))
+        await self.registry.start()
         for factory in factories:
             service = factory(self)
             try:

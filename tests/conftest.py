@@ -20,7 +20,7 @@ from app.runtime import Runtime
 from app.security.signatures import sign_headers
 from app.settings import Settings
 
-pytest_plugins = ["livekit_env"]  # the real-server fixtures (the `livekit` tier)
+pytest_plugins = ["livekit_env", "redis_env"]  # the real-server fixtures (the `livekit` tier)
 
 SECRET = "test-webhook-secret-0123456789abcdef"
 OLD_SECRET = "old-webhook-secret-0123456789abcdef"

@@ -241,7 +241,8 @@ async def test_capacity_is_never_exceeded_under_500_concurrent_offers(make_app, 
 
 async def test_two_managers_sharing_redis_agree_on_job_id(body):
     server = fakeredis.FakeServer()
-    regs = [RedisJobRegistry(client=fakeredis.FakeAsyncRedis(server=server), ttl=60) for _ in "ab"]
+    regs = [RedisJobRegistry(client=fakeredis.FakeAsyncRedis(server=server), ttl=60, settle=0)
+            for _ in "ab"]
     a, b = (manager(body, registry=reg) for reg in regs)
     first, second = await asyncio.gather(a.admit(request()), b.admit(request()))
     assert sorted([first.verdict, second.verdict]) == ["accepted", "duplicate"]

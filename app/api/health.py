@@ -23,6 +23,7 @@ async def health(runtime: RuntimeDep) -> dict[str, Any]:
         "active_jobs": manager.active_jobs,
         "max_jobs": manager.max_jobs,
         "draining": manager.draining,
+        "registry": runtime.registry.problem or "ok",
     }
 
 
@@ -31,10 +32,17 @@ async def health(runtime: RuntimeDep) -> dict[str, Any]:
     responses={503: {"description": "Starting or draining: send no new jobs here"}},
 )
 async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """Readiness: 200 while new jobs are welcome, 503 while starting or draining."""
-    if runtime.ready and not runtime.manager.draining:
+    """Readiness: 200 while new jobs are welcome; 503 while starting, draining or while the
+    shared job registry is unreachable or recovering (the reason says which)."""
+    problem = runtime.registry.problem
+    if runtime.ready and not runtime.manager.draining and problem is None:
         return JSONResponse({"ready": True})
-    reason = "draining" if runtime.manager.draining else "starting"
+    if runtime.manager.draining:
+        reason = "draining"
+    elif not runtime.ready:
+        reason = "starting"
+    else:
+        reason = problem or "starting"
     return JSONResponse({"ready": False, "reason": reason}, status_code=503)
 
 
