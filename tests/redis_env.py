@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from livekit_env import _die_with_parent, require_real_server
 
 REDIS_PORT = 16379
 START_TIMEOUT = 15.0
@@ -60,6 +61,7 @@ class RedisServer:
                  "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
                  "--protected-mode", "yes"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -119,8 +121,6 @@ def redis_binary() -> Path:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh, empty ``redis-server`` for one test (inside the tier's network namespace)."""
-    from livekit_env import require_real_server
-
     require_real_server()  # the namespace check: the port is ours only in there
     server = RedisServer(binary=redis_binary(), workdir=tmp_path / "redis")
     server.start()
