@@ -458,6 +458,8 @@ def test_values_taken_from_what_callers_say(
         ("The fifth of May, 1990.", False),
         ("I want to know my balance", False),
         ("Alice Johnson", False),
+        ("What happened is my package broke.", False),
+        ("How about that?", True),
     ],
 )
 def test_question_detection(text: str, question: bool) -> None:

@@ -4,7 +4,8 @@ three four" -> ``555-1234``), or nothing when the words are a question or hold n
 
 Rules, not understanding: the kind of item is guessed from its id and description (a name, a
 phone number, an email address, anything else), each kind has a few patterns for how people say
-it, and a question is a sentence that ends with ``?`` or starts like one.
+it, and a question is a sentence that ends with ``?`` (or, without a final mark, starts like
+one).
 """
 
 from __future__ import annotations
@@ -68,9 +69,15 @@ def item_kind(item: TodoItem) -> ItemKind:
 
 
 def is_question(text: str) -> bool:
-    """Does the caller ask something rather than answer?"""
+    """Does the caller ask something rather than answer? A sentence ending in ``?``; without a
+    final mark (some recognisers leave it out), one that starts like a question. A sentence
+    ending in ``.`` or ``!`` is a statement, whatever its first word ("What happened is ...")."""
     stripped = text.strip()
-    return stripped.endswith("?") or bool(_QUESTION_START.match(stripped))
+    if stripped.endswith("?"):
+        return True
+    if stripped.endswith((".", "!")):
+        return False
+    return bool(_QUESTION_START.match(stripped))
 
 
 def extract_value(item: TodoItem, text: str) -> str | None:
