@@ -29,7 +29,12 @@ async def health(runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.get(
     "/ready",
-    responses={503: {"description": "Starting or draining: send no new jobs here"}},
+    responses={
+        503: {
+            "description": "Starting, draining, or the shared job registry (Redis) unreachable"
+            " or recovering: send no new jobs here"
+        }
+    },
 )
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """Readiness: 200 while new jobs are welcome; 503 while starting, draining or while the
