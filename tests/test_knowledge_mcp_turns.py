@@ -142,6 +142,9 @@ async def test_a_collection_and_an_mcp_server_change_the_agents_answers(
     assert turn["knowledge"]["passages"][0]["collection"] == "store-policy"
     assert record["mcp_calls"] == [{"call_id": "call_1", "tool": "orders__order_status",
                                     "ok": True}]
+    # the service closed its MCP connection and knowledge watcher: no task left behind
+    assert not [t for t in asyncio.all_tasks()
+                if t.get_name().startswith(("mcp-", "knowledge-")) and not t.done()]
 
 
 async def test_metadata_narrows_the_knowledge_scope_of_a_job(

@@ -5,6 +5,7 @@ headers, credentials kept out of logs, and the fake OpenAI model calling the too
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -161,3 +162,52 @@ def test_server_configuration_is_checked() -> None:
                                                        "url": "http://h", "tools": ["*"]}}})
     with pytest.raises(ValueError):
         McpConfig.model_validate({"servers": {"x": {"transport": "http", "url": "http://h"}}})
+
+
+async def test_a_job_with_a_callers_token_gets_its_own_connection_for_its_conversation() -> None:
+    from fakes import FakeAudioOutput, FakeLLM, FakeMessageOutput, FakeSTT, FakeTTS, FakeVAD
+    from pipeline_kit import AGENT, USER, job_spec
+
+    from agents.config import AgentConfig
+    from agents.conversation import AgentConversations
+    from agents.participant import ConversationContext
+    from agents.pipeline.registry import ProviderRegistry
+    from agents.tooling import ToolingConversation
+
+    async with http_server() as server:
+        config = AgentConfig.model_validate({"mcp": {"servers": {"orders": {
+            "transport": "http", "url": server.url, "tools": ["whoami"],
+            "job_headers": ["Authorization"]}}}})
+        llm = FakeLLM(scripts=[[ToolCall(id="t1", name="orders__whoami", arguments="{}")],
+                               ["You are signed in."]])
+        registry = ProviderRegistry(config=config.pipeline, prebuilt={
+            "silero": FakeVAD(), "moonshine": FakeSTT(), "scripted-intake": llm,
+            "piper": FakeTTS(rate=16000)})
+        conversations = AgentConversations(config, registry=registry)
+        await conversations.prewarm()
+        msgs = FakeMessageOutput()
+        conversation = conversations(ConversationContext(
+            spec=job_spec(), config=config, persona=config.persona,
+            overrides={"mcp_headers": {"orders": {"Authorization": "Bearer caller-x"}}},
+            audio=FakeAudioOutput(sample_rate=16000), messages=msgs, agent_identity=AGENT,
+        ))
+        assert isinstance(conversation, ToolingConversation)
+        task = asyncio.create_task(conversation.run(), name="test-conversation")
+        try:
+            await msgs.wait_for(lambda m: m.type == "agent_status"
+                                and m.data.status == "listening", within=10)
+            conn = conversation._tools._own["orders"]
+            assert await conn.wait_connected(10)
+            conversation.push_text(USER, "Who am I?")
+            await msgs.wait_for(lambda m: m.type == "transcript_chunk" and m.data.is_final
+                                and m.data.participant_id == AGENT, within=10)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await conversations.aclose()
+        tool_msg = llm.requests[1].messages[-1]
+        assert tool_msg.role == "tool"
+        assert json.loads(tool_msg.content) == {"ok": True, "result": "Bearer caller-x"}
+        assert conversation.record()["mcp_calls"][0]["tool"] == "orders__whoami"
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("mcp-")]

@@ -17,6 +17,7 @@ import structlog
 
 from agents.mcp_tools.config import McpConfig
 from agents.mcp_tools.connection import SEPARATOR, McpConnection
+from agents.pipeline.trace import append_capped
 from agents.providers.base import ToolCall, ToolSpec
 from agents.providers.errors import ProviderUnavailable
 
@@ -95,9 +96,14 @@ class JobTools:
         self._job_id = job_id
         self.calls: list[dict[str, Any]] = []
 
-    async def open(self) -> None:
+    def start(self) -> None:
+        """Start the job's own connections (they connect in the background)."""
         for conn in self._own.values():
             conn.start()
+
+    async def open(self) -> None:
+        """Start the job's own connections and wait (bounded) until they are up."""
+        self.start()
         await asyncio.gather(
             *(c.wait_connected(c.config.connect_timeout) for c in self._own.values())
         )
@@ -115,7 +121,7 @@ class JobTools:
         conn = self._conns[server]
         ok, text = await self._call(conn, call, tool)
         row = {"call_id": call.id, "tool": call.name, "ok": ok}
-        self.calls.append(row)
+        append_capped(self.calls, row)
         log.info("mcp_tool_called", job_id=self._job_id, **row)
         body = {"ok": True, "result": text} if ok else {"ok": False, "error": text}
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
