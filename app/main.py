@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from agents.job import JobBody
-from app.api import console, health, jobs, playground
+from app.api import console, health, jobs, knowledge, playground
 from app.api.errors import contract_errors
 from app.api.intake import intake_openapi, intake_route
 from app.dispatch.livekit_webhook import WEBHOOK_PATH
@@ -78,6 +78,7 @@ def create_app(
     intake_openapi(app, settings.webhook_path)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(knowledge.router)
     # The browser pages (docs/playground.md): each answers 404 where it is off.
     app.include_router(playground.router)
     app.include_router(console.router)

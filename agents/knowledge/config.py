@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+FILE_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".pdf"})
+"""The files a collection reads (case-insensitive)."""
 
 
 class CollectionConfig(BaseModel):

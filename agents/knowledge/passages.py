@@ -17,9 +17,10 @@ from pathlib import Path
 
 import structlog
 
+from agents.knowledge.config import FILE_SUFFIXES
+
 log = structlog.get_logger("agents.knowledge")
 
-TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt"})
 PDF_SUFFIX = ".pdf"
 MAX_FILE_BYTES = 50 * 1024 * 1024
 _BLANK = re.compile(r"\n\s*\n")
@@ -42,7 +43,7 @@ def collection_files(root: Path) -> list[Path]:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
-        if path.suffix.lower() in TEXT_SUFFIXES or path.suffix.lower() == PDF_SUFFIX:
+        if path.suffix.lower() in FILE_SUFFIXES:
             out.append(path)
     return out
 
