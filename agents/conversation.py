@@ -82,7 +82,8 @@ class AgentConversations:
                                                 job_id=ctx.spec.job_id)
         if self._mcp is not None:
             job_tools = self._mcp.for_job(job_id=ctx.spec.job_id,
-                                          headers=ctx.overrides.get("mcp_headers"))
+                                          headers=ctx.overrides.get("mcp_headers"),
+                                          refresh=ctx.overrides.get("mcp_refresh"))
         extras = TurnExtras(knowledge=knowledge, tools=job_tools)
         conversation = self._conversation(ctx, extras)
         if job_tools is None:

@@ -5,9 +5,10 @@ job's persona, and only these: ``instructions``, ``voice``, ``language``, ``todo
 ``greeting``. Two more narrow what the job reaches, within what the configuration names:
 ``knowledge`` (the approved-knowledge collections the job searches) and ``mcp_headers`` (per
 server, values for the header names that server's ``job_headers`` lists, e.g. a caller's token;
-never logged). Credentials and provider endpoints come from the server's configuration alone, so
-every other key is ignored (and logged), and an invalid value for an allowed key is dropped rather
-than failing the job.
+never logged) with ``mcp_refresh`` (per server, the caller's refresh token, for servers with
+``token_refresh``). Credentials and provider endpoints come from the server's configuration
+alone, so every other key is ignored (and logged), and an invalid value for an allowed key is
+dropped rather than failing the job.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ log = structlog.get_logger("agents.overrides")
 
 ALLOWED_KEYS = (
     "instructions", "voice", "language", "todo_items", "greeting", "knowledge", "mcp_headers",
+    "mcp_refresh",
 )
-SCOPE_KEYS = frozenset({"knowledge", "mcp_headers"})
+SCOPE_KEYS = frozenset({"knowledge", "mcp_headers", "mcp_refresh"})
 """Keys that scope the job's knowledge and tools; they do not change the persona."""
 MAX_TODO_ITEMS = 50
 MAX_METADATA_CHARS = 64 * 1024
@@ -49,6 +51,9 @@ class JobOverrides(BaseModel):
     mcp_headers: dict[
         Annotated[str, Field(max_length=64)],
         dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=8192)]],
+    ] | None = Field(None, max_length=20)
+    mcp_refresh: dict[
+        Annotated[str, Field(max_length=64)], Annotated[str, Field(min_length=1, max_length=8192)]
     ] | None = Field(None, max_length=20)
 
     @field_validator("todo_items")

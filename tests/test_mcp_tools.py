@@ -162,6 +162,10 @@ def test_server_configuration_is_checked() -> None:
                                                        "url": "http://h", "tools": ["*"]}}})
     with pytest.raises(ValueError):
         McpConfig.model_validate({"servers": {"x": {"transport": "http", "url": "http://h"}}})
+    with pytest.raises(ValueError, match="needs Authorization in job_headers"):
+        McpConfig.model_validate({"servers": {"x": {
+            "transport": "http", "url": "http://h", "tools": ["*"],
+            "token_refresh": {"url": "https://idp/token"}}}})
 
 
 async def test_a_job_with_a_callers_token_gets_its_own_connection_for_its_conversation() -> None:
@@ -211,3 +215,61 @@ async def test_a_job_with_a_callers_token_gets_its_own_connection_for_its_conver
         assert json.loads(tool_msg.content) == {"ok": True, "result": "Bearer caller-x"}
         assert conversation.record()["mcp_calls"][0]["tool"] == "orders__whoami"
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("mcp-")]
+
+
+async def test_an_expired_caller_token_is_refreshed_before_the_call() -> None:
+    import time
+
+    import jwt
+    from aiohttp import web
+    from mcp_servers import free_port
+
+    from agents.overrides import parse_overrides
+
+    key = "token-signing-key-for-the-test-0123456789"
+    fresh = jwt.encode({"sub": "caller-x", "exp": int(time.time()) + 600}, key)
+    expired = jwt.encode({"sub": "caller-x", "exp": int(time.time()) - 5}, key)
+    grants: list[dict[str, str]] = []
+
+    async def token(request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        grants.append({k: str(v) for k, v in form.items()})
+        if form.get("refresh_token") != "refresh-1":
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        return web.json_response({"access_token": fresh, "token_type": "Bearer",
+                                  "refresh_token": "refresh-2"})
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with http_server() as server:
+            config = http_config(server.url, job_headers=["Authorization"], token_refresh={
+                "url": f"http://127.0.0.1:{port}/token", "client_id": "agent",
+                "client_secret": "client-secret-456"})
+            overrides = parse_overrides(json.dumps({
+                "mcp_headers": {"orders": {"Authorization": f"Bearer {expired}"}},
+                "mcp_refresh": {"orders": "refresh-1"}}))
+            with capture_logs() as logs:
+                pool = McpPool(config=config)
+                tools = pool.for_job(job_id="AJ_r", headers=overrides.mcp_headers,
+                                     refresh=overrides.mcp_refresh)
+                await tools.open()
+                try:
+                    who = json.loads(await tools.call(call("orders__whoami", {})))
+                finally:
+                    await tools.aclose()
+                    await pool.aclose()
+    finally:
+        await runner.cleanup()
+    assert who == {"ok": True, "result": f"Bearer {fresh}"}
+    assert grants[0] == {"grant_type": "refresh_token", "refresh_token": "refresh-1",
+                         "client_id": "agent", "client_secret": "client-secret-456"}
+    assert len(grants) == 1  # the fresh token is kept for the calls and reconnects after
+    assert "mcp_token_refreshed" in [e["event"] for e in logs]
+    dump = repr(logs)
+    for secret in (fresh, expired, "refresh-1", "refresh-2", "client-secret-456"):
+        assert secret not in dump

@@ -11,6 +11,25 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
 HEADER_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
+class TokenRefreshConfig(BaseModel):
+    """Where a caller's expired bearer token is renewed with its refresh token (OAuth 2.0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="The token endpoint (grant_type=refresh_token).")
+    client_id: str | None = Field(None, description="This service's client id, if required.")
+    client_secret: SecretStr | None = Field(None, description="Its secret; never logged.")
+    leeway_s: float = Field(30.0, ge=0, le=600, description="Renew this long before expiry.")
+    timeout: float = Field(10.0, gt=0, le=60, description="Seconds for the token request.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("token_refresh.url must be an http(s) url")
+        return value
+
+
 class McpServerConfig(BaseModel):
     """One MCP server: a command spoken to over stdio, or a Streamable HTTP endpoint."""
 
@@ -35,6 +54,12 @@ class McpServerConfig(BaseModel):
         default_factory=list,
         description="http: header names a job's metadata may set (`mcp_headers: {server: "
         "{name: value}}`). A server with job headers is connected per job.",
+    )
+    token_refresh: TokenRefreshConfig | None = Field(
+        None,
+        description="http: renew a job's expired `Authorization: Bearer` token with the refresh "
+        "token its metadata carries (`mcp_refresh: {server: token}`). Needs Authorization in "
+        "job_headers.",
     )
     per_job: bool = Field(
         False, description="Connect once per job rather than once per service."
@@ -64,6 +89,10 @@ class McpServerConfig(BaseModel):
                 raise ValueError("an http MCP server needs an http(s) url")
         elif self.job_headers:
             raise ValueError("job_headers apply to http servers only")
+        if self.token_refresh is not None and "authorization" not in {
+            h.lower() for h in self.job_headers
+        }:
+            raise ValueError("token_refresh needs Authorization in job_headers")
         return self
 
     @property

@@ -41,11 +41,20 @@ class McpConnection:
 
     def __init__(
         self, *, server: str, config: McpServerConfig, headers: Mapping[str, str] | None = None,
-        job_id: str | None = None,
+        job_id: str | None = None, refresh_token: str | None = None,
     ) -> None:
         self.server = server
         self.config = config
         self._headers = dict(headers or {})
+        self._auth: Any = None  # a RefreshingBearer, kept across reconnects
+        bearer = next((k for k in self._headers if k.lower() == "authorization"), None)
+        if config.token_refresh is not None and refresh_token and bearer is not None:
+            from agents.mcp_tools.auth import RefreshingBearer
+
+            self._auth = RefreshingBearer(
+                access_token=self._headers.pop(bearer), refresh_token=refresh_token,
+                config=config.token_refresh, server=server, job_id=job_id,
+            )
         self._log = log.bind(server=server, job_id=job_id) if job_id else log.bind(server=server)
         self._client: Any = None
         self._tools: dict[str, ToolSpec] = {}
@@ -164,7 +173,7 @@ class McpConnection:
         headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
         headers.update(self._headers)
         http = await stack.enter_async_context(httpx2.AsyncClient(
-            headers=headers,
+            headers=headers, auth=self._auth,
             timeout=httpx2.Timeout(cfg.connect_timeout, read=max(300.0, cfg.timeout)),
         ))
         return streamable_http_client(cfg.url, http_client=http)

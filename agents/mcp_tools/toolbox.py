@@ -59,10 +59,12 @@ class McpPool:
                 log.warning("mcp_not_connected_at_start", server=name)
 
     def for_job(
-        self, *, job_id: str, headers: Mapping[str, Mapping[str, str]] | None = None
+        self, *, job_id: str, headers: Mapping[str, Mapping[str, str]] | None = None,
+        refresh: Mapping[str, str] | None = None,
     ) -> JobTools:
         """A job's MCP tools: the shared connections plus per-job ones with the job's headers
-        (only header names the server's ``job_headers`` lists; the rest are dropped)."""
+        (only header names the server's ``job_headers`` lists; the rest are dropped) and, for a
+        server with ``token_refresh``, the caller's refresh token."""
         own: dict[str, McpConnection] = {}
         for name, cfg in self.config.servers.items():
             if not cfg.connects_per_job:
@@ -74,7 +76,8 @@ class McpPool:
                 log.warning("mcp_job_headers_refused", job_id=job_id, server=name,
                             headers=refused[:20])
             kept = {k: v for k, v in given.items() if k.lower() in allowed}
-            own[name] = McpConnection(server=name, config=cfg, headers=kept, job_id=job_id)
+            own[name] = McpConnection(server=name, config=cfg, headers=kept, job_id=job_id,
+                                      refresh_token=(refresh or {}).get(name))
         unknown = sorted(set(headers or {}) - set(self.config.servers))
         if unknown:
             log.warning("mcp_job_headers_unknown_servers", job_id=job_id, servers=unknown[:20])
