@@ -25,7 +25,29 @@ from app.api.deps import AdminDep, RuntimeDep
 
 log = structlog.get_logger("app.api.knowledge")
 
-router = APIRouter(prefix="/knowledge", tags=["knowledge"])
+_DETAIL: dict[str, Any] = {
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"detail": {"type": "string"}}}
+        }
+    }
+}
+router = APIRouter(
+    prefix="/knowledge",
+    tags=["knowledge"],
+    responses={
+        401: {"description": "Missing or wrong admin bearer token", **_DETAIL},
+        404: {"description": "The API is off (no admin_token), or no such collection or file",
+              **_DETAIL},
+        503: {"description": "The service is starting", **_DETAIL},
+    },
+)
+_WRITE: dict[int | str, dict[str, Any]] = {
+    413: {"description": "The file is larger than 20 MiB", **_DETAIL},
+    422: {"description": "Not a plain .md, .markdown, .txt or .pdf file name, or empty",
+          **_DETAIL},
+    507: {"description": "The file could not be stored", **_DETAIL},
+}
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 Collection = Annotated[str, Path(min_length=1, max_length=64)]
@@ -93,7 +115,7 @@ async def list_collections(_admin: AdminDep, runtime: RuntimeDep) -> dict[str, A
     return {"collections": out}
 
 
-@router.put("/{collection}/files/{name}")
+@router.put("/{collection}/files/{name}", responses=_WRITE)
 async def put_file(
     _admin: AdminDep, runtime: RuntimeDep, request: Request, collection: Collection,
     name: FileName,
@@ -121,7 +143,7 @@ async def put_file(
             "reindex_within_s": runtime.settings.agent.knowledge.watch_interval_s}
 
 
-@router.delete("/{collection}/files/{name}")
+@router.delete("/{collection}/files/{name}", responses={422: _WRITE[422]})
 async def delete_file(
     _admin: AdminDep, runtime: RuntimeDep, collection: Collection, name: FileName
 ) -> dict[str, Any]:
