@@ -20,6 +20,11 @@ answer is repeated, nothing new runs); ``refused``: policy says no (job type or 
 ``busy``: no capacity or draining (the dispatcher should try another replica)."""
 
 
+AT_CAPACITY = "at capacity"
+"""The ``error`` of a ``busy`` answer given because every slot is taken (not draining, not a
+store failure): native dispatch defers such rooms (:mod:`app.dispatch.redispatch`)."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JobRequest:
     """A job offer from any door, before it is admitted."""

@@ -148,6 +148,18 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
+        self.deferred_waiting = Gauge(
+            "external_agent_deferred_dispatches",
+            "Rooms waiting for a free slot (native dispatches refused for capacity).",
+            registry=self.registry,
+        )
+        self.deferred = Counter(
+            "external_agent_deferred_dispatch_events",
+            "Deferred native dispatch, by outcome: deferred, already_waiting, full, reissued, "
+            "served (by another worker), gone (room or dispatch), expired, failed.",
+            ["outcome"],
+            registry=self.registry,
+        )
         # Children resolved once: ``labels()`` takes a lock and builds a key on every call.
         self._active = {s: self.active_jobs.labels(source=s) for s in SOURCES}
         self._jobs = {
@@ -189,6 +201,9 @@ class Metrics:
         entered, active = self._jobs[(source, state)], self._active[source]
         pending[entered] = pending.get(entered, 0) + 1
         pending[active] = pending.get(active, 0) - 1
+
+    def deferred_outcome(self, outcome: str, n: int = 1) -> None:
+        self.deferred.labels(outcome=outcome).inc(n)
 
     def accepted_in(self, source: JobSource, seconds: float) -> None:
         self.accept_latency.observe(source, seconds)

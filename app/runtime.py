@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -36,6 +36,12 @@ class BackgroundService(Protocol):
 
 
 ServiceFactory = Callable[["Runtime"], BackgroundService]
+
+
+class DeferredView(Protocol):
+    """Rooms waiting for a slot (deferred native dispatch), for ``GET /jobs``."""
+
+    async def snapshot(self) -> dict[str, Any]: ...
 
 
 def build_registry(settings: Settings) -> JobRegistry:
@@ -78,6 +84,8 @@ class Runtime:
             job_body, "metrics_registries", ()
         )
         self.services: list[BackgroundService] = []
+        self.deferred: DeferredView | None = None
+        """Set by the native dispatch worker when it defers refused rooms."""
         self.ready = False
         self._closed = False
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.job import JobType
-from app.admission import AdmissionResult, JobRequest
+from app.admission import AT_CAPACITY, AdmissionResult, JobRequest
 from app.dispatch.ports import JobEndCallback, JobManagerPort
 
 
@@ -45,6 +45,10 @@ class FakeJobManager(JobManagerPort):
     def active_jobs(self) -> int:
         running = sum(1 for j in self.jobs.values() if j.state == "running")
         return running + len(self.reservations)
+
+    @property
+    def used_slots(self) -> int:
+        return self.active_jobs
 
     @property
     def max_jobs(self) -> int:
@@ -120,8 +124,9 @@ class FakeJobManager(JobManagerPort):
                 verdict="refused", job_id=request.job_id, error=f"{request.job_type} disabled"
             )
         if self.is_draining or self.active_jobs >= self.capacity:
+            error = "draining" if self.is_draining else AT_CAPACITY
             return AdmissionResult(
-                verdict="busy", job_id=request.job_id, error="no capacity", retry_after=5
+                verdict="busy", job_id=request.job_id, error=error, retry_after=5
             )
         result = AdmissionResult(
             verdict="accepted",

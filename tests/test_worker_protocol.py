@@ -277,7 +277,7 @@ async def test_assignment_refused_by_admission_is_reported_failed(
     await server.assign(make_job("AJ_1"), token="tok")
     upd = await server.wait_for(kind_is("update_job", "AJ_1"))
     assert upd.msg.update_job.status == pb.JS_FAILED
-    assert "no capacity" in upd.msg.update_job.error
+    assert "at capacity" in upd.msg.update_job.error
     assert manager.starts == []
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from app.api.deps import AdminDep, ManagerDep
+from app.api.deps import AdminDep, ManagerDep, RuntimeDep
 
 _DETAIL = {
     "content": {
@@ -34,16 +34,20 @@ JobId = Annotated[str, Path(min_length=1, max_length=128)]
 @router.get("")
 async def list_jobs(
     _admin: AdminDep,
-    manager: ManagerDep,
+    runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
+    manager = runtime.manager
     jobs = manager.list_jobs()
-    return {
+    view: dict[str, Any] = {
         "active_jobs": manager.active_jobs,
         "max_jobs": manager.max_jobs,
         "draining": manager.draining,
         "jobs": [job.summary() for job in jobs[:limit]],
     }
+    if runtime.deferred is not None:
+        view["deferred"] = await runtime.deferred.snapshot()
+    return view
 
 
 @router.get("/{job_id}")

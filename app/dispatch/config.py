@@ -28,6 +28,29 @@ class WorkerPermissions(BaseModel):
     hidden: bool = Field(False, description="Hide the agent from the other participants.")
 
 
+class DeferSettings(BaseModel):
+    """Deferred native dispatch: a room whose job was refused for capacity is remembered, and its
+    dispatch re-issued through the LiveKit API (``CreateDispatch``) when a slot frees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True,
+        description="Remember rooms refused for capacity and re-dispatch them, oldest first. "
+        "While on, the worker stays `available` to the server at capacity (so offers are heard "
+        "and remembered) until max_entries rooms wait.",
+    )
+    max_entries: int = Field(100, ge=1, le=100_000, description="Rooms remembered at most.")
+    ttl: float = Field(
+        120.0, gt=0, le=86400, description="A room waiting longer than this is dropped (s)."
+    )
+    reissue_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="A re-issued dispatch holds its slot until its offer arrives or this "
+        "passes (s), so one freed slot does not re-issue several rooms.",
+    )
+
+
 class WorkerSettings(BaseModel):
     """Native agent dispatch: the service registers as an agent worker with the LiveKit server
     (``<livekit.url>/agent``) and takes the jobs the server hands it."""
@@ -73,6 +96,11 @@ class WorkerSettings(BaseModel):
         gt=0,
         description="How long a slot is held after answering `available` while the server "
         "has not sent the JobAssignment yet (s).",
+    )
+
+    defer: DeferSettings = Field(
+        default_factory=DeferSettings,
+        description="Deferred dispatch of rooms refused for capacity (JT_ROOM jobs).",
     )
 
     @model_validator(mode="after")

@@ -26,6 +26,11 @@ class JobManagerPort(Admission, Protocol):
         ...
 
     @property
+    def used_slots(self) -> int:
+        """Slots taken: running jobs, reservations and offers being decided."""
+        ...
+
+    @property
     def max_jobs(self) -> int: ...
 
     @property

@@ -108,10 +108,23 @@ def job_status_message(job_id: str, final_state: str, reason: str | None) -> pb.
     return pb.UpdateJobStatus(job_id=job_id, status=pb.JS_SUCCESS)
 
 
-def worker_status_message(*, active: int, capacity: int, draining: bool) -> pb.WorkerMessage:
-    """``UpdateWorkerStatus``: load is active/capacity; full at capacity or when draining."""
+DEFERRING_LOAD = 0.99
+"""The load reported at capacity while refused rooms can still be deferred: below 1, so the
+server (which picks among ``available`` workers weighted by ``1 - load``) still offers jobs here
+when no other worker can take them, and the refusal is remembered instead of lost."""
+
+
+def worker_status_message(
+    *, active: int, capacity: int, draining: bool, deferring: bool = False
+) -> pb.WorkerMessage:
+    """``UpdateWorkerStatus``: load is active/capacity; full at capacity or when draining. With
+    ``deferring`` (deferred dispatch has room) a worker at capacity stays ``available`` with a
+    load just under 1: offers keep coming, are refused and deferred."""
     load = 1.0 if capacity <= 0 else min(1.0, active / capacity)
-    full = draining or active >= capacity
+    at_capacity = active >= capacity
+    full = draining or (at_capacity and not deferring)
+    if at_capacity and not full:
+        load = DEFERRING_LOAD
     return pb.WorkerMessage(
         update_worker=pb.UpdateWorkerStatus(
             status=pb.WS_FULL if full else pb.WS_AVAILABLE,

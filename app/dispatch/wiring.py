@@ -10,7 +10,9 @@ import structlog
 from fastapi import APIRouter, Request
 
 from app.admission import Admission
+from app.dispatch.deferred import DeferredStore, MemoryDeferredStore, RedisDeferredStore
 from app.dispatch.livekit_webhook import LiveKitWebhookHandler, build_livekit_webhook_router
+from app.dispatch.redispatch import LiveKitDispatchAPI, Redispatcher
 from app.dispatch.worker import AgentWorker
 from app.security.failures import FailureLimiter
 
@@ -46,9 +48,42 @@ def dispatch_services(settings: Settings) -> list[Callable[[Runtime], AgentWorke
             livekit_url=url,
             api_key=api_key,
             api_secret=api_secret,
+            redispatcher=_redispatcher(settings, runtime, url, api_key, api_secret),
         )
 
     return [make_worker]
+
+
+def _redispatcher(
+    settings: Settings, runtime: Runtime, url: str, api_key: str, api_secret: str
+) -> Redispatcher | None:
+    """Deferred dispatch for the worker, when on: the queue shared through Redis when the job
+    registry is, its outcomes and length in the metrics, its rooms in ``GET /jobs``."""
+    defer = settings.worker.defer
+    if not defer.enabled:
+        return None
+    store: DeferredStore
+    if settings.registry == "redis" and settings.redis_url is not None:
+        store = RedisDeferredStore.from_url(
+            settings.redis_url.get_secret_value(), ttl=defer.ttl, max_entries=defer.max_entries
+        )
+    else:
+        store = MemoryDeferredStore(ttl=defer.ttl, max_entries=defer.max_entries)
+    manager = runtime.manager
+
+    def free_slots() -> int:
+        return 0 if manager.draining else manager.max_jobs - manager.used_slots
+
+    redispatcher = Redispatcher(
+        store=store,
+        api=LiveKitDispatchAPI(url=url, api_key=api_key, api_secret=api_secret),
+        settings=defer,
+        free_slots=free_slots,
+        on_outcome=runtime.metrics.deferred_outcome,
+    )
+    runtime.metrics.deferred_waiting.set_function(lambda: redispatcher.waiting)
+    runtime.deferred = redispatcher
+    return redispatcher
 
 
 def _manager_of(request: Request) -> Admission:

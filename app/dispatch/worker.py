@@ -38,6 +38,7 @@ from app.dispatch.protocol import (
     worker_status_message,
     worker_token,
 )
+from app.dispatch.redispatch import Redispatcher
 from app.dispatch.worker_jobs import DispatchedJobs
 
 log = structlog.get_logger("app.dispatch.worker")
@@ -64,6 +65,7 @@ class AgentWorker:
         livekit_url: str,
         api_key: str,
         api_secret: str,
+        redispatcher: Redispatcher | None = None,
     ) -> None:
         if not api_key or not api_secret:
             raise ValueError("the worker needs the LiveKit api_key and api_secret")
@@ -73,6 +75,7 @@ class AgentWorker:
         self._url = agent_ws_url(livekit_url)
         self._api_key = api_key
         self._api_secret = api_secret
+        self._redispatcher = redispatcher
 
         self._session: aiohttp.ClientSession | None = None
         self._run_task: asyncio.Task[None] | None = None
@@ -91,9 +94,10 @@ class AgentWorker:
             assignment_timeout=settings.assignment_timeout,
             send=self._send,
             wake=self._wakeup.set,
+            redispatcher=redispatcher,
         )
         self._failure: DispatchError | None = None
-        self._last_status: tuple[int, int, bool] | None = None
+        self._last_status: tuple[int, int, bool, bool] | None = None
 
     # -- public -------------------------------------------------------------------------------
 
@@ -133,6 +137,9 @@ class AgentWorker:
             raise RuntimeError("worker already started")
         self._session = aiohttp.ClientSession()
         self._manager.on_job_end(self._jobs.on_job_end)
+        if self._redispatcher is not None:
+            self._manager.on_job_end(self._redispatcher.slot_freed)
+            await self._redispatcher.start()
         self._run_task = asyncio.create_task(self._run(), name="dispatch-worker")
 
     async def aclose(self) -> None:
@@ -157,6 +164,8 @@ class AgentWorker:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         await self._jobs.release_all()
+        if self._redispatcher is not None:
+            await self._redispatcher.aclose()
         if self._session is not None:
             await self._session.close()
         if self._jobs.unsent:
@@ -361,14 +370,16 @@ class AgentWorker:
         if not task.cancelled() and task.exception() is not None:
             log.error("worker_handler_failed", task=task.get_name(), error=repr(task.exception()))
 
-    def _status_snapshot(self) -> tuple[int, int, bool]:
+    def _status_snapshot(self) -> tuple[int, int, bool, bool]:
         m = self._manager
-        return m.active_jobs, m.max_jobs, m.draining
+        deferring = self._redispatcher is not None and self._redispatcher.accepting
+        return m.active_jobs, m.max_jobs, m.draining, deferring
 
     async def _send_status(self) -> None:
-        active, capacity, draining = snapshot = self._status_snapshot()
+        active, capacity, draining, deferring = snapshot = self._status_snapshot()
         self._last_status = snapshot
-        await self._send(worker_status_message(active=active, capacity=capacity, draining=draining))
+        await self._send(worker_status_message(
+            active=active, capacity=capacity, draining=draining, deferring=deferring))
 
     async def _send(self, msg: pb.WorkerMessage) -> bool:
         ws = self._ws

@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 import structlog
 from livekit.protocol import agent as pb
 
-from app.admission import AdmissionResult
+from app.admission import AT_CAPACITY, AdmissionResult
 from app.dispatch.ports import InvalidJobError, JobManagerPort
 from app.dispatch.protocol import availability_message, job_request_from_proto, job_status_message
+from app.dispatch.redispatch import Redispatcher
 
 log = structlog.get_logger("app.dispatch.worker")
 
@@ -46,8 +47,10 @@ class DispatchedJobs:
         assignment_timeout: float,
         send: Send,
         wake: Callable[[], None],
+        redispatcher: Redispatcher | None = None,
     ) -> None:
         self._manager = manager
+        self._redispatcher = redispatcher
         self._livekit_url = livekit_url
         self._assignment_timeout = assignment_timeout
         self._send = send
@@ -71,6 +74,8 @@ class DispatchedJobs:
 
     async def on_availability(self, req: pb.AvailabilityRequest) -> None:
         job_id = req.job.id
+        if self._redispatcher is not None:
+            self._redispatcher.offered(req.job.dispatch_id)
         known = self._jobs.get(job_id)
         if known is not None:
             # A re-sent or resuming request for a job we already run: same answer, nothing new.
@@ -108,6 +113,18 @@ class DispatchedJobs:
             available=bool(result and result.accepted),
             reason=reason,
             answered=sent,
+        )
+        if result is not None and result.verdict == "busy" and result.error == AT_CAPACITY:
+            await self._defer(req.job)
+
+    async def _defer(self, job: pb.Job) -> None:
+        """A room job refused for capacity waits for a slot (room jobs only: a re-issued
+        dispatch would also offer every participant's job again)."""
+        if self._redispatcher is None or self.closing or job.type != pb.JT_ROOM:
+            return
+        await self._redispatcher.defer(
+            room=job.room.name, agent_name=job.agent_name, metadata=job.metadata,
+            dispatch_id=job.dispatch_id, job_id=job.id,
         )
 
     async def on_assignment(self, assignment: pb.JobAssignment) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, RunningState, valid_job_id
-from app.admission import AdmissionResult, JobRequest
+from app.admission import AT_CAPACITY, AdmissionResult, JobRequest
 from app.errors import TokenMintError
 from app.jobs.records import JobRecord, JobState, StoredAnswer
 from app.jobs.registry import JobRegistry, MemoryJobRegistry, RegistryError
@@ -320,7 +320,7 @@ class JobManager:
         if self._draining:
             return self._busy(request, "draining")
         if self.used_slots >= self._settings.max_jobs:
-            return self._busy(request, "at capacity")
+            return self._busy(request, AT_CAPACITY)
 
         if local is not None:  # nothing from the checks to the claim suspends
             return await self._claim_and_start(request, hold=hold)
