@@ -38,6 +38,11 @@ class RoomConfig(BaseModel):
         description="Rate of the agent's published audio track when no speech engine sets it "
         "(with a tts step the track is published at the speech engine's rate).",
     )
+    max_audio_backlog_ms: float = Field(
+        300.0, ge=20, le=10_000,
+        description="A speaker's audio queued longer than this (the process fell behind) is "
+        "dropped, but the newest frame, so the agent hears in real time again (ms).",
+    )
     participant_wait: float = Field(
         30.0, gt=0,
         description="How long the agent waits after joining for its target participant (or, "

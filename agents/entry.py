@@ -22,6 +22,7 @@ from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import todo_list
 from agents.participant import AgentParticipant, ConversationContext, ConversationFactory
 from agents.providers.errors import ProviderUnavailable
+from agents.transport.backlog import AudioBacklog
 from agents.transport.base import RoomTransport
 from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
@@ -112,6 +113,13 @@ class AgentJobBody:
         self._output_sample_rate = output_sample_rate or getattr(
             conversation_factory, "output_sample_rate", None
         )
+        self._backlog = AudioBacklog()
+
+    @property
+    def audio_backlog_ms(self) -> float:
+        """The worst audio backlog of any job's reader now (ms): the service's admission
+        refuses new jobs above its limit."""
+        return self._backlog.worst_ms
 
     @property
     def metrics_registries(self) -> tuple[CollectorRegistry, ...]:
@@ -146,9 +154,12 @@ class AgentJobBody:
                 return MemoryTransport(hub=rooms)
         elif spec.server_url.startswith(("ws://", "wss://", "http://", "https://")):
             signal_timeout = config.room.connect_timeout
+            max_backlog_ms = config.room.max_audio_backlog_ms
+            backlog = self._backlog
 
             def transport_factory() -> RoomTransport:
-                return LiveKitTransport(signal_timeout=signal_timeout)
+                return LiveKitTransport(signal_timeout=signal_timeout,
+                                        max_backlog_ms=max_backlog_ms, backlog=backlog)
         else:
             raise JobFailed(f"unsupported server url scheme: {spec.server_url.split(':')[0]!r}")
         participant = AgentParticipant(

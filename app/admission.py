@@ -24,6 +24,10 @@ AT_CAPACITY = "at capacity"
 """The ``error`` of a ``busy`` answer given because every slot is taken (not draining, not a
 store failure): native dispatch defers such rooms (:mod:`app.dispatch.redispatch`)."""
 
+OVERLOADED = "overloaded"
+"""The ``error`` of a ``busy`` answer given because measured load is over a limit (event-loop
+lag, CPU, audio backlog; see :mod:`app.jobs.load`): deferred like :data:`AT_CAPACITY`."""
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JobRequest:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.job import JobBody
 from app.intake.pipeline import IntakePolicy
+from app.jobs.load import LoadMonitor
 from app.jobs.manager import JobManager
 from app.jobs.registry import JobRegistry, MemoryJobRegistry, RedisJobRegistry
 from app.metrics import Metrics
@@ -54,6 +55,13 @@ def build_registry(settings: Settings) -> JobRegistry:
     return MemoryJobRegistry(ttl=settings.idempotency_ttl, max_entries=settings.idempotency_max)
 
 
+def _backlog_reading(job_body: JobBody) -> Callable[[], float] | None:
+    """The job body's ``audio_backlog_ms`` (the agent's readers), when it has one."""
+    if not hasattr(job_body, "audio_backlog_ms"):
+        return None
+    return lambda: float(getattr(job_body, "audio_backlog_ms", 0.0))
+
+
 class Runtime:
     def __init__(
         self,
@@ -67,11 +75,17 @@ class Runtime:
         self.metrics = metrics
         self.started_at = time.monotonic()
         self.registry = registry if registry is not None else build_registry(settings)
+        self.load = LoadMonitor(
+            settings=settings.load_limits,
+            active_jobs=lambda: self.manager.active_jobs,
+            audio_backlog_ms=_backlog_reading(job_body),
+        )
         self.manager = JobManager(
             settings=settings,
             job_body=job_body,
             registry=self.registry,
             metrics=metrics,
+            load=self.load,
         )
         self.intake_policy = IntakePolicy(
             secrets=tuple(settings.webhook_secrets),
@@ -102,6 +116,7 @@ class Runtime:
             await prewarm()
             log.info("job_body_prewarmed", seconds=round(time.monotonic() - started, 2))
         await self.registry.start()
+        await self.load.start()
         for factory in factories:
             service = factory(self)
             try:
@@ -132,6 +147,7 @@ class Runtime:
                 log.exception("background_service_close_failed", service=service.name)
         self.services.clear()
         await self.manager.aclose()
+        await self.load.aclose()
         aclose = getattr(self.job_body, "aclose", None)
         if aclose is not None:
             try:

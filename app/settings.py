@@ -37,6 +37,7 @@ from pydantic_settings import (
 from agents.config import AgentConfig
 from agents.job import JOB_TYPES, JobType
 from app.dispatch.config import LiveKitWebhookSettings, WorkerSettings
+from app.jobs.load import LoadSettings
 from app.security.failures import AuthFailureSettings
 from app.web.config import PlaygroundSettings
 
@@ -235,7 +236,15 @@ class Settings(ClientSettings):
 
     enabled: bool = Field(True, description="Accept jobs at all (false answers every offer no).")
     job_types: list[JobType] = Field(default_factory=lambda: list(JOB_TYPES), min_length=1)
-    max_jobs: int = Field(10, ge=1, le=10_000, description="Jobs running at once.")
+    max_jobs: Annotated[int, Field(ge=1, le=10_000)] | Literal["auto"] = Field(
+        10,
+        description="Jobs running at once; `auto`: as many as fit in load_limits.max_cpu at the "
+        "measured cost of a job (see load_limits).",
+    )
+    load_limits: LoadSettings = Field(
+        default_factory=LoadSettings,
+        description="Measured limits (event-loop lag, CPU, audio backlog) admission also checks.",
+    )
     retry_after: int = Field(5, ge=1, le=3600, description="Retry-After seconds on 503.")
     drain_timeout: float = Field(30.0, ge=0, description="Seconds running jobs get on SIGTERM.")
     job_history: int = Field(200, ge=0, le=100_000, description="Finished jobs kept in memory.")

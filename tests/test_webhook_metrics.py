@@ -45,6 +45,18 @@ class Reference:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        Gauge(
+            "external_agent_deferred_dispatches",
+            "Rooms waiting for a free slot (native dispatches refused for capacity).",
+            registry=self.registry,
+        )
+        Counter(
+            "external_agent_deferred_dispatch_events",
+            "Deferred native dispatch, by outcome: deferred, already_waiting, full, reissued, "
+            "served (by another worker), gone (room or dispatch), expired, failed.",
+            ["outcome"],
+            registry=self.registry,
+        )
         for s in SOURCES:
             self.active.labels(source=s)
             self.latency.labels(source=s)

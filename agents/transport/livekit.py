@@ -12,7 +12,6 @@ drops and re-adds every remote participant; the listener does not see those as d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -20,10 +19,9 @@ import structlog
 from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
 
-from agents.transport.audio import FrameChunker
+from agents.transport.audio_reader import MAX_AUDIO_BACKLOG_MS, AudioReader
+from agents.transport.backlog import AudioBacklog
 from agents.transport.base import (
-    INBOUND_SAMPLE_RATE,
-    INBOUND_SAMPLES_PER_FRAME,
     DisconnectCause,
     RemoteInfo,
     RoomListener,
@@ -90,54 +88,6 @@ async def _leave(room: rtc.Room) -> None:
         log.warning("disconnect_failed", error=str(e) or type(e).__name__)
 
 
-class AudioReader:
-    """Reads one audio track as 16 kHz mono 10 ms frames and hands them to ``listener``."""
-
-    def __init__(self, *, track: rtc.Track, identity: str, listener: RoomListener) -> None:
-        self.identity = identity
-        self._listener = listener
-        self._stream = rtc.AudioStream.from_track(
-            track=track, sample_rate=INBOUND_SAMPLE_RATE, num_channels=1, frame_size_ms=10
-        )
-        self._chunker = FrameChunker()
-        self.frames = 0
-        self.listener_errors = 0
-        self._closed = False
-        self._stream_closed = False
-        self._task = asyncio.create_task(self._run(), name=f"livekit.audio_reader.{identity}")
-
-    async def _run(self) -> None:
-        async for event in self._stream:
-            frame = event.frame
-            if frame.samples_per_channel == INBOUND_SAMPLES_PER_FRAME and frame.num_channels == 1:
-                frames = [frame]
-            else:
-                frames = self._chunker.push(frame.data)
-            for f in frames:
-                if self._closed:
-                    return
-                self.frames += 1
-                try:
-                    self._listener.audio_frame(self.identity, f)
-                except Exception:  # one bad frame must not make the agent deaf to this speaker
-                    self.listener_errors += 1
-                    if self.listener_errors == 1:
-                        log.exception("audio_listener_failed", identity=self.identity)
-
-    def stop(self) -> None:
-        """No frame is delivered after this returns; :meth:`aclose` releases the stream."""
-        self._closed = True
-        self._task.cancel()
-
-    async def aclose(self) -> None:
-        self.stop()
-        await asyncio.gather(self._task, return_exceptions=True)
-        if not self._stream_closed:
-            self._stream_closed = True
-            with contextlib.suppress(Exception):
-                await self._stream.aclose()
-
-
 class _VideoSink:
     """Hands a pump's frames to the transport's listener (unless the transport is closing, or
     the track has ended: libwebrtc still delivers a few black frames after an unpublish)."""
@@ -155,9 +105,16 @@ class LiveKitTransport(RoomTransport):
     """One agent connection to a LiveKit server."""
 
     def __init__(
-        self, *, signal_timeout: float | None = None, restart_grace: float = RESTART_GRACE
+        self,
+        *,
+        signal_timeout: float | None = None,
+        restart_grace: float = RESTART_GRACE,
+        max_backlog_ms: float = MAX_AUDIO_BACKLOG_MS,
+        backlog: AudioBacklog | None = None,
     ) -> None:
         self._signal_timeout = signal_timeout
+        self._max_backlog_ms = max_backlog_ms
+        self._backlog = backlog
         self._restart_grace = restart_grace
         self._unexplained: set[str] = set()
         """Gone without a reason, not yet reported: maybe the start of a full reconnect."""
@@ -456,7 +413,8 @@ class LiveKitTransport(RoomTransport):
     ) -> None:
         assert self._listener is not None
         self._readers[identity] = AudioReader(
-            track=track, identity=identity, listener=self._listener
+            track=track, identity=identity, listener=self._listener,
+            max_backlog_ms=self._max_backlog_ms, backlog=self._backlog,
         )
         self._reader_tracks[identity] = publication.sid
         self._emit("audio_track_subscribed", identity)

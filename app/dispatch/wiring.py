@@ -71,8 +71,12 @@ def _redispatcher(
         store = MemoryDeferredStore(ttl=defer.ttl, max_entries=defer.max_entries)
     manager = runtime.manager
 
+    load = runtime.load
+
     def free_slots() -> int:
-        return 0 if manager.draining else manager.max_jobs - manager.used_slots
+        if manager.draining or load.overloaded() is not None:
+            return 0
+        return manager.max_jobs - manager.used_slots
 
     redispatcher = Redispatcher(
         store=store,

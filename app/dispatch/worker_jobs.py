@@ -12,12 +12,15 @@ from dataclasses import dataclass, replace
 import structlog
 from livekit.protocol import agent as pb
 
-from app.admission import AT_CAPACITY, AdmissionResult
+from app.admission import AT_CAPACITY, OVERLOADED, AdmissionResult
 from app.dispatch.ports import InvalidJobError, JobManagerPort
 from app.dispatch.protocol import availability_message, job_request_from_proto, job_status_message
 from app.dispatch.redispatch import Redispatcher
 
 log = structlog.get_logger("app.dispatch.worker")
+
+_DEFERRABLE = (AT_CAPACITY, OVERLOADED)
+"""Refusals whose rooms wait for a slot; draining, policy and store failures do not."""
 
 Send = Callable[[pb.WorkerMessage], Awaitable[bool]]
 """Send on the current connection; ``False`` when there is none or the write failed."""
@@ -114,7 +117,7 @@ class DispatchedJobs:
             reason=reason,
             answered=sent,
         )
-        if result is not None and result.verdict == "busy" and result.error == AT_CAPACITY:
+        if result is not None and result.verdict == "busy" and result.error in _DEFERRABLE:
             await self._defer(req.job)
 
     async def _defer(self, job: pb.Job) -> None:

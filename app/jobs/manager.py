@@ -18,8 +18,9 @@ from typing import Any
 import structlog
 
 from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, RunningState, valid_job_id
-from app.admission import AT_CAPACITY, AdmissionResult, JobRequest
+from app.admission import AT_CAPACITY, OVERLOADED, AdmissionResult, JobRequest
 from app.errors import TokenMintError
+from app.jobs.load import LoadMonitor
 from app.jobs.records import JobRecord, JobState, StoredAnswer
 from app.jobs.registry import JobRegistry, MemoryJobRegistry, RegistryError
 from app.jobs.tokens import mint_agent_token
@@ -80,8 +81,10 @@ class JobManager:
         registry: JobRegistry,
         metrics: Metrics,
         cancel_grace: float = 10.0,
+        load: LoadMonitor | None = None,
     ) -> None:
         self._settings = settings
+        self._load = load
         self._body = job_body
         self._registry = registry
         # The in-memory store answers without suspending: an offer is then decided in one
@@ -101,7 +104,7 @@ class JobManager:
         self._end_callbacks: list[JobEndCallback] = []
         self._draining = False
         self._closed = False
-        metrics.capacity.set(settings.max_jobs)
+        metrics.capacity.set_function(lambda: self.max_jobs)
 
     # -- read-only state -------------------------------------------------------------------
 
@@ -112,7 +115,13 @@ class JobManager:
 
     @property
     def max_jobs(self) -> int:
-        return self._settings.max_jobs
+        """The configured capacity, or with ``max_jobs: auto`` the measured one."""
+        configured = self._settings.max_jobs
+        if configured != "auto":
+            return configured
+        if self._load is None:
+            return self._settings.load_limits.auto_initial_jobs
+        return self._load.capacity()
 
     @property
     def draining(self) -> bool:
@@ -319,8 +328,12 @@ class JobManager:
 
         if self._draining:
             return self._busy(request, "draining")
-        if self.used_slots >= self._settings.max_jobs:
+        if self.used_slots >= self.max_jobs:
             return self._busy(request, AT_CAPACITY)
+        overload = self._load.overloaded() if self._load is not None else None
+        if overload is not None:
+            self._log.info("job_refused_overloaded", job_id=job_id, reason=overload)
+            return self._busy(request, OVERLOADED)
 
         if local is not None:  # nothing from the checks to the claim suspends
             return await self._claim_and_start(request, hold=hold)

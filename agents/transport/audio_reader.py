@@ -1,0 +1,87 @@
+"""Reading one remote audio track: 16 kHz mono 10 ms frames from ``rtc.AudioStream`` to the
+transport's listener, kept in real time by a :class:`~agents.transport.backlog.StaleAudioGuard`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from livekit import rtc
+
+from agents.transport.audio import FrameChunker
+from agents.transport.backlog import FRAME_MS, AudioBacklog, StaleAudioGuard, queued_frames
+from agents.transport.base import INBOUND_SAMPLE_RATE, INBOUND_SAMPLES_PER_FRAME, RoomListener
+
+log = structlog.get_logger("agents.transport.livekit")
+
+MAX_AUDIO_BACKLOG_MS = 300.0
+"""Audio queued behind the frame in hand beyond which a reader drops the stale part (ms)."""
+
+
+class AudioReader:
+    """Reads one audio track as 16 kHz mono 10 ms frames and hands them to ``listener``."""
+
+    def __init__(
+        self,
+        *,
+        track: rtc.Track,
+        identity: str,
+        listener: RoomListener,
+        max_backlog_ms: float = MAX_AUDIO_BACKLOG_MS,
+        backlog: AudioBacklog | None = None,
+    ) -> None:
+        self.identity = identity
+        self._listener = listener
+        # The SDK's ring holds at most a few limits' worth: memory stays bounded even when this
+        # reader is not scheduled at all; the guard keeps it in real time before that.
+        self._stream = rtc.AudioStream.from_track(
+            track=track, sample_rate=INBOUND_SAMPLE_RATE, num_channels=1, frame_size_ms=10,
+            capacity=4 * max(1, int(max_backlog_ms / FRAME_MS)),
+        )
+        self.guard = StaleAudioGuard(identity=identity, max_backlog_ms=max_backlog_ms,
+                                     backlog=backlog)
+        self._backlog = backlog
+        if backlog is not None:
+            backlog.add(self.guard)
+        self._chunker = FrameChunker()
+        self.frames = 0
+        self.listener_errors = 0
+        self._closed = False
+        self._stream_closed = False
+        self._task = asyncio.create_task(self._run(), name=f"livekit.audio_reader.{identity}")
+
+    async def _run(self) -> None:
+        async for event in self._stream:
+            if self.guard.stale(queued_frames(self._stream)):
+                continue
+            frame = event.frame
+            if frame.samples_per_channel == INBOUND_SAMPLES_PER_FRAME and frame.num_channels == 1:
+                frames = [frame]
+            else:
+                frames = self._chunker.push(frame.data)
+            for f in frames:
+                if self._closed:
+                    return
+                self.frames += 1
+                try:
+                    self._listener.audio_frame(self.identity, f)
+                except Exception:  # one bad frame must not make the agent deaf to this speaker
+                    self.listener_errors += 1
+                    if self.listener_errors == 1:
+                        log.exception("audio_listener_failed", identity=self.identity)
+
+    def stop(self) -> None:
+        """No frame is delivered after this returns; :meth:`aclose` releases the stream."""
+        self._closed = True
+        self._task.cancel()
+
+    async def aclose(self) -> None:
+        self.stop()
+        await asyncio.gather(self._task, return_exceptions=True)
+        if self._backlog is not None:
+            self._backlog.discard(self.guard)
+        if not self._stream_closed:
+            self._stream_closed = True
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()

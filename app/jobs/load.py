@@ -1,0 +1,202 @@
+"""Measured load, for admission: a replica refuses (or defers) new jobs when its event loop lags,
+its process uses the CPU it may use, or its jobs' audio falls behind, and not only at ``max_jobs``.
+With ``max_jobs: auto`` the capacity itself comes from the measured cost of a job.
+
+One :class:`LoadMonitor` per service, sampled by one task (``load-monitor``) every
+``load_limits.sample_interval`` seconds:
+
+- event-loop lag: how late the sampler's own sleep woke up (mean over ``window``);
+- process CPU: process CPU seconds per wall second (all threads: the SDK's and onnxruntime's
+  native threads count), as a share of the cores this process may run on;
+- audio backlog: the worst backlog of any job's audio reader, in ms (from the job body's
+  ``audio_backlog_ms``, when it has one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+log = structlog.get_logger("app.jobs.load")
+
+
+class LoadSettings(BaseModel):
+    """``load_limits`` in ``config.yaml``: the measured limits admission also checks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Refuse new jobs when a measured limit is passed.")
+    max_loop_lag_ms: float = Field(
+        100.0, gt=0, description="Event-loop lag (mean over the window) that refuses new jobs."
+    )
+    max_cpu: float = Field(
+        0.85, gt=0, le=1.0,
+        description="Process CPU, as a share of the cores it may use, that refuses new jobs.",
+    )
+    max_audio_backlog_ms: float = Field(
+        200.0, gt=0, description="Audio backlog of any job that refuses new jobs (ms)."
+    )
+    sample_interval: float = Field(0.25, gt=0, le=10, description="Sampling period (s).")
+    window: float = Field(3.0, gt=0, le=120, description="What a decision looks back on (s).")
+    auto_initial_jobs: int = Field(
+        4, ge=1, le=10_000,
+        description="max_jobs: auto: capacity before any job's cost was measured.",
+    )
+    auto_max_jobs: int = Field(
+        200, ge=1, le=10_000, description="max_jobs: auto: the capacity never goes above this."
+    )
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity; ``os.cpu_count`` where unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSample:
+    at: float
+    loop_lag_ms: float
+    cpu: float
+    """Share of the usable cores, over the last sample interval."""
+    audio_backlog_ms: float
+    jobs: int
+
+
+class LoadMonitor:
+    """Samples the load; answers :meth:`overloaded` and :meth:`capacity` without suspending."""
+
+    name = "load-monitor"
+
+    def __init__(
+        self,
+        *,
+        settings: LoadSettings,
+        active_jobs: Callable[[], int],
+        audio_backlog_ms: Callable[[], float] | None = None,
+        cores: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
+        self._settings = settings
+        self._active_jobs = active_jobs
+        self._backlog = audio_backlog_ms
+        self._cores = cores or usable_cores()
+        self._clock = clock
+        self._cpu_clock = cpu_clock
+        keep = max(2, math.ceil(settings.window / settings.sample_interval))
+        self._samples: deque[LoadSample] = deque(maxlen=keep)
+        self._idle_cpu: float | None = None
+        """CPU share with no job running (smoothed), subtracted from a job's measured cost."""
+        self._job_cost: float | None = None
+        """CPU share one job costs (smoothed), for ``max_jobs: auto``."""
+        self._task: asyncio.Task[None] | None = None
+        self._last_reason: str | None = None
+
+    # -- the decision inputs ------------------------------------------------------------------
+
+    def overloaded(self) -> str | None:
+        """Why no new job should start now (``None``: it may)."""
+        if not self._settings.enabled or not self._samples:
+            return None
+        # Means over the window (lag) and the last second (CPU, backlog): a single late wake-up
+        # (a collection, a model loading) or one busy sample is not overload; a loop late on
+        # average, or a process busy for a second, is.
+        s = self._settings
+        recent = list(self._samples)
+        lag = sum(x.loop_lag_ms for x in recent) / len(recent)
+        if lag > s.max_loop_lag_ms:
+            return f"event loop lag {lag:.0f} ms"
+        tail = recent[-max(1, math.ceil(1.0 / s.sample_interval)):]
+        cpu = sum(x.cpu for x in tail) / len(tail)
+        if cpu > s.max_cpu:
+            return f"cpu {cpu:.2f} of {self._cores} cores"
+        backlog = sum(x.audio_backlog_ms for x in tail) / len(tail)
+        if backlog > s.max_audio_backlog_ms:
+            return f"audio backlog {backlog:.0f} ms"
+        return None
+
+    def capacity(self) -> int:
+        """``max_jobs: auto``: how many jobs fit in ``max_cpu`` at the measured cost per job."""
+        s = self._settings
+        if self._job_cost is None or self._job_cost <= 0:
+            return s.auto_initial_jobs
+        budget = s.max_cpu - (self._idle_cpu or 0.0)
+        return max(1, min(s.auto_max_jobs, int(budget / self._job_cost)))
+
+    def snapshot(self) -> dict[str, float | int | str | None]:
+        last = self._samples[-1] if self._samples else None
+        return {
+            "loop_lag_ms": round(self._samples[-1].loop_lag_ms, 1) if last else None,
+            "cpu": round(last.cpu, 3) if last else None,
+            "audio_backlog_ms": round(last.audio_backlog_ms, 1) if last else None,
+            "cores": self._cores,
+            "job_cost_cpu": round(self._job_cost, 4) if self._job_cost else None,
+            "overloaded": self.overloaded(),
+        }
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def record(self, *, loop_lag_ms: float, cpu: float, jobs: int) -> LoadSample:
+        """Add one sample (the sampler's; tests call it directly)."""
+        backlog = 0.0
+        if self._backlog is not None:
+            try:
+                backlog = float(self._backlog())
+            except Exception:  # a reading must never take admission down
+                log.exception("audio_backlog_reading_failed")
+        sample = LoadSample(at=self._clock(), loop_lag_ms=loop_lag_ms, cpu=cpu,
+                            audio_backlog_ms=backlog, jobs=jobs)
+        self._samples.append(sample)
+        self._learn_cost(sample)
+        reason = self.overloaded()
+        if reason != self._last_reason:
+            self._last_reason = reason
+            if reason is None:
+                log.info("load_normal", jobs=jobs)
+            else:
+                log.warning("load_over_limit", reason=reason, jobs=jobs)
+        return sample
+
+    def _learn_cost(self, sample: LoadSample, alpha: float = 0.1) -> None:
+        if sample.jobs == 0:
+            self._idle_cpu = sample.cpu if self._idle_cpu is None else (
+                (1 - alpha) * self._idle_cpu + alpha * sample.cpu)
+            return
+        per_job = max(0.0, sample.cpu - (self._idle_cpu or 0.0)) / sample.jobs
+        self._job_cost = per_job if self._job_cost is None else (
+            (1 - alpha) * self._job_cost + alpha * per_job)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="load-monitor")
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        interval = self._settings.sample_interval
+        wall, cpu = self._clock(), self._cpu_clock()
+        while True:
+            await asyncio.sleep(interval)
+            now, cpu_now = self._clock(), self._cpu_clock()
+            elapsed = max(1e-6, now - wall)
+            self.record(
+                loop_lag_ms=max(0.0, (elapsed - interval) * 1000.0),
+                cpu=(cpu_now - cpu) / elapsed / self._cores,
+                jobs=self._active_jobs(),
+            )
+            wall, cpu = now, cpu_now
