@@ -86,7 +86,8 @@ async def test_a_burst_over_capacity_ends_with_every_room_served(
             async def serve(caller: RealCaller) -> None:
                 # Each caller stays until an agent joins, then hangs up: the job ends, a slot
                 # frees, and a deferred room gets its dispatch again.
-                served[caller.room_name] = await agent_in_room(caller, within=90)
+                with contextlib.suppress(TimeoutError):  # a room left unserved fails below
+                    served[caller.room_name] = await agent_in_room(caller, within=90)
                 await caller.leave()
 
             async def watch() -> None:
@@ -105,7 +106,7 @@ async def test_a_burst_over_capacity_ends_with_every_room_served(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            assert sorted(served) == rooms, service.tail()
+            assert sorted(served) == rooms, service.tail(300)
             assert len(set(served.values())) == len(rooms)  # one agent (job) per room
             assert deferred_seen >= 1  # rooms were seen waiting in GET /jobs
             # TODO(issue 11): assert peak_active <= 2 once the job manager's overrun between a
@@ -113,8 +114,12 @@ async def test_a_burst_over_capacity_ends_with_every_room_served(
 
             metrics = (await service.client.get("/metrics")).text
             name = "external_agent_deferred_dispatch_events"
-            assert metric(metrics, name, "deferred") >= len(rooms) - 2
-            assert metric(metrics, name, "reissued") >= len(rooms) - 2
+            # How many offers found the replica full depends on how fast the first jobs end;
+            # every room that waited was dispatched again, none was dropped or expired.
+            deferred = metric(metrics, name, "deferred")
+            assert deferred >= 1
+            assert metric(metrics, name, "reissued") == deferred
+            assert metric(metrics, name, "expired") == metric(metrics, name, "failed") == 0
             r = await service.client.get("/jobs", headers={"authorization": f"Bearer {ADMIN}"})
             assert r.json()["deferred"]["waiting"] == 0
         finally:

@@ -306,7 +306,7 @@ async def test_status_reports_load_job_count_full_and_draining(
         lambda r: r.kind == "update_worker" and r.msg.update_worker.job_count == 1
     )
     assert half.msg.update_worker.status == pb.WS_AVAILABLE
-    assert half.msg.update_worker.load == pytest.approx(0.5)
+    assert half.msg.update_worker.load == pytest.approx(0.5 * 0.7)  # scaled to target_load
 
     await run_job(server, make_job("AJ_2"))
     full = await server.wait_for(

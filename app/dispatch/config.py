@@ -98,6 +98,12 @@ class WorkerSettings(BaseModel):
         "has not sent the JobAssignment yet (s).",
     )
 
+    server_target_load: float = Field(
+        0.7, gt=0, le=1.0,
+        description="The LiveKit server's `agent.target_load` (0.7 by default): it sends no offer "
+        "to a worker reporting a higher load, so the reported load (jobs / max_jobs) is scaled "
+        "to reach it only at max_jobs.",
+    )
     defer: DeferSettings = Field(
         default_factory=DeferSettings,
         description="Deferred dispatch of rooms refused for capacity (JT_ROOM jobs).",

@@ -108,23 +108,33 @@ def job_status_message(job_id: str, final_state: str, reason: str | None) -> pb.
     return pb.UpdateJobStatus(job_id=job_id, status=pb.JS_SUCCESS)
 
 
-DEFERRING_LOAD = 0.99
-"""The load reported at capacity while refused rooms can still be deferred: below 1, so the
-server (which picks among ``available`` workers weighted by ``1 - load``) still offers jobs here
-when no other worker can take them, and the refusal is remembered instead of lost."""
+AVAILABLE_MARGIN = 0.99
+"""At capacity while refused rooms can still be deferred, the reported load is this share of
+the server's target load: under it, so the server still routes offers here."""
 
 
 def worker_status_message(
-    *, active: int, capacity: int, draining: bool, deferring: bool = False
+    *,
+    active: int,
+    capacity: int,
+    draining: bool,
+    deferring: bool = False,
+    target_load: float = 0.7,
 ) -> pb.WorkerMessage:
-    """``UpdateWorkerStatus``: load is active/capacity; full at capacity or when draining. With
-    ``deferring`` (deferred dispatch has room) a worker at capacity stays ``available`` with a
-    load just under 1: offers keep coming, are refused and deferred."""
-    load = 1.0 if capacity <= 0 else min(1.0, active / capacity)
+    """``UpdateWorkerStatus``; full at capacity or when draining.
+
+    The load is ``active / capacity`` scaled to the server's ``target_load``: a stock server
+    routes an offer only to a node whose available workers are below that load (and picks a
+    worker weighted by ``1 - load``), so an unscaled load would stop offers at 70 % of
+    ``max_jobs``. With ``deferring`` (deferred dispatch has room) a worker at capacity stays
+    ``available`` just under the target: offers keep coming, are refused and deferred."""
+    share = 1.0 if capacity <= 0 else min(1.0, active / capacity)
     at_capacity = active >= capacity
     full = draining or (at_capacity and not deferring)
-    if at_capacity and not full:
-        load = DEFERRING_LOAD
+    if full:
+        load = 1.0
+    else:
+        load = target_load * min(share, AVAILABLE_MARGIN)
     return pb.WorkerMessage(
         update_worker=pb.UpdateWorkerStatus(
             status=pb.WS_FULL if full else pb.WS_AVAILABLE,

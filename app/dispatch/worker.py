@@ -379,7 +379,8 @@ class AgentWorker:
         active, capacity, draining, deferring = snapshot = self._status_snapshot()
         self._last_status = snapshot
         await self._send(worker_status_message(
-            active=active, capacity=capacity, draining=draining, deferring=deferring))
+            active=active, capacity=capacity, draining=draining, deferring=deferring,
+            target_load=self._settings.server_target_load))
 
     async def _send(self, msg: pb.WorkerMessage) -> bool:
         ws = self._ws
