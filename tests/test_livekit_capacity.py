@@ -12,29 +12,14 @@ import asyncio
 import contextlib
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
+from listening import listening_agent
 from livekit_env import LiveKitServer, RealCaller, ServiceProcess
 from openai_server import running_server
 from stage import ADMIN, AGENT_NAME, real_service
 
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(180)]
-
-
-def listening_agent(*, stt_url: str, artifacts: Path) -> dict[str, Any]:
-    """The ``agent`` section of a listening-only service: VAD and turns, transcripts through a
-    loopback STT, no voice of its own."""
-    return {
-        "artifacts_dir": str(artifacts),
-        "persona": {"greeting": None, "todo_items": []},
-        "room": {"participant_wait": 20},
-        "pipeline": {
-            "audio": {"pipeline": ["stt", "return"], "stt": "loopback-stt"},
-            "providers": {"loopback-stt": {"type": "openai", "kind": "stt", "base_url": stt_url,
-                                           "api_key": "loopback-key", "model": "whisper-1"}},
-        },
-    }
 
 
 async def wait_registered(service: ServiceProcess, *, within: float = 20.0) -> None:

@@ -1,0 +1,372 @@
+"""Listening density on a real livekit-server: our service against livekit-agents, same run.
+
+N rooms, a real caller in each (``livekit.rtc``, publishing speech rendered offline with the
+embedded voice at 48 kHz in real time: a sentence, 1.2 s of silence, again), jobs through native
+dispatch (``CreateDispatch`` for all N rooms at once), all inside a private network namespace
+(``scripts/netns-run``; the script re-runs itself there). The load generator shares the 2 cores.
+
+- ``ours``: ``external-agent serve`` (one process), listening only: noise suppression, Silero VAD
+  and turn detection on every caller, each turn's audio to speech recognition on a loopback
+  OpenAI-compatible fake (``tests/openai_server.py``), so listening is what is measured; every
+  turn ends with a final transcript published to the room.
+- ``livekit-agents``: the reference worker (PyPI ``livekit-agents`` 1.8.9 with
+  ``livekit-plugins-silero``, installed by this script into ``.cache/bench-lk-agents``, a
+  bench-only venv) running its Silero VAD stream on every caller and publishing one data message
+  per end of speech (``bench/lk_agents_listener.py``). VAD only: no noise suppression, no STT. Its
+  default process per job is kept; its load function is pinned to 0 so the server offers it
+  every job (its CPU-based load on this shared machine would refuse them all).
+
+Per system: CPU (process tree, /proc) and PSS over ``--seconds`` with the N jobs, less the same
+over an idle spell before the dispatch, divided by N; joins (agents in rooms), dispatch-to-agent
+in the room (from the CreateDispatch call to the caller seeing the agent participant) and turns
+ended (finals) per room over the window: proof each job kept up.
+
+    python bench/bench_room_density.py [--rooms 8] [--seconds 20] [--systems ours,livekit-agents]
+
+Last line: ``bench_room_density: <ratio> x livekit-agents cores per listening job`` (theirs /
+ours: above 1 means ours is cheaper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from listening import listening_agent  # noqa: E402
+from livekit_env import (  # noqa: E402
+    LiveKitServer,
+    RealCaller,
+    in_private_netns,
+    render_speech,
+    server_binary,
+)
+from openai_server import running_server  # noqa: E402
+from stage import real_service  # noqa: E402
+
+LKA_VENV = ROOT / ".cache" / "bench-lk-agents"
+LKA_PACKAGES = ["livekit-agents==1.8.9", "livekit-plugins-silero==1.8.9"]
+LKA_AGENT = "bench-lk-agents"
+SENTENCE = "I would like to book an appointment for next Tuesday morning, please."
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- process accounting -----------------------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def tree_pids(root: int) -> list[int]:
+    tree, out, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(tree.get(pid, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def pss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+    return total / 1024
+
+
+async def cpu_over(root: int, seconds: float) -> float:
+    """Cores used by ``root``'s process tree over ``seconds`` (children that end meanwhile are
+    missed; the trees measured here keep their processes)."""
+    pids = tree_pids(root)
+    start, t0 = cpu_seconds(pids), time.monotonic()
+    await asyncio.sleep(seconds)
+    pids = sorted(set(pids) | set(tree_pids(root)))
+    return (cpu_seconds(pids) - start) / (time.monotonic() - t0)
+
+
+# -- the systems under test -------------------------------------------------------------------
+
+class System:
+    name: str
+    pid: int
+    agent_name: str
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class Ours(System):
+    name = "ours"
+    agent_name = "external-agent"
+
+    def __init__(self, server: LiveKitServer, workdir: Path, stt_url: str, rooms: int) -> None:
+        self.service = real_service(
+            server, workdir, max_jobs=rooms + 2, log_level="warning",
+            agent=listening_agent(stt_url=stt_url, artifacts=workdir / "jobs"),
+        )
+
+    async def start(self) -> None:
+        await self.service.start()
+        assert self.service.pid is not None
+        self.pid = self.service.pid
+        await asyncio.sleep(2.0)  # registered with the server (the worker connects at start-up)
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+
+class LiveKitAgents(System):
+    name = "livekit-agents"
+    agent_name = LKA_AGENT
+
+    def __init__(self, server: LiveKitServer, workdir: Path) -> None:
+        self.server = server
+        self.log_path = workdir / "lk-agents.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+        env.update(LIVEKIT_URL=self.server.url, LIVEKIT_API_KEY=self.server.api_key,
+                   LIVEKIT_API_SECRET=self.server.api_secret, BENCH_AGENT_NAME=LKA_AGENT)
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+                [str(LKA_VENV / "bin" / "python"), str(ROOT / "bench" / "lk_agents_listener.py"),
+                 "start"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                stdin=subprocess.DEVNULL)
+        self.pid = self._proc.pid
+        async with asyncio.timeout(60):
+            while "registered worker" not in self.log_path.read_text(errors="replace"):
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"livekit-agents exited: {self.tail()}")
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)  # its idle job processes warm up
+
+    def tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+
+    async def stop(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        for _ in range(200):
+            if proc.poll() is not None:
+                return
+            await asyncio.sleep(0.05)
+        for pid in tree_pids(proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+        proc.wait(5)
+
+
+def ensure_lk_agents() -> None:
+    """The baseline's own venv, from PyPI (once; kept in the git-ignored .cache/)."""
+    python = LKA_VENV / "bin" / "python"
+    if python.exists() and subprocess.run(
+            [str(python), "-c", "import livekit.agents, livekit.plugins.silero"],
+            capture_output=True).returncode == 0:
+        return
+    print(f"installing {' '.join(LKA_PACKAGES)} into {LKA_VENV} (once)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(LKA_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *LKA_PACKAGES], check=True)
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    system: str
+    rooms: int
+    idle_cpu: float = 0.0
+    idle_mb: float = 0.0
+    load_cpu: float = 0.0
+    load_mb: float = 0.0
+    joins: int = 0
+    join_ms: list[float] = field(default_factory=list)
+    finals: list[int] = field(default_factory=list)
+    spoken: int = 0
+
+    @property
+    def core_per_job(self) -> float:
+        return max(0.0, self.load_cpu - self.idle_cpu) / self.rooms
+
+    @property
+    def mb_per_job(self) -> float:
+        return max(0.0, self.load_mb - self.idle_mb) / self.rooms
+
+
+async def agent_joined(caller: RealCaller, since: float) -> float:
+    from livekit import rtc
+
+    while True:
+        for p in caller.room.remote_participants.values():
+            if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+                return (time.monotonic() - since) * 1000
+        await asyncio.sleep(0.01)
+
+
+def finals_of(caller: RealCaller, after: float) -> int:
+    """Turns of this caller that ended (final transcripts) since loop time ``after``."""
+    return sum(1 for m in caller.messages("transcript_chunk")
+               if isinstance(m.data, dict) and m.data.get("is_final")
+               and m.data.get("participant_id") == caller.identity and m.at >= after)
+
+
+async def talk(caller: RealCaller, pcm: Any, counter: list[int]) -> None:
+    while True:
+        await caller.say(pcm)
+        counter[0] += 1
+        await asyncio.sleep(1.2)
+
+
+async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds: float,
+                  idle_seconds: float, tag: str) -> Result:
+    from livekit import api
+
+    result = Result(system=system.name, rooms=rooms)
+    pcm = await render_speech(SENTENCE)
+    await system.start()
+    callers: list[RealCaller] = []
+    talkers: list[asyncio.Task[None]] = []
+    lk = server.api()
+    try:
+        result.idle_cpu = await cpu_over(system.pid, idle_seconds)
+        result.idle_mb = pss_mb(tree_pids(system.pid))
+        callers = [RealCaller(server=server, room=f"{tag}-{i}", identity=f"caller-{tag}-{i}")
+                   for i in range(rooms)]
+        await asyncio.gather(*(c.join() for c in callers))
+        for c in callers:
+            await c.start_microphone()
+        spoken = [0]
+        talkers = [asyncio.create_task(talk(c, pcm, spoken), name=f"bench.talk.{c.identity}")
+                   for c in callers]
+        t0 = time.monotonic()
+        await asyncio.gather(*(lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+            agent_name=system.agent_name, room=c.room_name)) for c in callers))
+        joins = await asyncio.gather(*(asyncio.wait_for(agent_joined(c, t0), 30)
+                                       for c in callers), return_exceptions=True)
+        result.join_ms = [j for j in joins if isinstance(j, float)]
+        result.joins = len(result.join_ms)
+        await asyncio.sleep(3.0)  # every job listening
+        window = asyncio.get_running_loop().time()
+        spoken[0] = 0
+        result.load_cpu = await cpu_over(system.pid, seconds)
+        result.load_mb = pss_mb(tree_pids(system.pid))
+        await asyncio.sleep(1.5)  # the last turn's final
+        result.finals = [finals_of(c, window) for c in callers]
+        result.spoken = spoken[0]
+    finally:
+        for t in talkers:
+            t.cancel()
+        await asyncio.gather(*talkers, return_exceptions=True)
+        for c in callers:
+            await c.leave()
+        await lk.aclose()
+        await system.stop()
+    return result
+
+
+def report(r: Result) -> None:
+    p50 = statistics.median(r.join_ms) if r.join_ms else float("nan")
+    worst = max(r.join_ms) if r.join_ms else float("nan")
+    print(f"{r.system:15s} rooms {r.rooms}: joined {r.joins}/{r.rooms}, dispatch->agent in room "
+          f"p50 {p50:.0f} ms max {worst:.0f} ms")
+    print(f"{'':15s} idle {r.idle_cpu:.3f} cores {r.idle_mb:.0f} MB; with jobs "
+          f"{r.load_cpu:.3f} cores {r.load_mb:.0f} MB -> {r.core_per_job:.4f} core/job "
+          f"({1 / r.core_per_job if r.core_per_job else float('inf'):.0f} jobs/core), "
+          f"{r.mb_per_job:.1f} MB/job")
+    print(f"{'':15s} sentences spoken {r.spoken}, turns ended per room {r.finals} "
+          f"(rooms with none: {sum(1 for f in r.finals if f == 0)})")
+
+
+async def run(args: argparse.Namespace) -> None:
+    import tempfile
+
+    binary = server_binary()
+    if binary is None or not binary.exists():
+        raise SystemExit("no livekit-server: `make livekit-server` builds it into .tools/")
+    systems = args.systems.split(",")
+    if "livekit-agents" in systems:
+        ensure_lk_agents()
+    results: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-density-") as tmp:
+        work = Path(tmp)
+        server = LiveKitServer(binary=binary, workdir=work / "livekit")
+        server.start()
+        try:
+            async with running_server() as stt:
+                stt.transcript = "I would like to book an appointment"
+                for name in systems:
+                    system: System
+                    if name == "ours":
+                        system = Ours(server, work / "ours", stt.base_url, args.rooms)
+                    elif name == "livekit-agents":
+                        system = LiveKitAgents(server, work)
+                    else:
+                        raise SystemExit(f"unknown system {name!r}")
+                    results[name] = await measure(
+                        system, server, rooms=args.rooms, seconds=args.seconds,
+                        idle_seconds=args.idle_seconds, tag=name.replace("-", ""))
+                    report(results[name])
+        finally:
+            server.stop()
+    ours, theirs = results.get("ours"), results.get("livekit-agents")
+    if ours is not None and theirs is not None and ours.core_per_job > 0:
+        ratio = theirs.core_per_job / ours.core_per_job
+        print(f"bench_room_density: {ratio:.2f} x livekit-agents cores per listening job "
+              f"(ours {ours.core_per_job:.4f}, theirs {theirs.core_per_job:.4f}; "
+              f"MB/job {ours.mb_per_job:.1f} vs {theirs.mb_per_job:.1f}; idle MB "
+              f"{ours.idle_mb:.0f} vs {theirs.idle_mb:.0f})")
+    elif ours is not None:
+        print(f"bench_room_density: {ours.core_per_job:.4f} core per listening job "
+              "(no baseline run)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rooms", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--idle-seconds", type=float, default=4.0)
+    parser.add_argument("--systems", default="ours,livekit-agents")
+    args = parser.parse_args()
+    if not in_private_netns():
+        netns = ROOT / "scripts" / "netns-run"
+        os.execv(str(netns), [str(netns), sys.executable, __file__, *sys.argv[1:]])
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
