@@ -22,6 +22,7 @@ in the room (from the CreateDispatch call to the caller seeing the agent partici
 ended (finals) per room over the window: proof each job kept up.
 
     python bench/bench_room_density.py [--rooms 8] [--seconds 20] [--systems ours,livekit-agents]
+        [--py-spy FILE]   # also profile our service over the window (pip install py-spy)
 
 Last line: ``bench_room_density: <ratio> x livekit-agents cores per listening job`` (theirs /
 ours: above 1 means ours is cheaper).
@@ -33,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -253,7 +255,7 @@ async def talk(caller: RealCaller, pcm: Any, counter: list[int]) -> None:
 
 
 async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds: float,
-                  idle_seconds: float, tag: str) -> Result:
+                  idle_seconds: float, tag: str, profile: Path | None = None) -> Result:
     from livekit import api
 
     result = Result(system=system.name, rooms=rooms)
@@ -283,7 +285,10 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         await asyncio.sleep(3.0)  # every job listening
         window = asyncio.get_running_loop().time()
         spoken[0] = 0
+        spy = start_py_spy(system.pid, seconds, profile) if profile else None
         result.load_cpu = await cpu_over(system.pid, seconds)
+        if spy is not None:
+            await asyncio.to_thread(spy.wait, 30)
         result.load_mb = pss_mb(tree_pids(system.pid))
         await asyncio.sleep(1.5)  # the last turn's final
         result.finals = [finals_of(c, window) for c in callers]
@@ -297,6 +302,34 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         await lk.aclose()
         await system.stop()
     return result
+
+
+def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (``pip install py-spy``) sampling ``pid`` for the window: collapsed stacks to
+    ``out`` (flamegraph input), native frames included (the SDK, onnxruntime)."""
+    local = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen(
+        [str(local) if local.exists() else "py-spy", "record", "--pid", str(pid),
+         "--duration", str(int(seconds)), "--rate", "200", "--native",
+         "--format", "raw", "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def top_frames(collapsed: Path, n: int = 25) -> list[tuple[str, float]]:
+    """Self time by frame (share of samples), from py-spy's collapsed stacks."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        m = re.match(r"^(.*?) \((.*?)(?::\d+)?\)$", leaf)
+        if m:
+            leaf = f"{m.group(1)} ({m.group(2).rsplit('/', 1)[-1]})"
+        counts[leaf] = counts.get(leaf, 0) + int(count)
+        total += int(count)
+    return [(k, v / total) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:n]]
 
 
 def report(r: Result) -> None:
@@ -337,10 +370,16 @@ async def run(args: argparse.Namespace) -> None:
                         system = LiveKitAgents(server, work)
                     else:
                         raise SystemExit(f"unknown system {name!r}")
+                    profile = args.py_spy if name == "ours" else None
                     results[name] = await measure(
                         system, server, rooms=args.rooms, seconds=args.seconds,
-                        idle_seconds=args.idle_seconds, tag=name.replace("-", ""))
+                        idle_seconds=args.idle_seconds, tag=name.replace("-", ""),
+                        profile=profile)
                     report(results[name])
+                    if profile is not None and profile.exists():
+                        print(f"py-spy self time, ours ({profile}):")
+                        for frame, share in top_frames(profile):
+                            print(f"  {share * 100:5.1f} %  {frame}")
         finally:
             server.stop()
     ours, theirs = results.get("ours"), results.get("livekit-agents")
@@ -361,6 +400,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--idle-seconds", type=float, default=4.0)
     parser.add_argument("--systems", default="ours,livekit-agents")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
+                        help="profile our service over the window into FILE (collapsed stacks)")
     args = parser.parse_args()
     if not in_private_netns():
         netns = ROOT / "scripts" / "netns-run"
