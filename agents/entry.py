@@ -24,6 +24,7 @@ from agents.participant import AgentParticipant, ConversationContext, Conversati
 from agents.providers.errors import ProviderUnavailable
 from agents.transport.backlog import AudioBacklog
 from agents.transport.base import RoomTransport
+from agents.transport.ffi_routing import AudioEventRouter
 from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
 
@@ -114,6 +115,7 @@ class AgentJobBody:
             conversation_factory, "output_sample_rate", None
         )
         self._backlog = AudioBacklog()
+        self._router = AudioEventRouter()
 
     @property
     def audio_backlog_ms(self) -> float:
@@ -135,6 +137,7 @@ class AgentJobBody:
             await prewarm()
 
     async def aclose(self) -> None:
+        self._router.close()
         aclose = getattr(self._factory, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -155,11 +158,12 @@ class AgentJobBody:
         elif spec.server_url.startswith(("ws://", "wss://", "http://", "https://")):
             signal_timeout = config.room.connect_timeout
             max_backlog_ms = config.room.max_audio_backlog_ms
-            backlog = self._backlog
+            backlog, router = self._backlog, self._router
 
             def transport_factory() -> RoomTransport:
                 return LiveKitTransport(signal_timeout=signal_timeout,
-                                        max_backlog_ms=max_backlog_ms, backlog=backlog)
+                                        max_backlog_ms=max_backlog_ms, backlog=backlog,
+                                        router=router)
         else:
             raise JobFailed(f"unsupported server url scheme: {spec.server_url.split(':')[0]!r}")
         participant = AgentParticipant(

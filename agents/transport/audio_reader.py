@@ -12,6 +12,7 @@ from livekit import rtc
 from agents.transport.audio import FrameChunker
 from agents.transport.backlog import FRAME_MS, AudioBacklog, StaleAudioGuard, queued_frames
 from agents.transport.base import INBOUND_SAMPLE_RATE, INBOUND_SAMPLES_PER_FRAME, RoomListener
+from agents.transport.ffi_routing import AudioEventRouter
 
 log = structlog.get_logger("agents.transport.livekit")
 
@@ -30,6 +31,7 @@ class AudioReader:
         listener: RoomListener,
         max_backlog_ms: float = MAX_AUDIO_BACKLOG_MS,
         backlog: AudioBacklog | None = None,
+        router: AudioEventRouter | None = None,
     ) -> None:
         self.identity = identity
         self._listener = listener
@@ -39,6 +41,7 @@ class AudioReader:
             track=track, sample_rate=INBOUND_SAMPLE_RATE, num_channels=1, frame_size_ms=10,
             capacity=4 * max(1, int(max_backlog_ms / FRAME_MS)),
         )
+        self.routed = router.adopt(self._stream) if router is not None else False
         self.guard = StaleAudioGuard(identity=identity, max_backlog_ms=max_backlog_ms,
                                      backlog=backlog)
         self._backlog = backlog

@@ -31,6 +31,7 @@ from agents.transport.base import (
     WantsAudio,
     is_agent_participant,
 )
+from agents.transport.ffi_routing import AudioEventRouter
 from agents.vision.stream import VideoTrackPump, source_name
 
 log = structlog.get_logger("agents.transport.livekit")
@@ -111,10 +112,12 @@ class LiveKitTransport(RoomTransport):
         restart_grace: float = RESTART_GRACE,
         max_backlog_ms: float = MAX_AUDIO_BACKLOG_MS,
         backlog: AudioBacklog | None = None,
+        router: AudioEventRouter | None = None,
     ) -> None:
         self._signal_timeout = signal_timeout
         self._max_backlog_ms = max_backlog_ms
         self._backlog = backlog
+        self._router = router
         self._restart_grace = restart_grace
         self._unexplained: set[str] = set()
         """Gone without a reason, not yet reported: maybe the start of a full reconnect."""
@@ -414,7 +417,7 @@ class LiveKitTransport(RoomTransport):
         assert self._listener is not None
         self._readers[identity] = AudioReader(
             track=track, identity=identity, listener=self._listener,
-            max_backlog_ms=self._max_backlog_ms, backlog=self._backlog,
+            max_backlog_ms=self._max_backlog_ms, backlog=self._backlog, router=self._router,
         )
         self._reader_tracks[identity] = publication.sid
         self._emit("audio_track_subscribed", identity)
