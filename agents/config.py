@@ -43,6 +43,12 @@ class RoomConfig(BaseModel):
         description="A speaker's audio queued longer than this (the process fell behind) is "
         "dropped, but the newest frame, so the agent hears in real time again (ms).",
     )
+    route_audio_events: bool = Field(
+        True,
+        description="Deliver each audio frame from the SDK to its own stream only (one "
+        "subscriber routing by stream handle) instead of to every stream of the process; off "
+        "restores the SDK's own delivery.",
+    )
     participant_wait: float = Field(
         30.0, gt=0,
         description="How long the agent waits after joining for its target participant (or, "

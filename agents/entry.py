@@ -158,7 +158,8 @@ class AgentJobBody:
         elif spec.server_url.startswith(("ws://", "wss://", "http://", "https://")):
             signal_timeout = config.room.connect_timeout
             max_backlog_ms = config.room.max_audio_backlog_ms
-            backlog, router = self._backlog, self._router
+            backlog = self._backlog
+            router = self._router if config.room.route_audio_events else None
 
             def transport_factory() -> RoomTransport:
                 return LiveKitTransport(signal_timeout=signal_timeout,

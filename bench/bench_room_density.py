@@ -22,6 +22,7 @@ in the room (from the CreateDispatch call to the caller seeing the agent partici
 ended (finals) per room over the window: proof each job kept up.
 
     python bench/bench_room_density.py [--rooms 8] [--seconds 20] [--systems ours,livekit-agents]
+        [--systems ours-unrouted,ours]   # the SDK's audio event delivery against our routing
         [--py-spy FILE]   # also profile our service over the window (pip install py-spy)
 
 Last line: ``bench_room_density: <ratio> x livekit-agents cores per listening job`` (theirs /
@@ -134,11 +135,14 @@ class Ours(System):
     name = "ours"
     agent_name = "external-agent"
 
-    def __init__(self, server: LiveKitServer, workdir: Path, stt_url: str, rooms: int) -> None:
+    def __init__(self, server: LiveKitServer, workdir: Path, stt_url: str, rooms: int, *,
+                 routed: bool = True) -> None:
+        agent = listening_agent(stt_url=stt_url, artifacts=workdir / "jobs")
+        agent["room"]["route_audio_events"] = routed
+        if not routed:
+            self.name = "ours-unrouted"
         self.service = real_service(
-            server, workdir, max_jobs=rooms + 2, log_level="warning",
-            agent=listening_agent(stt_url=stt_url, artifacts=workdir / "jobs"),
-        )
+            server, workdir, max_jobs=rooms + 2, log_level="warning", agent=agent)
 
     async def start(self) -> None:
         await self.service.start()
@@ -366,6 +370,9 @@ async def run(args: argparse.Namespace) -> None:
                     system: System
                     if name == "ours":
                         system = Ours(server, work / "ours", stt.base_url, args.rooms)
+                    elif name == "ours-unrouted":  # the SDK's own audio event delivery
+                        system = Ours(server, work / name, stt.base_url, args.rooms,
+                                      routed=False)
                     elif name == "livekit-agents":
                         system = LiveKitAgents(server, work)
                     else:
@@ -382,7 +389,11 @@ async def run(args: argparse.Namespace) -> None:
                             print(f"  {share * 100:5.1f} %  {frame}")
         finally:
             server.stop()
-    ours, theirs = results.get("ours"), results.get("livekit-agents")
+    unrouted, ours = results.get("ours-unrouted"), results.get("ours")
+    if unrouted is not None and ours is not None and ours.core_per_job > 0:
+        print(f"audio event routing: {unrouted.core_per_job / ours.core_per_job:.2f} x cheaper "
+              f"per job ({unrouted.core_per_job:.4f} -> {ours.core_per_job:.4f} core)")
+    theirs = results.get("livekit-agents")
     if ours is not None and theirs is not None and ours.core_per_job > 0:
         ratio = theirs.core_per_job / ours.core_per_job
         print(f"bench_room_density: {ratio:.2f} x livekit-agents cores per listening job "
