@@ -225,3 +225,37 @@ async def test_a_burst_of_dispatches_never_puts_more_agents_in_rooms_than_capaci
         for caller in callers:
             await caller.leave()
         await service.stop()
+
+
+async def test_a_message_typed_the_moment_a_caller_joins_is_answered(
+    live_server: LiveKitServer, tmp_path: Path,
+) -> None:
+    """The caller's data channel can beat the room's news of the caller to the agent; the SDK
+    then reports no sender, and the message was dropped."""
+    from stage import Stage
+
+    service = real_service(live_server, tmp_path)
+    await service.start()
+    try:
+        helper = Stage()
+        helper.client = service.client
+        helper.server_url = live_server.url
+        helper.agent_token = live_server.agent_token  # type: ignore[method-assign]
+        r = await helper.dispatch(job_id="AJ_early1", room="early-1")
+        assert r.json()["accepted"] is True
+        await helper.wait_job("AJ_early1", ("running",))
+        caller = RealCaller(server=live_server, room="early-1", identity="jill")
+        await caller.join()
+        await caller.send_text("My name is Jill Early.")  # at once, no wait
+        try:
+            answer = await caller.wait_message(
+                "transcript_chunk",
+                lambda d: d["is_final"] and d["participant_id"] == "jill", within=15)
+            assert answer.data["text"] == "My name is Jill Early."
+        finally:
+            await caller.leave()
+        job = await helper.wait_job("AJ_early1")
+        typed = [t["text"] for t in job["record"]["transcript"] if t["participant_id"] == "jill"]
+        assert typed == ["My name is Jill Early."]
+    finally:
+        await service.stop()

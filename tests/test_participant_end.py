@@ -61,3 +61,24 @@ async def test_a_cancel_before_anything_decided_the_end_still_cancels_with_the_r
         await h.outcome()
     assert (tmp_path / "AJ_test1.json").exists()
     assert h.reporter.records["end_reason"] == "cancelled"
+
+
+async def test_data_from_someone_the_agent_has_not_seen_join_yet_is_handled_when_they_do(
+) -> None:
+    """A caller's data channel can beat the room's news of them by seconds, and the SDK then
+    names no sender (seen on a real server: a ``user_text`` typed at once was dropped)."""
+    h = Harness()
+    room = h.hub.room("room-1")
+    room.add_participant("alice")
+    h.start(make_spec())
+    await h.running()
+    agent = room._agents["ai-agent-AJ_test1"]
+    agent._remote_data(None, "user_text", b'{"type":"user_text","data":"early words"}')
+    await settle()
+    assert h.conversation.text_turns == []
+    room.add_participant("bob")
+    await settle(20)
+    assert h.conversation.text_turns == [("bob", "early words")]
+    h.conversation.end("done")
+    outcome = await h.outcome()
+    assert [t["text"] for t in outcome.record["transcript"]] == ["early words"]
