@@ -606,7 +606,13 @@ class ServiceProcess:
     def returncode(self) -> int | None:
         return self._proc.poll() if self._proc is not None else None
 
-    async def start(self, *, within: float = 60.0) -> None:
+    async def start(self, *, within: float = 120.0) -> None:
+        import socket
+
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise RuntimeError(f"port {self.port} is taken: a service from an earlier test "
+                                   "is still running; this one would answer for it")
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / f"config-{self.port}.yaml"
         cfg_path.write_text(yaml.safe_dump(self._config))
@@ -624,14 +630,21 @@ class ServiceProcess:
             )
         finally:
             log.close()
-        async with asyncio.timeout(within):
-            while True:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"service exited {self._proc.returncode}: {self.tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await self.client.get("/ready")).status_code == 200:
-                        return
-                await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    if self._proc.poll() is not None:
+                        raise RuntimeError(
+                            f"service exited {self._proc.returncode}: {self.tail()}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await self.client.get("/ready")).status_code == 200:
+                            return
+                    await asyncio.sleep(0.1)
+        except BaseException:
+            # never leave a half-started service holding the port for the next test
+            self._proc.kill()
+            self._proc.wait(10)
+            raise
 
     def signal(self, sig: int) -> None:
         if self._proc is not None and self._proc.poll() is None:
