@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest test-livekit livekit-server browser redis-server demo bench bench-voice bench-density serve clean web
+.PHONY: install test lint typecheck pytest test-livekit livekit-server bench-room browser redis-server demo bench bench-voice bench-density serve clean web
 
 # Install steps report on stderr: `make demo`'s standard output is the data messages only.
 $(PY):
@@ -108,12 +108,18 @@ bench: install
 	@for b in bench/bench_*.py; do \
 	  [ "$$b" = bench/bench_voice_to_voice.py ] && continue; \
 	  [ "$$b" = bench/bench_room_density.py ] && continue; \
+	  [ "$$b" = bench/bench_real_room.py ] && continue; \
 	  echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Voice to voice on a real livekit-server (several minutes): end of speech to the agent's voice
 # heard by the caller, barge-in stop time; silence vs smart-turn detector in the same run.
 bench-voice: install livekit-server
 	@$(PY) bench/bench_voice_to_voice.py
+
+# What a caller measures on a real livekit-server (a few minutes): join time per door, end of
+# speech to agent audio, barge-in stop; the same calls in the in-memory room as the baseline.
+bench-room: install livekit-server
+	@$(PY) bench/bench_real_room.py
 
 # Listening density on a real livekit-server against livekit-agents (a few minutes; installs the
 # baseline into .cache/bench-lk-agents once): core and MB per job, joins, dispatch latency.
