@@ -136,11 +136,14 @@ class Ours(System):
     agent_name = "external-agent"
 
     def __init__(self, server: LiveKitServer, workdir: Path, stt_url: str, rooms: int, *,
-                 routed: bool = True) -> None:
+                 routed: bool = True, sdk_frame_ms: int = 30) -> None:
         agent = listening_agent(stt_url=stt_url, artifacts=workdir / "jobs")
         agent["room"]["route_audio_events"] = routed
+        agent["room"]["sdk_frame_ms"] = sdk_frame_ms
         if not routed:
             self.name = "ours-unrouted"
+        elif sdk_frame_ms != 30:
+            self.name = f"ours-{sdk_frame_ms}ms"
         self.service = real_service(
             server, workdir, max_jobs=rooms + 2, log_level="warning", agent=agent)
 
@@ -289,14 +292,14 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         await asyncio.sleep(3.0)  # every job listening
         window = asyncio.get_running_loop().time()
         spoken[0] = 0
-        spy = start_py_spy(system.pid, seconds, profile) if profile else None
         result.load_cpu = await cpu_over(system.pid, seconds)
-        if spy is not None:
-            await asyncio.to_thread(spy.wait, 30)
         result.load_mb = pss_mb(tree_pids(system.pid))
         await asyncio.sleep(1.5)  # the last turn's final
         result.finals = [finals_of(c, window) for c in callers]
         result.spoken = spoken[0]
+        if profile is not None:  # after the window: sampling pauses the process it samples
+            spy = start_py_spy(system.pid, seconds, profile)
+            await asyncio.to_thread(spy.wait, seconds + 30)
     finally:
         for t in talkers:
             t.cancel()
@@ -309,13 +312,14 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
 
 
 def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy (``pip install py-spy``) sampling ``pid`` for the window: collapsed stacks to
-    ``out`` (flamegraph input), native frames included (the SDK, onnxruntime)."""
+    """py-spy (``pip install py-spy``) sampling ``pid`` (after the measured window: it pauses
+    the process per sample): collapsed stacks to ``out`` (flamegraph input), native frames
+    included (the SDK, onnxruntime)."""
     local = Path(sys.executable).parent / "py-spy"
     return subprocess.Popen(
         [str(local) if local.exists() else "py-spy", "record", "--pid", str(pid),
-         "--duration", str(int(seconds)), "--rate", "200", "--native",
-         "--format", "raw", "--output", str(out), "--nonblocking"],
+         "--duration", str(int(seconds)), "--rate", "100", "--native",
+         "--format", "raw", "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -372,7 +376,10 @@ async def run(args: argparse.Namespace) -> None:
                         system = Ours(server, work / "ours", stt.base_url, args.rooms)
                     elif name == "ours-unrouted":  # the SDK's own audio event delivery
                         system = Ours(server, work / name, stt.base_url, args.rooms,
-                                      routed=False)
+                                      routed=False, sdk_frame_ms=10)
+                    elif name == "ours-10ms":  # 10 ms SDK events (before sdk_frame_ms: 30)
+                        system = Ours(server, work / name, stt.base_url, args.rooms,
+                                      sdk_frame_ms=10)
                     elif name == "livekit-agents":
                         system = LiveKitAgents(server, work)
                     else:
@@ -393,6 +400,10 @@ async def run(args: argparse.Namespace) -> None:
     if unrouted is not None and ours is not None and ours.core_per_job > 0:
         print(f"audio event routing: {unrouted.core_per_job / ours.core_per_job:.2f} x cheaper "
               f"per job ({unrouted.core_per_job:.4f} -> {ours.core_per_job:.4f} core)")
+    small = results.get("ours-10ms")
+    if small is not None and ours is not None and ours.core_per_job > 0:
+        print(f"30 ms SDK frames: {small.core_per_job / ours.core_per_job:.2f} x cheaper per job "
+              f"({small.core_per_job:.4f} -> {ours.core_per_job:.4f} core)")
     theirs = results.get("livekit-agents")
     if ours is not None and theirs is not None and ours.core_per_job > 0:
         ratio = theirs.core_per_job / ours.core_per_job
