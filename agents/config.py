@@ -4,6 +4,7 @@ model under the ``agent`` key of ``config.yaml`` (env: ``EXTERNAL_AGENT_AGENT__.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -48,6 +49,12 @@ class RoomConfig(BaseModel):
         description="Deliver each audio frame from the SDK to its own stream only (one "
         "subscriber routing by stream handle) instead of to every stream of the process; off "
         "restores the SDK's own delivery.",
+    )
+    sdk_frame_ms: Literal[10, 20, 30] = Field(
+        30,
+        description="Audio the SDK hands over per event (ms), cut into 10 ms frames here: "
+        "fewer native events and loop wake-ups per second; turn decisions move by at most "
+        "20 ms.",
     )
     participant_wait: float = Field(
         30.0, gt=0,

@@ -158,13 +158,14 @@ class AgentJobBody:
         elif spec.server_url.startswith(("ws://", "wss://", "http://", "https://")):
             signal_timeout = config.room.connect_timeout
             max_backlog_ms = config.room.max_audio_backlog_ms
+            sdk_frame_ms = config.room.sdk_frame_ms
             backlog = self._backlog
             router = self._router if config.room.route_audio_events else None
 
             def transport_factory() -> RoomTransport:
                 return LiveKitTransport(signal_timeout=signal_timeout,
                                         max_backlog_ms=max_backlog_ms, backlog=backlog,
-                                        router=router)
+                                        router=router, sdk_frame_ms=sdk_frame_ms)
         else:
             raise JobFailed(f"unsupported server url scheme: {spec.server_url.split(':')[0]!r}")
         participant = AgentParticipant(

@@ -10,12 +10,15 @@ import structlog
 from livekit import rtc
 
 from agents.transport.audio import FrameChunker
-from agents.transport.backlog import FRAME_MS, AudioBacklog, StaleAudioGuard, queued_frames
+from agents.transport.backlog import AudioBacklog, StaleAudioGuard, queued_frames
 from agents.transport.base import INBOUND_SAMPLE_RATE, INBOUND_SAMPLES_PER_FRAME, RoomListener
 from agents.transport.ffi_routing import AudioEventRouter
 
 log = structlog.get_logger("agents.transport.livekit")
 
+SDK_FRAME_MS = 30
+"""Audio the SDK hands over per event (ms): three 10 ms frames, a third of the per-event cost of
+10 ms events; turn decisions move by at most 20 ms, within one 32 ms VAD window."""
 MAX_AUDIO_BACKLOG_MS = 300.0
 """Audio queued behind the frame in hand beyond which a reader drops the stale part (ms)."""
 
@@ -32,18 +35,22 @@ class AudioReader:
         max_backlog_ms: float = MAX_AUDIO_BACKLOG_MS,
         backlog: AudioBacklog | None = None,
         router: AudioEventRouter | None = None,
+        sdk_frame_ms: int = SDK_FRAME_MS,
     ) -> None:
         self.identity = identity
         self._listener = listener
-        # The SDK's ring holds at most a few limits' worth: memory stays bounded even when this
+        # The SDK delivers sdk_frame_ms at a time (one native event, one loop wake-up, one frame
+        # object each), cut here into the 10 ms frames the pipeline and the noise suppressor
+        # take. Its ring holds at most a few limits' worth: memory stays bounded even when this
         # reader is not scheduled at all; the guard keeps it in real time before that.
         self._stream = rtc.AudioStream.from_track(
-            track=track, sample_rate=INBOUND_SAMPLE_RATE, num_channels=1, frame_size_ms=10,
-            capacity=4 * max(1, int(max_backlog_ms / FRAME_MS)),
+            track=track, sample_rate=INBOUND_SAMPLE_RATE, num_channels=1,
+            frame_size_ms=sdk_frame_ms,
+            capacity=4 * max(1, int(max_backlog_ms / sdk_frame_ms)),
         )
         self.routed = router.adopt(self._stream) if router is not None else False
         self.guard = StaleAudioGuard(identity=identity, max_backlog_ms=max_backlog_ms,
-                                     backlog=backlog)
+                                     backlog=backlog, frame_ms=sdk_frame_ms)
         self._backlog = backlog
         if backlog is not None:
             backlog.add(self.guard)

@@ -17,6 +17,7 @@ import structlog
 log = structlog.get_logger("agents.transport.backlog")
 
 FRAME_MS = 10.0
+"""Default duration of one queued frame (ms)."""
 
 
 class HasBacklog(Protocol):
@@ -59,9 +60,10 @@ class StaleAudioGuard:
     """Per reader: decides, frame by frame, whether a frame is stale and must be dropped."""
 
     def __init__(self, *, identity: str, max_backlog_ms: float,
-                 backlog: AudioBacklog | None = None) -> None:
+                 backlog: AudioBacklog | None = None, frame_ms: float = FRAME_MS) -> None:
         self.identity = identity
-        self._max_frames = max(1, int(max_backlog_ms / FRAME_MS))
+        self._frame_ms = frame_ms
+        self._max_frames = max(1, int(max_backlog_ms / frame_ms))
         self._skip = 0
         self._backlog = backlog
         self.backlog_ms = 0.0
@@ -73,12 +75,12 @@ class StaleAudioGuard:
 
         Past the limit, this frame and every queued one but the newest are dropped, so the
         reader is back in real time at the newest frame."""
-        self.backlog_ms = queued * FRAME_MS
+        self.backlog_ms = queued * self._frame_ms
         if self._skip:
             self._skip -= 1
             self.dropped_frames += 1
             if self._backlog is not None:
-                self._backlog.dropped_ms += FRAME_MS
+                self._backlog.dropped_ms += self._frame_ms
             return True
         if queued <= self._max_frames:
             return False
@@ -86,7 +88,7 @@ class StaleAudioGuard:
         self._skip = queued - 1
         self.dropped_frames += 1
         if self._backlog is not None:
-            self._backlog.dropped_ms += FRAME_MS
+            self._backlog.dropped_ms += self._frame_ms
         log.warning("stale_audio_dropped", identity=self.identity,
-                    dropped_ms=queued * FRAME_MS, drops=self.drops)
+                    dropped_ms=queued * self._frame_ms, drops=self.drops)
         return True

@@ -19,7 +19,7 @@ import structlog
 from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
 
-from agents.transport.audio_reader import MAX_AUDIO_BACKLOG_MS, AudioReader
+from agents.transport.audio_reader import MAX_AUDIO_BACKLOG_MS, SDK_FRAME_MS, AudioReader
 from agents.transport.backlog import AudioBacklog
 from agents.transport.base import (
     DisconnectCause,
@@ -113,8 +113,10 @@ class LiveKitTransport(RoomTransport):
         max_backlog_ms: float = MAX_AUDIO_BACKLOG_MS,
         backlog: AudioBacklog | None = None,
         router: AudioEventRouter | None = None,
+        sdk_frame_ms: int = SDK_FRAME_MS,
     ) -> None:
         self._signal_timeout = signal_timeout
+        self._sdk_frame_ms = sdk_frame_ms
         self._max_backlog_ms = max_backlog_ms
         self._backlog = backlog
         self._router = router
@@ -418,6 +420,7 @@ class LiveKitTransport(RoomTransport):
         self._readers[identity] = AudioReader(
             track=track, identity=identity, listener=self._listener,
             max_backlog_ms=self._max_backlog_ms, backlog=self._backlog, router=self._router,
+            sdk_frame_ms=self._sdk_frame_ms,
         )
         self._reader_tracks[identity] = publication.sid
         self._emit("audio_track_subscribed", identity)
