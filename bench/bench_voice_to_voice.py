@@ -10,8 +10,8 @@ real time at 48 kHz: plain sentences, and sentences with a mid-sentence pause or
 
 - **latency**: end of the caller's speech (the utterance is trimmed of its own trailing silence)
   to the first voiced 10 ms frame of the agent's answer;
-- **cut-off**: the agent answered part of an utterance, i.e. the utterance gave more than one
-  final user transcript (a premature end of turn at the pause);
+- **cut-off**: the agent took the turn (its ``thinking`` status reached the caller) before the
+  caller had finished the utterance: a premature end of turn at the pause;
 - **barge-in** (every other turn): the caller says "Wait." over the answer; from that word's
   onset to the agent's last voiced frame before it falls silent.
 
@@ -46,7 +46,6 @@ from livekit_env import (  # noqa: E402
     LiveKitServer,
     RealCaller,
     in_private_netns,
-    render_speech,
     server_binary,
 )
 from stage import RealStage, real_service  # noqa: E402
@@ -104,12 +103,28 @@ class Run:
     traces: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def _utterances() -> list[Utterance]:
-    out = [Utterance(t, _trim(await render_speech(t)), False) for t in PLAIN]
+class _Voice:
+    """The caller's voice: one Piper instance (espeak-ng phonemes), 48 kHz like a microphone."""
+
+    def __init__(self) -> None:
+        from agents.providers.piper_tts import PiperTTS
+
+        self.tts = PiperTTS(name="caller-voice", length_scale=1.05)
+
+    async def say(self, text: str) -> np.ndarray:
+        from livekit import rtc
+
+        pcm = np.concatenate([c async for c in self.tts.synthesize(text)])
+        resampler = rtc.AudioResampler(self.tts.sample_rate, MIC_RATE, num_channels=1)
+        frames = resampler.push(bytearray(pcm.tobytes())) + resampler.flush()
+        return _trim(np.concatenate([np.frombuffer(f.data, np.int16) for f in frames]))
+
+
+async def _utterances(voice: _Voice) -> list[Utterance]:
+    out = [Utterance(t, await voice.say(t), False) for t in PLAIN]
     gap = np.zeros(int(GAP_S * MIC_RATE), np.int16)
     for first, second in PAUSED:
-        pcm = np.concatenate([_trim(await render_speech(first)), gap,
-                              _trim(await render_speech(second))])
+        pcm = np.concatenate([await voice.say(first), gap, await voice.say(second)])
         out.append(Utterance(f"{first} ... {second}", pcm, True))
     # interleave so both kinds meet a warm and a cold agent alike
     plain, paused = out[: len(PLAIN)], out[len(PLAIN) :]
@@ -122,11 +137,11 @@ async def _utterances() -> list[Utterance]:
     return mixed
 
 
-def _user_finals(caller: RealCaller, after: int) -> int:
-    return sum(
-        1 for m in caller.received[after:]
-        if m.type == "transcript_chunk" and m.data["is_final"]
-        and m.data["participant_id"] == caller.identity and m.data["text"].strip()
+def _decided_before(caller: RealCaller, after: int, t: float) -> bool:
+    """The agent took the turn (``thinking``) before ``t``, the end of the caller's speech."""
+    return any(
+        m.type == "agent_status" and m.data["status"] == "thinking" and m.at < t
+        for m in caller.received[after:]
     )
 
 
@@ -169,7 +184,12 @@ async def run_detector(server: LiveKitServer, workdir: Path, detector: str,
             for utt in utterances:
                 n += 1
                 seen = len(caller.received)
-                ended = await caller.say(utt.pcm)
+                try:
+                    ended = await caller.say(utt.pcm)
+                except TimeoutError:  # the microphone could not keep real time (a busy CPU)
+                    run.missed += 1
+                    await _quiet(caller, loop.time() - 1)
+                    continue
                 try:
                     heard = await caller.audio.wait_voiced_after(ended, within=10)
                 except TimeoutError:
@@ -189,8 +209,7 @@ async def run_detector(server: LiveKitServer, workdir: Path, detector: str,
                 await asyncio.sleep(0.5)  # late transcripts
                 if utt.paused:
                     run.paused_utterances += 1
-                    if _user_finals(caller, seen) > (2 if n % 2 == 0 else 1):
-                        run.cutoffs += 1
+                    run.cutoffs += _decided_before(caller, seen, ended)
         run.traces = [m.data["stages"] for m in caller.received
                       if m.type == "agent_metrics" and m.data["kind"] == "voice"]
         await caller.leave()
@@ -228,8 +247,12 @@ def _report(run: Run) -> None:
 
 
 async def main(rounds: int) -> int:
-    utterances = await _utterances()
-    barge = _trim(await render_speech(BARGE))
+    voice = _Voice()
+    try:
+        utterances = await _utterances(voice)
+        barge = await voice.say(BARGE)
+    finally:
+        await voice.tts.aclose()
     binary = server_binary()
     assert binary is not None
     with tempfile.TemporaryDirectory(prefix="bench-v2v-") as tmp:
