@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from agents.config import AgentConfig
+from agents.extras import MissingExtra, extra_of_module
 from agents.io import Conversation
 from agents.participant import ConversationContext
 from agents.pipeline.extras import TurnExtras
@@ -22,9 +23,6 @@ from agents.pipeline.factory import ConversationFactory as VoiceFactory
 from agents.pipeline.factory import make_conversation_factory
 from agents.pipeline.registry import ProviderRegistry
 from agents.tooling import ToolingConversation
-from agents.vision.conversation import WatchingConversation
-from agents.vision.frames import FrameStore
-from agents.vision.pipeline import VisionPipeline
 
 if TYPE_CHECKING:
     from agents.knowledge import KnowledgeBase
@@ -38,6 +36,9 @@ class AgentConversations:
 
     def __init__(self, config: AgentConfig, *, registry: ProviderRegistry | None = None) -> None:
         self._config = config
+        if config.pipeline.vision.enabled:
+            # The vision modules need the "vision" extra: fail here, at startup, naming it.
+            _require_vision()
         self._registry = registry or ProviderRegistry(config=config.pipeline)
         self._voice: VoiceFactory = make_conversation_factory(
             config.pipeline, registry=self._registry, load=True
@@ -98,6 +99,10 @@ class AgentConversations:
                 audience=ctx.audience,
                 extras=extras,
             )
+        from agents.vision.conversation import WatchingConversation
+        from agents.vision.frames import FrameStore
+        from agents.vision.pipeline import VisionPipeline
+
         frames = FrameStore(config=vision_cfg)
         voice = self._voice(
             spec=ctx.spec, audio=ctx.audio, messages=ctx.messages, persona=ctx.persona,
@@ -117,3 +122,14 @@ class AgentConversations:
         if self._knowledge is not None:
             await self._knowledge.aclose()
         await self._voice.aclose()
+
+
+def _require_vision() -> None:
+    try:
+        import agents.vision.conversation  # noqa: F401
+        import agents.vision.frames  # noqa: F401
+        import agents.vision.pipeline  # noqa: F401
+    except ImportError as e:
+        if extra_of_module(e.name) is None:
+            raise
+        raise MissingExtra({"vision": ["pipeline.vision"]}) from e

@@ -29,7 +29,8 @@ from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
 
 __all__ = [
-    "AgentJobBody", "AgentUnavailable", "ListeningConversation", "default_hub", "make_job_body",
+    "AgentJobBody", "AgentUnavailable", "ListeningConversation", "default_hub", "load_models",
+    "make_job_body",
 ]
 
 AgentUnavailable = ProviderUnavailable
@@ -196,3 +197,26 @@ def make_job_body(
         config, hub=hub, conversation_factory=conversation_factory,
         output_sample_rate=output_sample_rate,
     )
+
+
+async def load_models(config: AgentConfig, *, every_provider: bool = False) -> list[str]:
+    """Build and warm the providers the pipelines use (with ``every_provider``: every declared
+    one), then close them; return their nicknames. Unlike the service's start-up, a provider
+    that fails to load raises (:class:`~agents.providers.errors.ProviderUnavailable`, or
+    :class:`~agents.extras.MissingExtra` naming the extra): the image build runs this so a model
+    that is missing fails the build rather than the pod."""
+    from agents.extras import missing_extras, pipeline_extras
+    from agents.pipeline.registry import ProviderRegistry
+
+    pipeline = config.pipeline
+    names = list(pipeline.providers) if every_provider else pipeline.nicknames_in_use()
+    missing = missing_extras(pipeline_extras(pipeline, names))
+    if missing is not None:
+        raise missing
+    registry = ProviderRegistry(config=pipeline)
+    try:
+        for name in names:
+            await registry.get(name).prewarm()
+    finally:
+        await registry.aclose()
+    return names

@@ -1,4 +1,5 @@
-"""``external-agent``: serve the service, sign a body for curl, dispatch a job to a service.
+"""``external-agent``: serve the service, sign a body for curl, dispatch a job to a service;
+``prewarm`` loads the models (the image build), ``health`` asks a running service (HEALTHCHECK).
 
 Exit codes: 0 success; 1 the service refused (``dispatch``); 2 bad usage or configuration.
 """
@@ -35,17 +36,27 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings.load(args.config)
     except (ValidationError, ConfigFileError) as e:
         return _config_error(e)
+    from agents.extras import ProviderUnavailable
+    from app.extras import check_extras
     from app.jobs.bodies import default_job_body
     from app.logs import configure_logging
     from app.main import create_app
     from app.server import run
 
+    try:
+        check_extras(settings)  # before anything heavy is imported; one line, exit 2
+    except ProviderUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     # Process-wide, and first: building the job body loads providers and models, which log.
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     try:
         job_body = default_job_body(settings)
     except JobBodyImportError as e:
         print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except ProviderUnavailable as e:  # a model that is missing
+        print(f"error: {e}", file=sys.stderr)
         return 2
     app = create_app(settings, job_body=job_body)
     run(
@@ -56,6 +67,47 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
     )
     return 0
+
+
+def _prewarm(args: argparse.Namespace) -> int:
+    """Load the models the configuration names (every declared provider with
+    ``--every-provider``) and exit; the image build runs it. Secrets are not needed."""
+    import asyncio
+
+    from agents.entry import load_models
+    from agents.extras import ProviderUnavailable
+
+    try:
+        settings = Settings.load(args.config, dev_mode=True)
+    except (ValidationError, ConfigFileError) as e:
+        return _config_error(e)
+    started = time.monotonic()
+    try:
+        names = asyncio.run(load_models(settings.agent, every_provider=args.every_provider))
+    except ProviderUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    took = time.monotonic() - started
+    print(f"loaded {len(names)} providers ({', '.join(names)}) in {took:.1f} s")
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    """GET the running service's /health (the image's HEALTHCHECK): 0 when it answers 200."""
+    import httpx
+
+    try:
+        port = args.port or ClientSettings.load(args.config).port
+    except (ValidationError, ConfigFileError) as e:
+        return _config_error(e)
+    url = args.url or f"http://127.0.0.1:{port}/health"
+    try:
+        response = httpx.get(url, timeout=args.timeout)
+    except httpx.HTTPError as e:
+        print(f"unhealthy: {url}: {type(e).__name__}", file=sys.stderr)
+        return 1
+    print(response.text)
+    return 0 if response.status_code == 200 else 1
 
 
 def _secret(args: argparse.Namespace) -> tuple[SecretStr | None, ClientSettings | None]:
@@ -180,6 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.set_defaults(func=_serve)
+
+    prewarm = sub.add_parser("prewarm", help="load the configured models and exit (image build)")
+    prewarm.add_argument("--config", help="config.yaml (default: $EXTERNAL_AGENT_CONFIG)")
+    prewarm.add_argument(
+        "--every-provider", action="store_true",
+        help="every declared provider, not only those the enabled pipelines use",
+    )
+    prewarm.set_defaults(func=_prewarm)
+
+    health = sub.add_parser("health", help="exit 0 when the local service's /health answers 200")
+    health.add_argument("--url", help="default: http://127.0.0.1:PORT/health")
+    health.add_argument("--port", type=int, help="default: the configured port")
+    health.add_argument("--config", help="config.yaml to read the port from")
+    health.add_argument("--timeout", type=float, default=3.0, help="HTTP timeout (s)")
+    health.set_defaults(func=_health)
 
     sign = sub.add_parser("sign", help="sign a JSON body read on stdin; print curl headers")
     sign.add_argument("--secret", help="secret (default: first of LIVEKIT_WEBHOOK_SECRET)")

@@ -32,6 +32,8 @@ from agents.job import JobSource
 _le_label = cast(Callable[[float], str], floatToGoString)  # untyped in prometheus_client
 
 SOURCES: tuple[JobSource, ...] = ("webhook", "dispatch", "livekit_webhook", "playground")
+# Per-pod job-slot utilisation: the HorizontalPodAutoscaler's metric (deploy/k8s).
+SLOTS_UTILIZATION = "external_agent_job_slots_utilization"
 JOB_STATES = ("accepted", "connecting", "running", "completed", "failed", "cancelled")
 
 
@@ -140,6 +142,12 @@ class Metrics:
         self.draining = Gauge(
             "external_agent_draining", "1 while the service drains.", registry=self.registry
         )
+        self.job_slots = Gauge(
+            SLOTS_UTILIZATION,
+            "Share of this replica's job slots in use, 0 to 1: running jobs, reservations and "
+            "offers being decided over max_jobs (the autoscaling signal).",
+            registry=self.registry,
+        )
         self.accept_latency = LatencyHistogram(
             "external_agent_accept_latency_seconds",
             "Time from receiving an offer to answering it, by door (source).",
@@ -168,6 +176,11 @@ class Metrics:
             for state in JOB_STATES
         }
         self._webhooks: dict[str, Counter] = {}
+
+    def track_slots(self, used: Callable[[], int], capacity: Callable[[], int]) -> None:
+        """Report ``used() / capacity()`` as the job-slot utilisation, read at each scrape
+        (the capacity moves with ``max_jobs: auto``)."""
+        self.job_slots.set_function(lambda: used() / max(1, capacity()))
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}

@@ -154,13 +154,14 @@ class ClientSettings(BaseSettings):
         return tuple(sources)
 
     @classmethod
-    def load(cls, config_path: Path | str | None = None) -> Self:
-        """Build the settings: environment over the YAML file (``config_path``, else
-        ``EXTERNAL_AGENT_CONFIG``, else none) over defaults. Raises :class:`ConfigFileError`
-        when the file is named but missing, pydantic's ``ValidationError`` on bad values."""
+    def load(cls, config_path: Path | str | None = None, **overrides: Any) -> Self:
+        """Build the settings: ``overrides`` over the environment over the YAML file
+        (``config_path``, else ``EXTERNAL_AGENT_CONFIG``, else none) over defaults. Raises
+        :class:`ConfigFileError` when the file is named but missing, pydantic's
+        ``ValidationError`` on bad values."""
         path = resolve_config_path(config_path)
         with _using_yaml(path):
-            return cls()
+            return cls(**overrides)
 
     @property
     def signing_secret(self) -> SecretStr | None:

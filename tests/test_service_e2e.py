@@ -232,3 +232,21 @@ def test_sigterm_drains_then_exits_zero(service: Service):
     events = [e.get("event") for e in service.logs()]
     assert events.index("drain_started") < events.index("drain_finished")
     assert events.index("drain_finished") < events.index("service_stopped")
+
+
+def test_health_command_and_slot_utilisation_follow_the_service(service: Service):
+    env = service_env(service.port)
+    ok = subprocess.run(cli("health"), env=env, capture_output=True, timeout=30)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "ok"
+    post = httpx.Client(base_url=service.base, timeout=5)
+    assert "external_agent_job_slots_utilization 0.0" in post.get("/metrics").text
+    for job_id in ("AJ_slot1", "AJ_slot2"):
+        raw = offer(job_id)
+        headers = sign_headers(raw, SECRET, timestamp=int(time.time()))
+        assert post.post("/livekit/agent", content=raw, headers=headers).json()["accepted"]
+    # Two held jobs of max_jobs=10: the autoscaler's per-pod metric.
+    assert "external_agent_job_slots_utilization 0.2" in post.get("/metrics").text
+    closed = subprocess.run(
+        cli("health", "--port", str(free_port())), env=env, capture_output=True, timeout=30
+    )
+    assert closed.returncode == 1 and b"unhealthy" in closed.stderr

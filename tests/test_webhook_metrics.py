@@ -38,6 +38,12 @@ class Reference:
         )
         Gauge("external_agent_max_jobs", "Configured job capacity.", registry=self.registry)
         Gauge("external_agent_draining", "1 while the service drains.", registry=self.registry)
+        Gauge(
+            "external_agent_job_slots_utilization",
+            "Share of this replica's job slots in use, 0 to 1: running jobs, reservations and "
+            "offers being decided over max_jobs (the autoscaling signal).",
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "external_agent_accept_latency_seconds",
             "Time from receiving an offer to answering it, by door (source).",

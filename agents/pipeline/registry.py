@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import structlog
 
+from agents.extras import MissingExtra, extra_of_module
 from agents.pipeline.config import PipelineConfig, ProviderSpec
 from agents.providers.base import LLM, STT, TTS, VAD, CallPolicy, Provider
 from agents.providers.errors import ProviderUnavailable
@@ -30,10 +31,14 @@ def _secret(spec: ProviderSpec) -> str:
 
 
 def build_provider(nickname: str, spec: ProviderSpec) -> Provider:
-    """Construct one provider. Raises :class:`ProviderUnavailable` when its package is missing."""
+    """Construct one provider. Raises :class:`ProviderUnavailable` when its package is missing
+    (:class:`~agents.extras.MissingExtra`, naming the extra, when an extra brings it)."""
     try:
         return _build(nickname, spec)
     except ImportError as e:
+        extra = extra_of_module(e.name)
+        if extra is not None:
+            raise MissingExtra({extra: [f"provider {nickname!r}"]}) from e
         raise ProviderUnavailable(
             f"provider type {spec.type!r} needs an optional package that is not installed "
             f"({e.name or e}); install the matching extra",

@@ -58,9 +58,9 @@ class EmbeddedVisionLLM(LLM):
         ocr_max_side: int = 1024,
     ) -> None:
         if _IMPORT_ERROR is not None:
-            raise ProviderUnavailable(
-                f"embedded vision needs opencv-python-headless: {_IMPORT_ERROR}", provider=name
-            )
+            from agents.extras import MissingExtra
+
+            raise MissingExtra({"vision": [f"provider {name!r}"]}) from _IMPORT_ERROR
         if ocr_threads < 1:
             raise ValueError("ocr_threads must be at least 1")
         super().__init__(name=name, policy=policy)

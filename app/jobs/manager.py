@@ -105,6 +105,7 @@ class JobManager:
         self._draining = False
         self._closed = False
         metrics.capacity.set_function(lambda: self.max_jobs)
+        metrics.track_slots(lambda: self.used_slots, lambda: self.max_jobs)
 
     # -- read-only state -------------------------------------------------------------------
 
