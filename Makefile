@@ -4,7 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest test-livekit livekit-server bench-room browser redis-server demo bench bench-voice bench-density serve clean web
+.PHONY: install test lint typecheck pytest test-livekit livekit-server bench-room browser redis-server test-packaging test-deploy tools demo bench bench-voice bench-density serve clean web
+
+# CI-only tools, git-ignored under .tools/: kustomize (Go module proxy) and checkov (its own venv,
+# PyPI; its pinned dependencies would clash with the project's).
+TOOLS := .tools
+KUSTOMIZE_VERSION := v5.8.0
+CHECKOV_VERSION := 3.3.30
+KUSTOMIZE := $(TOOLS)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+CHECKOV := $(TOOLS)/checkov-$(CHECKOV_VERSION)/bin/checkov
 
 # Install steps report on stderr: `make demo`'s standard output is the data messages only.
 $(PY):
@@ -99,7 +107,36 @@ test-livekit: install browser redis-server
 	  echo "SKIPPED: the real-server tier (no livekit-server on PATH and no Go to build it; see README)" >&2; \
 	fi
 
-test: lint typecheck pytest test-livekit
+test: lint typecheck pytest test-packaging test-deploy test-livekit
+
+# Fresh venvs (bare, embedded+redis, the image's extras) from the wheel built once per run, made
+# by uv from its machine-wide cache (tests/packaging/envs.py). The image test runs the image's
+# command under tini (the Debian package, installed here when missing).
+test-packaging: install
+	@command -v tini >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null \
+		&& apt-get install -y -qq --no-install-recommends tini >/dev/null; } \
+		|| echo "tini not installed (apt-get install tini): the image test will fail" >&2
+	$(VENV)/bin/pytest -q -m packaging tests/packaging
+
+# The Dockerfile and deploy/k8s: kustomize build of every overlay, Kubernetes schemas
+# (kubernetes-validate), agreement with the service, checkov.
+test-deploy: install tools
+	KUSTOMIZE=$(abspath $(KUSTOMIZE)) CHECKOV=$(abspath $(CHECKOV)) \
+		$(VENV)/bin/pytest -q -m deploy tests/deploy
+
+tools: $(KUSTOMIZE) $(CHECKOV)
+
+$(KUSTOMIZE):
+	@echo "building kustomize $(KUSTOMIZE_VERSION) into $(TOOLS) (go install)" >&2
+	@mkdir -p $(dir $(KUSTOMIZE))
+	GOBIN=$(abspath $(dir $(KUSTOMIZE))) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(CHECKOV):
+	@echo "installing checkov $(CHECKOV_VERSION) into its own venv in $(TOOLS) (about a minute)" >&2
+	@rm -rf $(TOOLS)/checkov-$(CHECKOV_VERSION)
+	@$(PYTHON) -m venv $(TOOLS)/checkov-$(CHECKOV_VERSION)
+	@$(TOOLS)/checkov-$(CHECKOV_VERSION)/bin/pip install --quiet --disable-pip-version-check \
+		checkov==$(CHECKOV_VERSION) >&2
 
 demo: install
 	@$(PY) -m app.demo
