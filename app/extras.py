@@ -6,14 +6,14 @@ extra is not installed refuses at startup with one line naming the extra and the
 
 from __future__ import annotations
 
-from agents.extras import MissingExtra, missing_extras, pipeline_extras
+from agents.extras import MissingExtra, agent_extras, missing_extras
 from app.settings import Settings
 
 
 def required_extras(settings: Settings) -> dict[str, list[str]]:
     """Extra -> what in the configuration needs it."""
     # With the job_body testing hook (dev mode) the agent and its providers are not loaded.
-    needs = pipeline_extras(settings.agent.pipeline) if settings.job_body is None else {}
+    needs = agent_extras(settings.agent) if settings.job_body is None else {}
     if settings.registry == "redis":
         needs.setdefault("redis", []).append("registry: redis")
     return needs
