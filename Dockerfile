@@ -63,7 +63,7 @@ ENV VIRTUAL_ENV=/opt/venv \
 # The wheels are bind-mounted from the build stage, so they never become a layer. pip compiles
 # every module's bytecode at install, so nothing is written at run time (read-only root
 # filesystem). `prewarm --every-provider` loads every model the image ships (Silero, Moonshine,
-# Piper, RapidOCR): a missing or broken model fails the build, not the pod.
+# Piper, RapidOCR, Smart Turn): a missing or broken model fails the build, not the pod.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --find-links /wheels "livekit-external-agent[${EXTRAS}]" \

@@ -200,8 +200,9 @@ def make_job_body(
 
 
 async def load_models(config: AgentConfig, *, every_provider: bool = False) -> list[str]:
-    """Build and warm the providers the pipelines use (with ``every_provider``: every declared
-    one), then close them; return their nicknames. Unlike the service's start-up, a provider
+    """Build and warm the providers the pipelines use and the end-of-turn model when configured
+    (with ``every_provider``: every declared provider and the end-of-turn model), then close
+    them; return their names. Unlike the service's start-up, a provider
     that fails to load raises (:class:`~agents.providers.errors.ProviderUnavailable`, or
     :class:`~agents.extras.MissingExtra` naming the extra): the image build runs this so a model
     that is missing fails the build rather than the pod."""
@@ -213,10 +214,17 @@ async def load_models(config: AgentConfig, *, every_provider: bool = False) -> l
     missing = missing_extras(pipeline_extras(pipeline, names))
     if missing is not None:
         raise missing
+    if every_provider:  # the end-of-turn model too, whichever detector is configured
+        turn = pipeline.turn.model_copy(update={"detector": "smart-turn"})
+        pipeline = pipeline.model_copy(update={"turn": turn})
     registry = ProviderRegistry(config=pipeline)
     try:
         for name in names:
             await registry.get(name).prewarm()
+        end_of_turn = registry.end_of_turn()
+        if end_of_turn is not None:
+            await end_of_turn.prewarm()
+            names = [*names, end_of_turn.name]
     finally:
         await registry.aclose()
     return names

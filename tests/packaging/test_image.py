@@ -132,7 +132,9 @@ def test_image_environment_builds_starts_read_only_and_drains_through_tini(
     )
     assert built.returncode == 0, built.stderr
     summary = built.stdout.splitlines()[-1]  # after the JSON log lines
-    assert re.match(r"loaded 5 providers \(.*embedded-vision\) in", summary), built.stdout
+    assert re.match(r"loaded 6 providers \(.*embedded-vision, smart-turn\) in", summary), (
+        built.stdout
+    )
 
     # Run: the image's ENV, loopback instead of 0.0.0.0, a writable stand-in for /tmp.
     port, hang = free_port(), socket.create_server(("127.0.0.1", 0))
