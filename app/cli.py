@@ -81,9 +81,6 @@ def _prewarm(args: argparse.Namespace) -> int:
         settings = Settings.load(args.config, dev_mode=True)
     except (ValidationError, ConfigFileError) as e:
         return _config_error(e)
-    from app.logs import configure_logging
-
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
     started = time.monotonic()
     try:
         names = asyncio.run(load_models(settings.agent, every_provider=args.every_provider))
