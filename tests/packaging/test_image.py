@@ -106,7 +106,7 @@ def offer(job_id: str, server_url: str) -> bytes:
 
 def test_dockerfile_describes_the_production_image():
     image = Image(ROOT / "Dockerfile")
-    assert set(image.extras) == {"embedded", "vision", "redis"}
+    assert set(image.extras) == {"embedded", "vision", "redis", "knowledge", "mcp"}
     assert image.command == ["/usr/bin/tini", "--", "external-agent", "serve"]
     assert image.healthcheck == ["external-agent", "health"]
     assert image.build_step == [f"{IMAGE_VENV}/bin/external-agent", "prewarm", "--every-provider"]
