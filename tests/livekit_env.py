@@ -11,6 +11,7 @@ Not a test module: the fixtures are imported by ``conftest.py``.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -73,9 +74,93 @@ def server_binary() -> Path | None:
     return Path(found) if found else None
 
 
-class LiveKitServer:
-    """One ``livekit-server`` process on loopback: start, stop, kill, restart. Every process
-    it starts it stops (``stop`` is idempotent and escalates to SIGKILL)."""
+class ServerProcess(abc.ABC):
+    """A server binary the tests run: started with its log in ``workdir`` and dying with the
+    test process, ready when :meth:`_ready` says so; ``stop`` is idempotent and escalates to
+    SIGKILL. Every process it starts it stops."""
+
+    name = "server"
+    start_timeout = START_TIMEOUT
+
+    def __init__(self, *, binary: Path, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.log_path = workdir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @abc.abstractmethod
+    def _command(self) -> list[str]:
+        """The command line (may write the server's configuration first)."""
+
+    @abc.abstractmethod
+    def _ready(self) -> bool:
+        """One quick readiness probe."""
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = self._command()
+        log = self.log_path.open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+        self.starts += 1
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self._proc.returncode}: {self.tail()}")
+            if self._ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready in {self.start_timeout} s: {self.tail()}")
+
+    def _signal(self, proc: subprocess.Popen[bytes], sig: int) -> None:
+        proc.send_signal(sig)
+
+    def stop(self, *, sig: int = signal.SIGTERM) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        self._signal(proc, sig)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        """An abrupt end: no goodbye to anyone."""
+        self.stop(sig=signal.SIGKILL)
+
+    def restart(self, *, down_for: float = 0.0) -> None:
+        self.kill()
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class LiveKitServer(ServerProcess):
+    """One ``livekit-server`` process on loopback."""
+
+    name = "livekit-server"
 
     def __init__(
         self,
@@ -86,16 +171,12 @@ class LiveKitServer:
         udp_port: int = RTC_UDP_PORT,
         webhook_urls: list[str] | None = None,
     ) -> None:
-        self.binary = binary
-        self.workdir = workdir
+        super().__init__(binary=binary, workdir=workdir)
         self.port = port
         self.udp_port = udp_port
         self.webhook_urls = webhook_urls or []
         self.api_key = API_KEY
         self.api_secret = API_SECRET
-        self.log_path = workdir / "livekit-server.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
 
     @property
     def url(self) -> str:
@@ -128,64 +209,15 @@ class LiveKitServer:
             cfg["webhook"] = {"api_key": self.api_key, "urls": self.webhook_urls}
         return cfg
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> None:
-        if self.running:
-            return
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def _command(self) -> list[str]:
         cfg_path = self.workdir / "livekit.yaml"
         cfg_path.write_text(yaml.safe_dump(self.config()))
-        log = self.log_path.open("ab")
-        try:
-            self._proc = subprocess.Popen(
-                [str(self.binary), "--config", str(cfg_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            log.close()
-        self.starts += 1
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"livekit-server exited with {self._proc.returncode}: {self.tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.http_url, timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"livekit-server not ready in {START_TIMEOUT} s: {self.tail()}")
+        return [str(self.binary), "--config", str(cfg_path)]
 
-    def stop(self, *, sig: int = signal.SIGTERM) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-
-    def kill(self) -> None:
-        """An abrupt end: no goodbye to anyone."""
-        self.stop(sig=signal.SIGKILL)
-
-    def restart(self, *, down_for: float = 0.0) -> None:
-        self.kill()
-        if down_for:
-            time.sleep(down_for)
-        self.start()
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+    def _ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(self.http_url, timeout=1).status_code == 200
+        return False
 
     def token(self, room: str, identity: str, *, ttl: float = 3600, name: str = "") -> str:
         """A caller's token (a standard participant): join, publish, subscribe, data."""
@@ -335,7 +367,7 @@ class AgentAudio:
         return None
 
 
-class Caller:
+class Caller(abc.ABC):
     """A person in the room: microphone in real time (silence between lines), typed messages,
     every data message received (parsed as the seed-002 frontend does), the agents' audio."""
 
@@ -354,23 +386,23 @@ class Caller:
         self._tasks: list[asyncio.Task[Any]] = []
 
     # subclass hooks
-    async def join(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def join(self) -> None: ...
 
-    async def _publish_microphone(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _publish_microphone(self) -> None: ...
 
-    async def _push_frame(self, pcm: np.ndarray) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _push_frame(self, pcm: np.ndarray) -> None: ...
 
     async def send_text(self, text: str) -> None:
-        raise NotImplementedError
+        await self.send_raw(json.dumps({"type": "user_text", "data": text}).encode())
 
-    async def send_raw(self, payload: bytes) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def send_raw(self, payload: bytes) -> None: ...
 
-    async def _leave(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _leave(self) -> None: ...
 
     # shared behaviour
     def _on_data(self, payload: bytes, sender: str | None, topic: str) -> None:
@@ -497,9 +529,6 @@ class RealCaller(Caller):
         frame = self._rtc.AudioFrame(pcm.tobytes(), MIC_RATE, 1, pcm.size)
         await self._source.capture_frame(frame)
 
-    async def send_text(self, text: str) -> None:
-        await self.send_raw(json.dumps({"type": "user_text", "data": text}).encode())
-
     async def send_raw(self, payload: bytes) -> None:
         await self.room.local_participant.publish_data(payload, reliable=True,
                                                        topic="user_text")
@@ -570,9 +599,6 @@ class MemoryCaller(Caller):
 
         if not self.participant.left:
             self.participant.push_audio(rtc.AudioFrame(pcm.tobytes(), MIC_RATE, 1, pcm.size))
-
-    async def send_text(self, text: str) -> None:
-        await self.send_raw(json.dumps({"type": "user_text", "data": text}).encode())
 
     async def send_raw(self, payload: bytes) -> None:
         self.participant.send_data(payload, topic="user_text")

@@ -10,6 +10,7 @@ cannot drift from LiveKit: when the two disagree, the real server is right.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import time
@@ -65,7 +66,7 @@ def service_config(*, artifacts: Path, max_jobs: int = 3, **extra: Any) -> dict[
     return cfg
 
 
-class Stage:
+class Stage(abc.ABC):
     kind: str
     server_url: str
     client: httpx.AsyncClient
@@ -74,11 +75,11 @@ class Stage:
         self._callers: list[Caller] = []
         self._n = 0
 
-    def agent_token(self, room: str, identity: str) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def agent_token(self, room: str, identity: str) -> str: ...
 
-    def _new_caller(self, room: str, identity: str) -> Caller:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _new_caller(self, room: str, identity: str) -> Caller: ...
 
     async def caller(self, room: str, identity: str = "caller", *,
                      microphone: bool = True) -> Caller:

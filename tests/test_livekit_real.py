@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from livekit_env import LiveKitServer, RealCaller
-from stage import GREETING, SECRET, real_service
+from stage import GREETING, SECRET, RealStage, real_service
 
 pytestmark = [pytest.mark.livekit, pytest.mark.embedded, pytest.mark.timeout(150)]
 
@@ -124,16 +124,11 @@ async def test_livekit_webhook_rule_puts_the_agent_in_a_matching_room(
 async def test_sigterm_drains_a_live_call_refuses_new_ones_and_keeps_the_record(
     live_server: LiveKitServer, tmp_path: Path,
 ) -> None:
-    from stage import Stage
-
     service = real_service(live_server, tmp_path)
     await service.start()
     caller = await _caller(live_server, "drain-1", "hank")
     try:
-        helper = Stage()
-        helper.client = service.client
-        helper.server_url = live_server.url
-        helper.agent_token = live_server.agent_token  # type: ignore[method-assign]
+        helper = RealStage(server=live_server, service=service)
         r = await helper.dispatch(job_id="AJ_drain1", room="drain-1")
         assert r.json()["accepted"] is True
         await caller.wait_message("transcript_chunk", _agent_final)
@@ -232,15 +227,10 @@ async def test_a_message_typed_the_moment_a_caller_joins_is_answered(
 ) -> None:
     """The caller's data channel can beat the room's news of the caller to the agent; the SDK
     then reports no sender, and the message was dropped."""
-    from stage import Stage
-
     service = real_service(live_server, tmp_path)
     await service.start()
     try:
-        helper = Stage()
-        helper.client = service.client
-        helper.server_url = live_server.url
-        helper.agent_token = live_server.agent_token  # type: ignore[method-assign]
+        helper = RealStage(server=live_server, service=service)
         r = await helper.dispatch(job_id="AJ_early1", room="early-1")
         assert r.json()["accepted"] is True
         await helper.wait_job("AJ_early1", ("running",))
