@@ -32,9 +32,10 @@ from agents.audio_frontend import AudioFrontend
 from agents.config import AgentConfig, PersonaConfig
 from agents.io import AudioOutput, Conversation, MessageOutput
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
-from agents.messages import InboundError, OutboundMessage, agent_status, parse_inbound
+from agents.messages import InboundError, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
 from agents.record import JobRecorder, write_artifact
+from agents.room_messages import RoomMessageOutput
 from agents.transport.base import (
     DisconnectCause,
     RemoteInfo,
@@ -98,42 +99,6 @@ def listens_to(spec: JobSpec) -> WantsAudio:
         return lambda info: not info.is_agent
     target = spec.participant_identity
     return lambda info: info.identity == target
-
-
-class RoomMessageOutput:
-    """The conversation's :class:`~agents.io.MessageOutput`: reliable, topic = type. Keeps what
-    matters in the job record. A failed send is logged and counted, never raised: losing one
-    status message must not end the call."""
-
-    def __init__(
-        self, *, transport: RoomTransport, recorder: JobRecorder, agent_identity: str
-    ) -> None:
-        self._transport = transport
-        self._recorder = recorder
-        self._agent_identity = agent_identity
-        self._state: dict[str, OutboundMessage] = {}
-
-    async def publish(self, message: OutboundMessage) -> None:
-        self._recorder.outbound(message, agent_identity=self._agent_identity)
-        if message.type in ("agent_status", "todo_list"):
-            self._state[message.type] = message
-        await self._send(message, None)
-
-    async def send_state(self, to: list[str] | None = None) -> None:
-        """The agent's current status and todo list again, to ``to`` only (or everyone): what a
-        client that joined late, or missed the first copies, needs to show."""
-        for message in list(self._state.values()):
-            await self._send(message, to)
-
-    async def _send(self, message: OutboundMessage, to: list[str] | None) -> None:
-        try:
-            await self._transport.publish_data(message.encode(), topic=message.topic,
-                                               destinations=to)
-        except TransportError as e:
-            self._recorder.count("publish_failed")
-            log.warning("data_publish_failed", topic=message.topic, error=e.reason)
-        else:
-            self._recorder.count(f"sent_{message.type}")
 
 
 class AgentParticipant(RoomListener):
