@@ -64,9 +64,70 @@ def test_sustained_loop_lag_cpu_or_audio_backlog_each_refuse() -> None:
 def test_auto_capacity_follows_the_measured_cost_of_a_job() -> None:
     m = monitor(max_cpu=0.8, auto_initial_jobs=3)
     assert m.capacity() == 3  # nothing measured yet
-    feed(m, 4, cpu=0.05, jobs=0)  # idle: 5 % of the cores
+    feed(m, 12, cpu=0.05, jobs=0)  # idle: 5 % of the cores
     feed(m, 60, cpu=0.05 + 4 * 0.03, jobs=4)  # four jobs at 3 % each
     assert m.capacity() == int((0.8 - 0.05) / 0.03)
+
+
+def test_auto_capacity_learns_from_settled_unthrottled_jobs_only() -> None:
+    m = monitor(max_cpu=0.8, auto_initial_jobs=50, auto_job_cost=0.1)
+    assert m.capacity() == 16  # 0.8 of 2 cores at the assumed 0.1 core a job
+    feed(m, 12, cpu=0.05, jobs=0)
+    # A burst: the job count changes every sample (joins cost more than listening): not learned.
+    for jobs in range(1, 9):
+        m.record(loop_lag_ms=0, cpu=0.05 + jobs * 0.001, jobs=jobs)
+    assert m.capacity() == 15  # still the assumed cost (less the idle share)
+    feed(m, 40, cpu=1.0, jobs=8)  # throttled: used less than wanted, so not learned either
+    assert m.capacity() == 15
+    feed(m, 60, cpu=0.05 + 8 * 0.05, jobs=8)  # settled, below the throttle: 5 % a job
+    assert m.capacity() == int((0.8 - 0.05) / 0.05)
+
+
+def test_a_cpu_quota_is_the_budget_a_burst_fits_in() -> None:
+    """A container limited to a quarter of a core takes two jobs of 0.1 core before any is
+    measured, not ``auto_initial_jobs``."""
+    m = LoadMonitor(settings=LoadSettings(auto_initial_jobs=4, auto_job_cost=0.1),
+                    active_jobs=lambda: 0, cores=0.25)
+    assert m.capacity() == 2
+    assert m.snapshot()["cores"] == 0.25
+
+
+def test_usable_cores_follow_a_cgroup_quota_changed_while_running() -> None:
+    cores = [2.0]
+    m = LoadMonitor(settings=LoadSettings(sample_interval=0.25, max_cpu=0.8),
+                    active_jobs=lambda: 0, cores_reading=lambda: cores[0])
+    feed(m, 12, cpu=0.02, jobs=0)  # idle: 2 % of 2 cores = 0.04 core
+    cores[0] = 0.5
+    m._reread_cores()
+    assert m.snapshot()["cores"] == 0.5
+    # the same 0.04 core is now 8 % of the budget: 0.72 left at the assumed 0.1 core (20 %)
+    assert m.capacity() == 3
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_cgroup_quota_is_read_along_the_path_and_the_smallest_binds(
+    tmp_path: Any, layout: str
+) -> None:
+    from app.jobs.cores import cgroup_quota_cores
+
+    proc = tmp_path / "cgroup"
+    if layout == "v1":
+        proc.write_text("4:memory:/pod\n3:cpu,cpuacct:/pod/box\n")
+        base = tmp_path / "cpu,cpuacct"
+        for folder, quota in ((base / "pod", "150000"), (base / "pod" / "box", "-1"), (base, "-1")):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "cpu.cfs_quota_us").write_text(quota)
+            (folder / "cpu.cfs_period_us").write_text("100000")
+        assert cgroup_quota_cores(proc_cgroup=proc, root=tmp_path) == 1.5
+    else:
+        proc.write_text("0::/pod/box\n")
+        for folder, limit in ((tmp_path / "pod", "max 100000"),
+                              (tmp_path / "pod" / "box", "25000 100000")):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "cpu.max").write_text(limit)
+        assert cgroup_quota_cores(proc_cgroup=proc, root=tmp_path) == 0.25
+    (tmp_path / "none").write_text("0::/\n")
+    assert cgroup_quota_cores(proc_cgroup=tmp_path / "none", root=tmp_path / "empty") is None
 
 
 def request(job_id: str) -> JobRequest:

@@ -43,6 +43,7 @@ async def list_jobs(
         "active_jobs": manager.active_jobs,
         "max_jobs": manager.max_jobs,
         "draining": manager.draining,
+        "load": runtime.load.snapshot(),
         "jobs": [job.summary() for job in jobs[:limit]],
     }
     if runtime.deferred is not None:
