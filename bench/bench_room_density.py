@@ -24,6 +24,7 @@ ended (finals) per room over the window: proof each job kept up.
     python bench/bench_room_density.py [--rooms 8] [--seconds 20] [--systems ours,livekit-agents]
         [--systems ours-unrouted,ours]   # the SDK's audio event delivery against our routing
         [--py-spy FILE]   # also profile our service over the window (pip install py-spy)
+        [--breakdown]     # ours logs at info: where dispatch-to-agent time goes, per stage
 
 Last line: ``bench_room_density: <ratio> x livekit-agents cores per listening job`` (theirs /
 ours: above 1 means ours is cheaper).
@@ -136,7 +137,7 @@ class Ours(System):
     agent_name = "external-agent"
 
     def __init__(self, server: LiveKitServer, workdir: Path, stt_url: str, rooms: int, *,
-                 routed: bool = True, sdk_frame_ms: int = 30) -> None:
+                 routed: bool = True, sdk_frame_ms: int = 30, log_level: str = "warning") -> None:
         agent = listening_agent(stt_url=stt_url, artifacts=workdir / "jobs")
         agent["room"]["route_audio_events"] = routed
         agent["room"]["sdk_frame_ms"] = sdk_frame_ms
@@ -145,7 +146,7 @@ class Ours(System):
         elif sdk_frame_ms != 30:
             self.name = f"ours-{sdk_frame_ms}ms"
         self.service = real_service(
-            server, workdir, max_jobs=rooms + 2, log_level="warning", agent=agent)
+            server, workdir, max_jobs=rooms + 2, log_level=log_level, agent=agent)
 
     async def start(self) -> None:
         await self.service.start()
@@ -227,6 +228,8 @@ class Result:
     join_ms: list[float] = field(default_factory=list)
     finals: list[int] = field(default_factory=list)
     spoken: int = 0
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    """Join stages (ms from CreateDispatch), from the service's info log (``--breakdown``)."""
 
     @property
     def core_per_job(self) -> float:
@@ -282,13 +285,15 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         spoken = [0]
         talkers = [asyncio.create_task(talk(c, pcm, spoken), name=f"bench.talk.{c.identity}")
                    for c in callers]
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         await asyncio.gather(*(lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
             agent_name=system.agent_name, room=c.room_name)) for c in callers))
         joins = await asyncio.gather(*(asyncio.wait_for(agent_joined(c, t0), 30)
                                        for c in callers), return_exceptions=True)
         result.join_ms = [j for j in joins if isinstance(j, float)]
         result.joins = len(result.join_ms)
+        if isinstance(system, Ours):
+            result.stages = join_stages(system.service.log_path, t0_wall)
         await asyncio.sleep(3.0)  # every job listening
         window = asyncio.get_running_loop().time()
         spoken[0] = 0
@@ -309,6 +314,43 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         await lk.aclose()
         await system.stop()
     return result
+
+
+JOIN_STAGES = {
+    # service log event -> stage name; the first of each per job (SDK lines carry no job id)
+    "dispatch_availability": "offer received",
+    "dispatch_job_started": "assignment handled",
+    "audio_published": "agent track published",
+    "participant_running": "job running",
+}
+
+
+def join_stages(log_path: Path, t0_wall: float) -> dict[str, list[float]]:
+    """Per stage, ms from the CreateDispatch calls to each job reaching it (info log only)."""
+    import datetime
+    import json
+
+    firsts: dict[str, dict[str, float]] = {}
+    connects: list[float] = []
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                at = datetime.datetime.fromisoformat(entry["timestamp"]).timestamp()
+            except (ValueError, KeyError, TypeError):
+                continue
+            if at < t0_wall:
+                continue
+            event = str(entry.get("event", ""))
+            if event.startswith("livekit_signaling") and "connecting to" in event:
+                connects.append((at - t0_wall) * 1000)
+            stage = JOIN_STAGES.get(event)
+            job = entry.get("job_id")
+            if stage and job:
+                firsts.setdefault(stage, {}).setdefault(str(job), (at - t0_wall) * 1000)
+    stages = {name: sorted(firsts.get(name, {}).values()) for name in JOIN_STAGES.values()}
+    stages["signal connect started"] = sorted(connects)
+    return stages
 
 
 def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
@@ -343,7 +385,8 @@ def top_frames(collapsed: Path, n: int = 25) -> list[tuple[str, float]]:
 def report(r: Result) -> None:
     p50 = statistics.median(r.join_ms) if r.join_ms else float("nan")
     worst = max(r.join_ms) if r.join_ms else float("nan")
-    print(f"{r.system:15s} rooms {r.rooms}: joined {r.joins}/{r.rooms}, dispatch->agent in room "
+    print(f"{r.system:15s} (load average {os.getloadavg()[0]:.2f} after) "
+          f"rooms {r.rooms}: joined {r.joins}/{r.rooms}, dispatch->agent in room "
           f"p50 {p50:.0f} ms max {worst:.0f} ms")
     print(f"{'':15s} idle {r.idle_cpu:.3f} cores {r.idle_mb:.0f} MB; with jobs "
           f"{r.load_cpu:.3f} cores {r.load_mb:.0f} MB -> {r.core_per_job:.4f} core/job "
@@ -351,11 +394,20 @@ def report(r: Result) -> None:
           f"{r.mb_per_job:.1f} MB/job")
     print(f"{'':15s} sentences spoken {r.spoken}, turns ended per room {r.finals} "
           f"(rooms with none: {sum(1 for f in r.finals if f == 0)})")
+    order = ["offer received", "assignment handled", "signal connect started",
+             "agent track published", "job running"]
+    parts = [f"{name} p50 {statistics.median(r.stages[name]):.0f}"
+             for name in order if r.stages.get(name)]
+    if parts:
+        print(f"{'':15s} join stages, ms after CreateDispatch: {', '.join(parts)}; "
+              f"agent seen by the caller p50 {p50:.0f}")
 
 
 async def run(args: argparse.Namespace) -> None:
     import tempfile
 
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} cores, shared)")
     binary = server_binary()
     if binary is None or not binary.exists():
         raise SystemExit("no livekit-server: `make livekit-server` builds it into .tools/")
@@ -373,7 +425,8 @@ async def run(args: argparse.Namespace) -> None:
                 for name in systems:
                     system: System
                     if name == "ours":
-                        system = Ours(server, work / "ours", stt.base_url, args.rooms)
+                        system = Ours(server, work / "ours", stt.base_url, args.rooms,
+                                      log_level="info" if args.breakdown else "warning")
                     elif name == "ours-unrouted":  # the SDK's own audio event delivery
                         system = Ours(server, work / name, stt.base_url, args.rooms,
                                       routed=False, sdk_frame_ms=10)
@@ -424,6 +477,8 @@ def main() -> None:
     parser.add_argument("--systems", default="ours,livekit-agents")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
                         help="profile our service over the window into FILE (collapsed stacks)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="ours logs at info level: print where dispatch-to-agent time goes")
     args = parser.parse_args()
     if not in_private_netns():
         netns = ROOT / "scripts" / "netns-run"
