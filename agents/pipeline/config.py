@@ -199,6 +199,12 @@ class TurnConfig(BaseModel):
         True, description="Start the final transcript at the first pause; kept if the turn "
         "ends there, dropped if the speaker goes on.",
     )
+    speculative_answer: Literal["off", "text", "speech"] = Field(
+        "speech", description="With speculative: when the pause's transcript is ready (and the "
+        "agent is idle), start the model's answer to it (`text`), and synthesise its first "
+        "clause into a held buffer (`speech`); kept if the turn ends in that pause, dropped if "
+        "the speaker goes on. Tool calls never run speculatively.",
+    )
 
     @model_validator(mode="after")
     def _pause_before_max_silence(self) -> TurnConfig:

@@ -73,6 +73,12 @@ class ChatContext:
             out.append(m)
         return out
 
+    def copy(self) -> ChatContext:
+        """A copy to build on, leaving this context as it is (a speculative answer's)."""
+        twin = ChatContext(instructions=self.instructions, max_messages=self._max)
+        twin._history = list(self._history)
+        return twin
+
     def _append(self, msgs: list[ChatMessage]) -> None:
         self._history.extend(msgs)
         if len(self._history) <= self._max:

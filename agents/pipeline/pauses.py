@@ -10,7 +10,10 @@ owns:
 - with ``turn.speculative``, the final transcript of the utterance so far. When the turn ends in
   that same pause, :meth:`take_transcript` hands the running transcription to the turn, which
   then waits only for what is left of it; when the speaker goes on (:meth:`resumed`) or the turn
-  is dropped, it is cancelled and nothing of it is published.
+  is dropped, it is cancelled and nothing of it is published;
+- with ``turn.speculative_answer`` too (and the agent idle), the model's answer to that
+  transcript, as a :class:`~agents.pipeline.speculation.Draft`: kept with the transcript, for the
+  turn's reply to take over (:meth:`take_draft`), and cancelled with it.
 
 Nothing here speaks, publishes or calls tools: speculation only ever computes.
 """
@@ -20,13 +23,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.config import TurnConfig
+from agents.pipeline.speculation import Draft, DraftStatus
+from agents.pipeline.trace import TurnTrace
 from agents.pipeline.turns import Paused, TurnEnded
 from agents.providers.base import STT, EndOfTurnModel, Transcript
 from agents.providers.errors import ProviderError
+
+if TYPE_CHECKING:
+    from agents.pipeline.reply import ReplyEnv
 
 CompleteCallback = Callable[[str, int], None]
 
@@ -37,6 +45,7 @@ class _Pause:
     pause_id: int
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     transcript: asyncio.Task[Transcript] | None = None
+    draft: Draft | None = None
 
 
 class PauseWork:
@@ -49,6 +58,8 @@ class PauseWork:
         language: str | None,
         on_complete: CompleteCallback,
         log: Any,
+        answers: ReplyEnv | None = None,
+        idle: Callable[[], bool] = lambda: True,
     ) -> None:
         self._cfg = config
         self._stt = stt
@@ -59,6 +70,12 @@ class PauseWork:
         self._pauses: dict[str, _Pause] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.speculations = {"started": 0, "kept": 0, "dropped": 0}
+        self._answers = answers if config.speculative_answer != "off" else None
+        self._idle = idle
+        self.answers: dict[str, int] = {"started": 0}
+        """Speculative answers: started, and how each ended (kept, dropped, tool, ...)."""
+        self._kept: dict[str, Draft] = {}  # by speaker: drafts of ended turns, for their reply
+        self._dropped: dict[str, str] = {}  # by speaker: the utterance whose draft was dropped
 
     def paused(self, ev: Paused) -> None:
         self.cancel(ev.speaker)
@@ -74,6 +91,7 @@ class PauseWork:
             )
             pause.tasks.append(pause.transcript)
             self.speculations["started"] += 1
+            pause.draft = self._draft(ev.speaker, pause.transcript)
         self._pauses[ev.speaker] = pause
 
     def resumed(self, speaker: str) -> None:
@@ -98,9 +116,27 @@ class PauseWork:
                 t.cancel()
         if task is not None:
             self.speculations["kept" if kept else "dropped"] += 1
+        if pause.draft is not None:
+            if kept:
+                self._kept[ev.speaker] = pause.draft
+            else:
+                self._drop(ev.speaker, pause.transcript_id, pause.draft)
         return task if kept else None
 
+    def take_draft(self, ev: TurnEnded, trace: TurnTrace) -> Draft | None:
+        """The speculative answer to the turn ``ev`` (kept with its transcript), for its reply,
+        which then owns it. Notes in ``trace`` that the turn's speculation was dropped when
+        it was (the speaker went on) and none is left."""
+        draft = self._kept.pop(ev.speaker, None)
+        dropped = self._dropped.pop(ev.speaker, None)
+        if draft is None and dropped == ev.transcript_id:
+            trace.speculation = "dropped"
+        return draft
+
     def cancel(self, speaker: str) -> None:
+        stale = self._kept.pop(speaker, None)  # a turn that ended without a reply to take it
+        if stale is not None:
+            stale.cancel()
         pause = self._pauses.pop(speaker, None)
         if pause is None:
             return
@@ -108,13 +144,33 @@ class PauseWork:
             t.cancel()
         if pause.transcript is not None:
             self.speculations["dropped"] += 1
+        if pause.draft is not None:
+            self._drop(speaker, pause.transcript_id, pause.draft)
 
     def forget(self, speaker: str) -> None:
         self.cancel(speaker)
 
     async def aclose(self) -> None:
         self._pauses.clear()
+        self._kept.clear()
         await cancel_and_wait(*self._tasks)
+
+    def _draft(self, speaker: str, transcript: asyncio.Task[Transcript]) -> Draft | None:
+        env = self._answers
+        if env is None or env.llm is None or not self._idle():
+            return None  # no model, or the agent's own turn will change the context first
+        self.answers["started"] += 1
+        return Draft(
+            env=env, speaker=speaker, transcript=transcript, spawn=self._spawn, log=self._log,
+            speech=self._cfg.speculative_answer == "speech", on_settled=self._settled,
+        )
+
+    def _settled(self, status: DraftStatus) -> None:
+        self.answers[status] = self.answers.get(status, 0) + 1
+
+    def _drop(self, speaker: str, transcript_id: str, draft: Draft) -> None:
+        draft.cancel()
+        self._dropped[speaker] = transcript_id
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)

@@ -22,9 +22,10 @@ from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext
 from agents.pipeline.extras import TurnExtras
-from agents.pipeline.speech import SentenceSplitter, SpeechOut
+from agents.pipeline.speculation import Draft, build_request
+from agents.pipeline.speech import FIRST_CLAUSE_CHARS, SentenceSplitter, SpeechOut
 from agents.pipeline.trace import PROVIDER_FAILURES, TurnTrace
-from agents.providers.base import LLM, TTS, ChatRequest, TextDelta, ToolCall, ToolCallEvent
+from agents.providers.base import LLM, TTS, TextDelta, ToolCall, ToolCallEvent
 from agents.providers.errors import ProviderError
 from agents.tools import AgentTools
 
@@ -66,7 +67,7 @@ class ReplyEnv:
 class Reply:
     """One agent turn. Make one per turn; run exactly one of its ``run_*`` methods."""
 
-    def __init__(self, *, env: ReplyEnv, trace: TurnTrace) -> None:
+    def __init__(self, *, env: ReplyEnv, trace: TurnTrace, draft: Draft | None = None) -> None:
         self.env = env
         self.trace = trace
         self.transcript_id = new_id("TR")
@@ -78,10 +79,13 @@ class Reply:
         self._text_parts: list[str] = []  # every sentence the agent produced this turn
         self._committed = 0  # of _text_parts, already in the chat context
         self._speech: SpeechOut | None = None
+        self._draft = draft  # the model's answer started at the pause the turn ended in
+        self._draft_open = draft is not None  # for the first model request only
         if env.tts is not None:
             self._speech = SpeechOut(
                 tts=env.tts, audio=env.audio, voice=env.voice,
                 on_first_audio=self._on_first_audio, on_sentence=self._on_sentence_audible,
+                primed=draft.take_speech if draft is not None else None,
             )
         self._audible: list[str] = []
         self._finished = False
@@ -157,6 +161,9 @@ class Reply:
             self._note_failure(e.step, e.error)
             self._on_sentence_audible(self.env.config.fallback_line)  # as text, at least
         finally:
+            if self._draft is not None:
+                await self._draft.aclose()
+                self.trace.speculation = self._draft.status
             self._finish()
         return self.outcome
 
@@ -199,8 +206,10 @@ class Reply:
         users = [m for m in self.env.context.history if m.role == "user"]
         if retriever is None or not users:
             return
+        query = users[-1].content
         try:
-            found = await retriever.retrieve(users[-1].content)
+            found = await self._draft.knowledge(query) if self._draft is not None else None
+            found = found if found is not None else await retriever.retrieve(query)
         except Exception as e:  # noqa: BLE001 (knowledge is an aid: the turn goes on without)
             log.warning("knowledge_retrieval_failed", turn_id=self.trace.turn_id,
                         error_type=type(e).__name__, error=str(e)[:200])
@@ -250,17 +259,18 @@ class Reply:
 
     async def _model_round(self, llm: LLM, out: asyncio.Queue[str | None]) -> list[ToolCall]:
         env = self.env
-        extra = env.extras.tools
-        request = ChatRequest(
-            messages=env.context.messages(
-                todo_context=env.tools.render_context(), knowledge_context=self._knowledge
-            ),
-            tools=env.tools.specs() + (extra.specs() if extra is not None else []),
-        )
+        request = build_request(env, env.context.messages(
+            todo_context=env.tools.render_context(), knowledge_context=self._knowledge
+        ))
         # Only the reply's very first piece may be cut at a clause, to start speaking sooner.
-        splitter = SentenceSplitter(first_min_chars=0 if self._text_parts else 24)
+        splitter = SentenceSplitter(first_min_chars=0 if self._text_parts else FIRST_CLAUSE_CHARS)
         calls: list[ToolCall] = []
-        stream = llm.chat(request)
+        stream = None
+        if self._draft is not None and self._draft_open:
+            self._draft_open = False
+            stream = await self._draft.take(request)  # None unless it asked exactly this
+        if stream is None:
+            stream = llm.chat(request)
         try:
             async for event in stream:
                 if isinstance(event, TextDelta):

@@ -23,6 +23,9 @@ from agents.io import AudioOutput
 from agents.pipeline.aio import cancel_and_wait
 from agents.providers.base import PCM, TTS, monotonic_ms
 
+FIRST_CLAUSE_CHARS = 24
+"""An answer's first piece may end at a clause once it is this long (see SentenceSplitter)."""
+
 _END = re.compile(r"[.!?…。！？]+[\"')\]]*\s|\n+")
 _SOFT = re.compile(r"[,;:—–]\s")
 
@@ -40,7 +43,8 @@ class SentenceSplitter:
     """
 
     def __init__(
-        self, *, min_chars: int = 12, max_chars: int = 220, first_min_chars: int = 24
+        self, *, min_chars: int = 12, max_chars: int = 220,
+        first_min_chars: int = FIRST_CLAUSE_CHARS,
     ) -> None:
         self._buf = ""
         self._min = min_chars
@@ -89,7 +93,7 @@ class SentenceSplitter:
         return space + 1 if space > 0 else len(text)
 
 
-_Chunks = asyncio.Queue[PCM | Exception | None]
+Chunks = asyncio.Queue[PCM | Exception | None]
 _LEAD_LEVEL = 100
 """Samples quieter than this (about -50 dBFS) before an answer's first sound are dropped: speech
 engines start each synthesis with 40-60 ms of silence, which the caller would wait through."""
@@ -105,7 +109,7 @@ _KEEP_SECONDS = 10.0
 queue ever holds)."""
 
 
-async def _drain(chunks: _Chunks) -> AsyncIterator[PCM]:
+async def _drain(chunks: Chunks) -> AsyncIterator[PCM]:
     while (item := await chunks.get()) is not None:
         if isinstance(item, Exception):
             raise item
@@ -137,6 +141,7 @@ class SpeechOut:
         frame_ms: int = 20,
         on_first_audio: Callable[[float], None] | None = None,
         on_sentence: Callable[[str], None] | None = None,
+        primed: Callable[[str], Chunks | None] | None = None,
     ) -> None:
         self._tts = tts
         self._audio = audio
@@ -155,6 +160,7 @@ class SpeechOut:
         self._first_audio_ms: float | None = None
         self._on_first_audio = on_first_audio
         self._on_sentence = on_sentence
+        self._primed = primed  # held audio of the first piece (a speculative answer's), if any
         # The track publishes at the voice pipeline's speech rate; another engine (a vision
         # pipeline's, a per-job choice) is resampled to it rather than refused by the track.
         self._resampler = (
@@ -233,7 +239,7 @@ class SpeechOut:
     async def play(self, sentences: asyncio.Queue[str | None]) -> None:
         """Speak ``sentences`` in order until ``None``, synthesising the next one while the
         current one streams out (one synthesis at a time, at most one sentence ahead)."""
-        ahead: asyncio.Queue[tuple[str, _Chunks] | None] = asyncio.Queue(maxsize=1)
+        ahead: asyncio.Queue[tuple[str, Chunks] | None] = asyncio.Queue(maxsize=1)
         synth = asyncio.create_task(self._synth_ahead(sentences, ahead), name="speech-synth")
         try:
             while (item := await ahead.get()) is not None:
@@ -244,10 +250,15 @@ class SpeechOut:
             await cancel_and_wait(synth)
 
     async def _synth_ahead(
-        self, sentences: asyncio.Queue[str | None], ahead: asyncio.Queue[tuple[str, _Chunks] | None]
+        self, sentences: asyncio.Queue[str | None], ahead: asyncio.Queue[tuple[str, Chunks] | None]
     ) -> None:
         while (text := await sentences.get()) is not None:
-            chunks: _Chunks = asyncio.Queue()
+            primed, self._primed = self._primed, None  # only a first piece can be held
+            held = primed(text) if primed is not None else None
+            if held is not None:
+                await ahead.put((text, held))  # synthesised already, while the turn was decided
+                continue
+            chunks: Chunks = asyncio.Queue()
             await ahead.put((text, chunks))  # waits while a sentence is already queued
             stream = self._tts.synthesize(text, voice=self._voice)
             try:

@@ -65,6 +65,10 @@ class TurnTrace:
     outcome: str = "answered"
     knowledge: dict[str, Any] | None = None
     """Approved knowledge used by the turn: ``{retrieval_ms, passages: [...]}``."""
+    speculation: str | None = None
+    """What became of the model's answer started at a pause (``turn.speculative_answer``):
+    ``kept``, ``dropped`` (the speaker went on), ``tool`` (it wanted a tool: asked again once
+    the turn ended), ``mismatch`` (the context changed), ``failed``; None: none was started."""
 
     def mark(self, stage: str, at_ms: float | None = None) -> None:
         """Record ``stage`` once (the first time it happens)."""
@@ -86,6 +90,8 @@ class TurnTrace:
         }
         if self.knowledge is not None:
             row["knowledge"] = self.knowledge
+        if self.speculation is not None:
+            row["speculation"] = self.speculation
         return row
 
     def observe(self) -> None:
@@ -97,6 +103,7 @@ class TurnTrace:
         log.info(
             "turn_trace", turn_id=self.turn_id, kind=self.kind, speaker=self.speaker,
             outcome=self.outcome, interrupted=self.interrupted, stages=dict(self.stages),
+            speculation=self.speculation,
         )
 
 

@@ -42,6 +42,7 @@ from agents.pipeline.interruptions import Interruptions
 from agents.pipeline.outbox import Outbox
 from agents.pipeline.pauses import PauseWork
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome, unexpected
+from agents.pipeline.speculation import Draft
 from agents.pipeline.trace import TurnKind, TurnTrace, append_capped
 from agents.pipeline.turns import (
     BatchedVADStream,
@@ -59,7 +60,6 @@ from agents.providers.errors import ProviderError
 from agents.tools import AgentTools
 
 log = structlog.get_logger("agents.pipeline.voice")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,8 @@ class VoicePipeline(BargeIn):
         )
         self._pauses = PauseWork(
             config=config.turn, stt=stt, end_of_turn=end_of_turn, language=persona.language,
-            on_complete=self._end_turn_now, log=self._log,
+            on_complete=self._end_turn_now, log=self._log, answers=self._env,
+            idle=lambda: not self._agent_active(),
         )
         self._interrupts = Interruptions(
             timeout_s=config.turn.false_interruption_timeout, stt=stt,
@@ -326,6 +327,7 @@ class VoicePipeline(BargeIn):
             },
             "counters": dict(self._counters),
             "speculation": dict(self._pauses.speculations),
+            "speculative_answers": dict(self._pauses.answers),
             "end_reason": self._end_reason,
         }
 
@@ -422,7 +424,7 @@ class VoicePipeline(BargeIn):
         self._user_said(turn.speaker, text, trace)
         if self._llm is None:
             return None
-        reply = self._new_reply(trace)
+        reply = self._new_reply(trace, self._pauses.take_draft(turn, trace))
         await reply.run_model()
         return reply
 
@@ -437,8 +439,8 @@ class VoicePipeline(BargeIn):
         row = {"role": "user", "speaker": speaker, "text": text, "turn_id": trace.turn_id}
         append_capped(self._transcript, row)
 
-    def _new_reply(self, trace: TurnTrace) -> Reply:
-        reply = Reply(env=self._env, trace=trace)
+    def _new_reply(self, trace: TurnTrace, draft: Draft | None = None) -> Reply:
+        reply = Reply(env=self._env, trace=trace, draft=draft)
         self._reply = reply
         return reply
 
