@@ -15,11 +15,16 @@ real time at 48 kHz: plain sentences, and sentences with a mid-sentence pause or
 - **barge-in** (every other turn): the caller says "Wait." over the answer; from that word's
   onset to the agent's last voiced frame before it falls silent.
 
-Two runs of the same utterances, each with a fresh service: ``turn.detector: silence`` (the
-baseline) and ``smart-turn``. Targets: p50 < 700 ms and p95 < 900 ms for smart-turn, barge-in p50
-< 300 ms, and no more cut-offs than the baseline.
+Three runs of the same utterances, each with a fresh service: ``turn.detector: silence`` with
+only the transcript speculative (``speculative_answer: off``: the baseline, as before the model's
+answer was speculative), then ``silence`` and ``smart-turn`` with the model's answer and its first
+clause's speech started at the pause (``speculative_answer: speech``, the default). Targets:
+p50 < 700 ms and p95 < 900 ms for smart-turn, barge-in p50 < 300 ms, and no more cut-offs than
+the baseline.
 
-Run: ``.venv/bin/python bench/bench_voice_to_voice.py [rounds]`` (needs ``make livekit-server``).
+Run: ``.venv/bin/python bench/bench_voice_to_voice.py [rounds] [variant ...]`` (needs ``make
+livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-turn/speech``, ...
+(detector/speculative_answer), the first one is the baseline.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ class Utterance:
 @dataclass
 class Run:
     detector: str
+    answer: str
     latencies: list[float] = field(default_factory=list)
     paused_latencies: list[float] = field(default_factory=list)
     cutoffs: int = 0
@@ -101,6 +107,11 @@ class Run:
     barge_ins: list[float] = field(default_factory=list)
     missed: int = 0
     traces: list[dict[str, Any]] = field(default_factory=list)
+    speculation: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.detector}/{self.answer}"
 
 
 class _Voice:
@@ -157,21 +168,24 @@ async def _quiet(caller: RealCaller, since: float, *, silence_s: float = 1.2) ->
             await asyncio.sleep(0.1)
 
 
-async def run_detector(server: LiveKitServer, workdir: Path, detector: str,
+async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
                        utterances: list[Utterance], barge: np.ndarray, rounds: int) -> Run:
-    run = Run(detector=detector)
+    detector, answer = variant.split("/")
+    run = Run(detector=detector, answer=answer)
+    tag = f"{detector}-{answer}"
     service = real_service(
-        server, workdir / detector,
+        server, workdir / tag,
         agent={"persona": {"greeting": "Hello.", "todo_items": []},
-               "pipeline": {"turn": {"detector": detector}}},
+               "pipeline": {"turn": {"detector": detector, "speculative_answer": answer}}},
     )
     await service.start(within=120)
     stage = RealStage(server=server, service=service)
     loop = asyncio.get_running_loop()
     try:
-        room = f"v2v-{detector}"
+        room = f"v2v-{tag}"
         caller = await stage.caller(room, "caller")
-        r = await stage.dispatch(job_id=f"AJ_v2v_{detector.replace('-', '_')}", room=room)
+        job_id = f"AJ_v2v_{tag.replace('-', '_')}"
+        r = await stage.dispatch(job_id=job_id, room=room)
         assert r.status_code == 200 and r.json()["accepted"], r.text
         await caller.audio.wait_voiced_after(0, within=60)  # the greeting
         await _quiet(caller, 0)
@@ -213,11 +227,19 @@ async def run_detector(server: LiveKitServer, workdir: Path, detector: str,
         run.traces = [m.data["stages"] for m in caller.received
                       if m.type == "agent_metrics" and m.data["kind"] == "voice"]
         await caller.leave()
-        await stage.wait_job(f"AJ_v2v_{detector.replace('-', '_')}", within=30)
+        job = await stage.wait_job(job_id, within=30)
+        run.speculation = _speculation(job)
     finally:
         await stage.aclose()
         await service.stop()
     return run
+
+
+def _speculation(job: dict[str, Any]) -> dict[str, int]:
+    """The job record's speculative-answer counts (started, kept, dropped, ...)."""
+    conversation = job.get("record", {}).get("conversation") or {}
+    counts: dict[str, int] = conversation.get("speculative_answers") or {}
+    return counts
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -227,7 +249,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def _report(run: Run) -> None:
     every = run.latencies + run.paused_latencies
-    print(f"== {run.detector}: {len(every)} turns ({len(run.paused_latencies)} with a pause), "
+    print(f"== {run.label}: {len(every)} turns ({len(run.paused_latencies)} with a pause), "
           f"{run.missed} unanswered")
     for name, values in (("plain", run.latencies), ("paused", run.paused_latencies),
                          ("all", every)):
@@ -244,9 +266,15 @@ def _report(run: Run) -> None:
                for st in stages}
     print("  the service's trace (p50 ms after its end of speech): "
           + ", ".join(f"{st} {ms:.0f}" for st, ms in medians.items()))
+    if run.speculation:
+        print("  speculative answers: "
+              + ", ".join(f"{k} {v}" for k, v in sorted(run.speculation.items())))
 
 
-async def main(rounds: int) -> int:
+VARIANTS = ("silence/off", "silence/speech", "smart-turn/speech")
+
+
+async def main(rounds: int, variants: tuple[str, ...]) -> int:
     voice = _Voice()
     try:
         utterances = await _utterances(voice)
@@ -259,26 +287,34 @@ async def main(rounds: int) -> int:
         server = LiveKitServer(binary=binary, workdir=Path(tmp) / "server")
         server.start()
         try:
-            runs = [await run_detector(server, Path(tmp), d, utterances, barge, rounds)
-                    for d in ("silence", "smart-turn")]
+            runs = [await run_detector(server, Path(tmp), v, utterances, barge, rounds)
+                    for v in variants]
         finally:
             server.stop()
     for run in runs:
         _report(run)
-    base, smart = runs
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), "
+          f"{os.getloadavg()[1]:.1f} (5 min) on {os.cpu_count()} cores")
+    base = runs[0]
     b_all = base.latencies + base.paused_latencies
-    s_all = smart.latencies + smart.paused_latencies
-    if not s_all or not b_all:
-        print("no answered turns: nothing to compare")
+    if not b_all:
+        print("no answered turns in the baseline: nothing to compare")
         return 1
-    p50, p95 = statistics.median(s_all), _pct(s_all, 0.95)
-    barge_p50 = statistics.median(smart.barge_ins + base.barge_ins)
-    print(f"smart-turn vs silence (same run): p50 {p50:.0f} vs {statistics.median(b_all):.0f} ms "
-          f"({p50 / statistics.median(b_all):.2f}x), cut-offs {smart.cutoffs} vs {base.cutoffs}")
-    print(f"voice_to_voice: p50 {p50:.0f} ms (target < {TARGET_P50_MS:.0f}), p95 {p95:.0f} ms "
-          f"(target < {TARGET_P95_MS:.0f}), barge-in p50 {barge_p50:.0f} ms "
-          f"(target < {TARGET_BARGE_P50_MS:.0f}), cut-offs {smart.cutoffs} vs baseline "
-          f"{base.cutoffs}")
+    b50 = statistics.median(b_all)
+    for run in runs[1:]:
+        s_all = run.latencies + run.paused_latencies
+        if not s_all:
+            print(f"{run.label}: no answered turns")
+            continue
+        p50, p95 = statistics.median(s_all), _pct(s_all, 0.95)
+        barge_p50 = statistics.median(run.barge_ins) if run.barge_ins else float("nan")
+        print(f"{run.label} vs {base.label} (same run): p50 {p50:.0f} vs {b50:.0f} ms "
+              f"({p50 / b50:.2f}x), p95 {p95:.0f} vs {_pct(b_all, 0.95):.0f} ms, cut-offs "
+              f"{run.cutoffs} vs {base.cutoffs}")
+        print(f"voice_to_voice {run.label}: p50 {p50:.0f} ms (target < {TARGET_P50_MS:.0f}), "
+              f"p95 {p95:.0f} ms (target < {TARGET_P95_MS:.0f}), barge-in p50 {barge_p50:.0f} ms "
+              f"(target < {TARGET_BARGE_P50_MS:.0f}), cut-offs {run.cutoffs} vs baseline "
+              f"{base.cutoffs}")
     return 0
 
 
@@ -291,6 +327,7 @@ if __name__ == "__main__":
         os.execv(netns, [netns, sys.executable, *sys.argv])
     logging.getLogger("livekit").setLevel(logging.ERROR)
     started = time.perf_counter()
-    code = asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1))
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    code = asyncio.run(main(rounds, tuple(sys.argv[2:]) or VARIANTS))
     print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     sys.exit(code)

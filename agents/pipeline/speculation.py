@@ -80,6 +80,7 @@ class Draft:
         self._events: asyncio.Queue[_Item] = asyncio.Queue()
         self._taken = False
         self._first: tuple[str, Chunks] | None = None  # the held first piece and its audio
+        self._held = False  # the first piece was found (only it is synthesised ahead)
         self._synth: asyncio.Task[None] | None = None
         self._spawn = spawn
         # The context as the turn would find it now: if it changes before the turn ends, the
@@ -208,7 +209,7 @@ class Draft:
                     self._stop_synth()
                     self._settle("tool")
                     return
-                if isinstance(event, TextDelta) and self._speech and self._first is None:
+                if isinstance(event, TextDelta) and self._speech and not self._held:
                     pieces = splitter.push(event.text)
                     if pieces:
                         self._hold_speech(pieces[0])
@@ -231,13 +232,14 @@ class Draft:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if self._speech and self._first is None:
+        if self._speech and not self._held:
             pieces = splitter.flush()
             if pieces:
                 self._hold_speech(pieces[0])
 
     def _hold_speech(self, text: str) -> None:
         chunks: Chunks = asyncio.Queue()
+        self._held = True
         self._first = (text, chunks)
         self._synth = self._spawn(
             self._synthesize(text, chunks), f"pipeline-speculative-speech-{self._speaker}"
