@@ -53,8 +53,7 @@ async def test_answer_started_at_the_pause_is_kept_and_its_held_speech_played() 
 
 
 async def test_answer_is_dropped_without_a_trace_when_the_speaker_goes_on() -> None:
-    stt = FakeSTT(script=lambda pcm: "I want" if pcm.size < 16 * 700 else "I want a table",
-                  delay=0.02)
+    stt = FakeSTT(responses=["I want", "a table"], delay=0.02)  # the rest recognised alone
     llm = FakeLLM(scripts=[["Nobody must hear this guess, ", Delay(5), "really."],
                            ["A table, fine."]])
     kit = make_kit(stt=stt, llm=llm, turn=SLOW_TURN)

@@ -151,7 +151,10 @@ async def test_smart_turn_waits_on_an_incomplete_turn_and_takes_the_rest() -> No
         await kit.agent_final()
     assert len(eot.calls) == 2
     final = [u for u in kit.msgs.transcripts(USER) if u.is_final]
-    assert len(final) == 1 and final[0].text.startswith("1")  # the whole utterance, > 1 s
+    # the whole utterance: the first pause's transcript (kept when the speaker went on) and
+    # the audio after it, recognised alone (incremental recognition)
+    assert len(final) == 1 and final[0].text == "5 tenths 8 tenths"
+    assert len(stt.calls) == 2 and stt.calls[1] < eot.calls[1] - 16 * 400
 
 
 async def test_a_failing_end_of_turn_model_falls_back_to_the_silence_window() -> None:

@@ -199,6 +199,12 @@ class TurnConfig(BaseModel):
         True, description="Start the final transcript at the first pause; kept if the turn "
         "ends there, dropped if the speaker goes on.",
     )
+    segment_gap_ms: int = Field(
+        96, ge=0, le=1000, description="Incremental recognition: silence inside speech at "
+        "which an interim transcript becomes a segment that later transcripts (the final "
+        "too) do not recognise again; pauses the speaker goes on from always cut (0: only "
+        "they do).",
+    )
     speculative_answer: Literal["off", "text", "speech"] = Field(
         "speech", description="With speculative: when the pause's transcript is ready (and the "
         "agent is idle), start the model's answer to it (`text`), and synthesise its first "

@@ -1,7 +1,12 @@
-"""Interim transcripts: while a speaker is still talking, the growing utterance is re-transcribed
+"""Interim transcripts: while a speaker is still talking, the growing utterance is transcribed
 every ``interim_interval_ms`` (for speech engines cheap enough to do it) and published as a
 non-final ``transcript_chunk`` with the turn's ``transcript_id``. One run per speaker at a time;
-every run is a task this object owns."""
+every run is a task this object owns.
+
+A run also starts at a gap in the speech (``segment_gap_ms`` of silence) half an interval after
+the last one, and a run without a gap waits up to half an interval longer for one. A run that
+started at a gap becomes a segment (:mod:`agents.pipeline.segments`): later runs and the final
+transcript only recognise the audio after it."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any
 from agents.messages import OutboundMessage
 from agents.messages import transcript_chunk as transcript_msg
 from agents.pipeline.aio import cancel_and_wait
+from agents.pipeline.segments import Heard, Segments
 from agents.pipeline.turns import TurnDetector
 from agents.providers.base import STT
 
@@ -25,8 +31,12 @@ class InterimTranscripts:
         language: str | None,
         publish: Callable[[OutboundMessage], None],
         log: Any,
+        segments: Segments | None = None,
+        gap_ms: int = 0,
     ) -> None:
         self._stt = stt
+        self._segments = segments or Segments(stt=stt, language=language)
+        self._gap_ms = gap_ms
         self._step = 16 * interval_ms  # samples at 16 kHz
         self._language = language
         self._publish = publish
@@ -44,14 +54,21 @@ class InterimTranscripts:
         if not self._stt.supports_interim:
             return
         speaker = det.speaker
-        if det.utterance_samples < self._at.get(speaker, 0) + self._step:
+        grown = det.utterance_samples - self._at.get(speaker, 0)
+        at_gap = self._gap_ms > 0 and det.silence_ms >= self._gap_ms
+        if at_gap:
+            due = grown >= self._step // 2  # a cut that splits no word: take it
+        else:  # a gap may come soon: wait for one a little longer
+            due = grown >= self._step + (self._step // 2 if self._gap_ms > 0 else 0)
+        if not due:
             return
         running = self._running.get(speaker)
         if running is not None and not running.done():
             return
         self._at[speaker] = det.utterance_samples
         task = asyncio.create_task(
-            self._run(det, det.transcript_id), name=f"pipeline-interim-{speaker}"
+            self._run(det, det.transcript_id, commit=at_gap),
+            name=f"pipeline-interim-{speaker}",
         )
         self._running[speaker] = task
         self._tasks.add(task)
@@ -73,20 +90,26 @@ class InterimTranscripts:
     def forget(self, speaker: str) -> None:
         self.cancel(speaker)
         self._at.pop(speaker, None)
+        self._segments.forget(speaker)
 
     async def aclose(self) -> None:
         await cancel_and_wait(*self._tasks)
 
-    async def _run(self, det: TurnDetector, transcript_id: str) -> None:
+    async def _run(self, det: TurnDetector, transcript_id: str, *, commit: bool) -> None:
+        pcm = det.utterance()
         try:
-            result = await self._stt.transcribe(det.utterance(), language=self._language)
+            result = await self._segments.transcribe(det.speaker, transcript_id, pcm)
         except Exception as e:  # noqa: BLE001 (interims are best effort)
             self._log.debug("interim_failed", speaker=det.speaker, error=str(e))
             return
         if result.degenerate:  # a runaway decode: nothing rather than garbage
             self._log.info("interim_dropped_runaway", speaker=det.speaker)
             return
-        if det.in_speech and det.transcript_id == transcript_id and result.text.strip():
+        if not det.in_speech or det.transcript_id != transcript_id:
+            return  # the utterance is over (or another began)
+        if commit:  # the utterance so far ended in silence: a cut that splits no word
+            self._segments.commit(det.speaker, Heard(transcript_id, pcm.size, result))
+        if result.text.strip():
             self._sent.add(transcript_id)
             self._publish(transcript_msg(
                 text=result.text.strip(), is_final=False, participant_id=det.speaker,

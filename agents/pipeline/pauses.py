@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.config import TurnConfig
+from agents.pipeline.segments import Heard, Segments
 from agents.pipeline.speculation import Draft, DraftStatus
 from agents.pipeline.trace import TurnTrace
 from agents.pipeline.turns import Paused, TurnEnded
@@ -43,6 +44,7 @@ CompleteCallback = Callable[[str, int], None]
 class _Pause:
     transcript_id: str
     pause_id: int
+    samples: int
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     transcript: asyncio.Task[Transcript] | None = None
     draft: Draft | None = None
@@ -60,9 +62,11 @@ class PauseWork:
         log: Any,
         answers: ReplyEnv | None = None,
         idle: Callable[[], bool] = lambda: True,
+        segments: Segments | None = None,
     ) -> None:
         self._cfg = config
         self._stt = stt
+        self._segments = segments or Segments(stt=stt, language=language)
         self._eot = end_of_turn if config.detector == "smart-turn" else None
         self._language = language
         self._on_complete = on_complete
@@ -79,14 +83,14 @@ class PauseWork:
 
     def paused(self, ev: Paused) -> None:
         self.cancel(ev.speaker)
-        pause = _Pause(transcript_id=ev.transcript_id, pause_id=ev.pause_id)
+        pause = _Pause(transcript_id=ev.transcript_id, pause_id=ev.pause_id, samples=ev.pcm.size)
         if self._eot is not None:
             pause.tasks.append(self._spawn(
                 self._decide(ev), f"pipeline-end-of-turn-{ev.speaker}"
             ))
         if self._cfg.speculative:
             pause.transcript = self._spawn(
-                self._stt.transcribe(ev.pcm, language=self._language),
+                self._segments.transcribe(ev.speaker, ev.transcript_id, ev.pcm),
                 f"pipeline-speculative-stt-{ev.speaker}",
             )
             pause.tasks.append(pause.transcript)
@@ -95,7 +99,14 @@ class PauseWork:
         self._pauses[ev.speaker] = pause
 
     def resumed(self, speaker: str) -> None:
-        """The speaker went on: what the pause started is moot."""
+        """The speaker went on: what the pause started is moot, but a transcript of the
+        utterance up to the pause, if finished, is where the next one starts."""
+        pause = self._pauses.get(speaker)
+        task = pause.transcript if pause is not None else None
+        if pause is not None and task is not None and task.done() and not task.cancelled() \
+                and task.exception() is None:
+            self._segments.commit(speaker, Heard(pause.transcript_id, pause.samples,
+                                                 task.result()))
         self.cancel(speaker)
 
     def take_transcript(self, ev: TurnEnded) -> asyncio.Task[Transcript] | None:
@@ -149,6 +160,7 @@ class PauseWork:
 
     def forget(self, speaker: str) -> None:
         self.cancel(speaker)
+        self._segments.forget(speaker)
 
     async def aclose(self) -> None:
         self._pauses.clear()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.extras import Retrieved
-from agents.pipeline.speech import FIRST_CLAUSE_CHARS, Chunks, SentenceSplitter
+from agents.pipeline.speech import FIRST_CLAUSE_CHARS, Chunks, Held, SentenceSplitter
 from agents.providers.base import (
     ChatMessage,
     ChatRequest,
@@ -115,13 +115,14 @@ class Draft:
                         buffered=self._events.qsize())
         return self._replay()
 
-    def take_speech(self, text: str) -> Chunks | None:
-        """The held audio of the answer's first piece, if that piece is ``text`` (once)."""
+    def take_speech(self, text: str) -> Held | None:
+        """The held audio of the answer's first piece, if that piece is ``text`` (once), and
+        the task still making it."""
         first = self._first
-        if not self.kept or first is None or first[0] != text:
+        if not self.kept or first is None or first[0] != text or self._synth is None:
             return None
         self._first = None
-        return first[1]
+        return first[1], self._synth
 
     def cancel(self) -> None:
         """Stop now (synchronous): undecided, the draft is dropped. Its tasks end in

@@ -15,6 +15,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -94,6 +95,8 @@ class SentenceSplitter:
 
 
 Chunks = asyncio.Queue[PCM | Exception | None]
+Held = tuple[Chunks, "asyncio.Future[Any]"]
+"""Audio synthesised ahead (a speculative answer's first piece) and the work making it."""
 _LEAD_LEVEL = 100
 """Samples quieter than this (about -50 dBFS) before an answer's first sound are dropped: speech
 engines start each synthesis with 40-60 ms of silence, which the caller would wait through."""
@@ -141,7 +144,7 @@ class SpeechOut:
         frame_ms: int = 20,
         on_first_audio: Callable[[float], None] | None = None,
         on_sentence: Callable[[str], None] | None = None,
-        primed: Callable[[str], Chunks | None] | None = None,
+        primed: Callable[[str], Held | None] | None = None,
     ) -> None:
         self._tts = tts
         self._audio = audio
@@ -256,7 +259,9 @@ class SpeechOut:
             primed, self._primed = self._primed, None  # only a first piece can be held
             held = primed(text) if primed is not None else None
             if held is not None:
-                await ahead.put((text, held))  # synthesised already, while the turn was decided
+                ready, making = held
+                await ahead.put((text, ready))  # synthesised while the turn was decided
+                await asyncio.wait({making})  # one synthesis at a time: it finishes first
                 continue
             chunks: Chunks = asyncio.Queue()
             await ahead.put((text, chunks))  # waits while a sentence is already queued

@@ -174,6 +174,11 @@ class TurnDetector:
         return self._samples if self._in_speech else 0
 
     @property
+    def silence_ms(self) -> float:
+        """Silence since the utterance's last speech window (0 outside one)."""
+        return self._silence_ms if self._in_speech else 0.0
+
+    @property
     def speech_confidence(self) -> float:
         """Mean speech probability of the current utterance's speech windows (0 outside)."""
         windows = self._speech_ms / self._window_ms if self._in_speech else 0.0

@@ -42,6 +42,7 @@ from agents.pipeline.interruptions import Interruptions
 from agents.pipeline.outbox import Outbox
 from agents.pipeline.pauses import PauseWork
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome, unexpected
+from agents.pipeline.segments import Segments
 from agents.pipeline.speculation import Draft
 from agents.pipeline.trace import TurnKind, TurnTrace, append_capped
 from agents.pipeline.turns import (
@@ -126,14 +127,16 @@ class VoicePipeline(BargeIn):
         self._status: AgentState | None = None
         self._turn_task: asyncio.Task[ReplyOutcome | None] | None = None
         self._reply: Reply | None = None
+        segments = Segments(stt=stt, language=persona.language)  # incremental recognition
         self._interims = InterimTranscripts(
             stt=stt, interval_ms=config.turn.interim_interval_ms, language=persona.language,
-            publish=self._publish, log=self._log,
+            publish=self._publish, log=self._log, segments=segments,
+            gap_ms=config.turn.segment_gap_ms,
         )
         self._pauses = PauseWork(
             config=config.turn, stt=stt, end_of_turn=end_of_turn, language=persona.language,
             on_complete=self._end_turn_now, log=self._log, answers=self._env,
-            idle=lambda: not self._agent_active(),
+            idle=lambda: not self._agent_active(), segments=segments,
         )
         self._interrupts = Interruptions(
             timeout_s=config.turn.false_interruption_timeout, stt=stt,
