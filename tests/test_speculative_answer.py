@@ -5,9 +5,12 @@ first clause. Fakes only (in-memory)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 
-from fakes import Delay, FakeLLM, FakeSTT, silence, speech
+import numpy as np
+from fakes import Delay, FakeLLM, FakeSTT, FakeTTS, silence, speech
 from pipeline_kit import AGENT, USER, make_kit, pipeline_tasks, running, wait_until
 
 from agents.messages import TodoItem
@@ -148,3 +151,26 @@ async def test_speech_starts_on_the_first_clause_of_the_answer() -> None:
     assert final.text == ANSWER
     assert kit.tts.texts[0] == CLAUSE  # not the whole sentence
     assert kit.tts.texts[1] == "not a language model, sorry."
+
+
+async def test_the_held_synthesis_finishes_before_the_next_piece_is_synthesised() -> None:
+    llm = FakeLLM(scripts=[[w + " " for w in ANSWER.split()]])
+    kit = make_kit(stt=FakeSTT(delay=0.02), llm=llm, tts=FakeTTS(delay=0.2), turn=SLOW_TURN)
+    spans: list[tuple[str, float, float]] = []
+    synthesize = kit.tts._synthesize_impl
+
+    async def timed(text: str, *, voice: str | None) -> AsyncIterator[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async for chunk in synthesize(text, voice=voice):
+            yield chunk
+        spans.append((text, start, loop.time()))
+
+    kit.tts._synthesize_impl = timed  # type: ignore[method-assign]
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(250))
+        await wait_until(lambda: kit.tts.texts == [CLAUSE])
+        await kit.feed_live(silence(400))  # the turn ends while the held clause is made
+        await kit.agent_final()
+    assert [s[0] for s in spans] == [CLAUSE, ANSWER[len(CLAUSE) + 1 :]]
+    assert spans[1][1] >= spans[0][2], "two syntheses ran at once"
