@@ -95,7 +95,7 @@ class InterimTranscripts:
     async def aclose(self) -> None:
         await cancel_and_wait(*self._tasks)
 
-    async def _run(self, det: TurnDetector, transcript_id: str, *, commit: bool) -> None:
+    async def _run(self, det: TurnDetector, transcript_id: str, *, commit: bool = False) -> None:
         pcm = det.utterance()
         try:
             result = await self._segments.transcribe(det.speaker, transcript_id, pcm)
