@@ -96,8 +96,8 @@ class AgentConversations:
         if not vision_cfg.enabled:
             return self._voice(
                 spec=ctx.spec, audio=ctx.audio, messages=ctx.messages, persona=ctx.persona,
-                audience=ctx.audience,
-                extras=extras,
+                audience=ctx.audience, extras=extras, resume=ctx.resumed_conversation,
+                on_checkpoint=ctx.checkpoint,
             )
         from agents.vision.conversation import WatchingConversation
         from agents.vision.frames import FrameStore
@@ -107,6 +107,7 @@ class AgentConversations:
         voice = self._voice(
             spec=ctx.spec, audio=ctx.audio, messages=ctx.messages, persona=ctx.persona,
             frames=frames, audience=ctx.audience, extras=extras,
+            resume=ctx.resumed_conversation, on_checkpoint=ctx.checkpoint,
         )
         vision = VisionPipeline(
             frames=frames, llm=self._registry.llm(vision_cfg.llm), messages=ctx.messages,

@@ -57,6 +57,11 @@ class JobSpec:
     agent_name: str
     agent_metadata: str
     source: JobSource = "webhook"
+    resume: dict[str, Any] | None = None
+    """Set when this job continues after its replica was lost (failover): the last checkpoint
+    the body handed to :meth:`JobReporter.checkpoint` in the earlier leg, as it handed it (the
+    service stores it and never reads it). The body goes on from there instead of starting
+    afresh; ``{}`` when the earlier leg died before its first checkpoint."""
 
 
 class JobReporter(Protocol):
@@ -72,6 +77,11 @@ class JobReporter(Protocol):
         """A live event while the job runs, for operators following it (the console): every
         data message the agent publishes (``kind`` is its type, ``data`` its JSON payload) and
         every ``user_text`` it receives. Kept in a bounded window; never part of the record."""
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """The job's state to go on from if its replica is lost (JSON-serialisable; the latest
+        replaces the earlier ones). Given back as :attr:`JobSpec.resume` to the leg that takes
+        the job over; ignored unless the service runs with failover."""
 
 
 @dataclass(kw_only=True, slots=True)

@@ -35,6 +35,7 @@ from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import InboundError, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
 from agents.record import JobRecorder, write_artifact
+from agents.resume import CHECKPOINT_VERSION, ConversationCheckpoint, Resumption, parse_resume
 from agents.room_messages import RoomMessageOutput
 from agents.transport.base import (
     DisconnectCause,
@@ -88,6 +89,19 @@ class ConversationContext:
     audience: asyncio.Event = field(default_factory=_audience_present)
     """Set once someone the agent serves is in the room and can hear it; a conversation waits
     for it before its greeting, so the greeting is not spoken into an empty room."""
+    resume: Resumption | None = None
+    """Set when the job continues after failover (:mod:`agents.resume`)."""
+    checkpoint: Callable[[dict[str, Any]], None] | None = None
+    """Where the conversation hands its :func:`~agents.resume.conversation_state` after every
+    turn and tool round."""
+
+    @property
+    def resumed_conversation(self) -> ConversationCheckpoint | None:
+        """What the conversation goes on from after failover (empty when the earlier leg had
+        not checkpointed yet); ``None`` for a job that starts afresh."""
+        if self.resume is None:
+            return None
+        return self.resume.conversation or ConversationCheckpoint()
 
 
 ConversationFactory = Callable[[ConversationContext], Conversation]
@@ -256,9 +270,12 @@ class AgentParticipant(RoomListener):
         assert transport is not None and self._ended is not None
         problems: list[str] = []
         overrides = parse_overrides(spec.metadata, problems=problems)
+        resume = parse_resume(spec.resume, problems=problems)
         for problem in problems:
             self._recorder.warn(problem)
         persona = apply_overrides(self._config.persona, overrides)
+        if resume is not None:
+            self._recorder.resume(resume.record)
         self._audio = await transport.publish_audio(sample_rate=self._sample_rate)
         messages = RoomMessageOutput(transport=transport, recorder=self._recorder,
                                      agent_identity=transport.identity or spec.agent_identity)
@@ -267,7 +284,7 @@ class AgentParticipant(RoomListener):
             spec=spec, config=self._config, persona=persona,
             overrides=overrides.model_dump(exclude_none=True), audio=self._audio,
             messages=messages, agent_identity=transport.identity or spec.agent_identity,
-            audience=self._audience,
+            audience=self._audience, resume=resume, checkpoint=self._checkpoint,
         ))
         self._conversation = conversation
         for call in self._early:
@@ -277,7 +294,7 @@ class AgentParticipant(RoomListener):
         self._reporter.state("running")
         self._recorder.mark("running")
         self._log.info("participant_running", job_type=spec.job_type)
-        await messages.publish(agent_status("listening"))
+        await messages.publish(agent_status("listening", "resumed" if resume else None))
         self._conversation_task = asyncio.create_task(
             conversation.run(), name=f"conversation.{spec.job_id}"
         )
@@ -330,6 +347,10 @@ class AgentParticipant(RoomListener):
                 self._record["artifact"] = str(path)
         for key, value in self._record.items():  # reaches the job even when cancelled
             self._reporter.record(key, value)
+
+    def _checkpoint(self, conversation: dict[str, Any]) -> None:
+        self._reporter.checkpoint({"v": CHECKPOINT_VERSION, "conversation": conversation,
+                                   "record": self._recorder.checkpoint()})
 
     def _end(self, reason: str) -> None:
         if self._ended is not None and not self._ended.done():

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,6 +29,9 @@ from agents.messages import (
     TranscriptChunk,
     utc_now_iso,
 )
+
+if TYPE_CHECKING:
+    from agents.resume import RecordCheckpoint
 
 log = structlog.get_logger("agents.record")
 
@@ -142,6 +145,20 @@ class JobRecorder:
             self.dropped_entries += 1
             return
         self.transcript.append(entry)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What the room saw so far, for a failover checkpoint (:mod:`agents.resume`)."""
+        return {"transcript": list(self.transcript), "todo_list": list(self.todo_list),
+                "speakers": sorted(self.speakers), "handoff": self.handoff}
+
+    def resume(self, saved: RecordCheckpoint) -> None:
+        """Go on from an earlier leg's checkpoint: its transcript comes first."""
+        self.transcript = [*saved.transcript, *self.transcript][:MAX_TRANSCRIPT_ENTRIES]
+        self.todo_list = list(saved.todo_list)
+        self.speakers.update(saved.speakers)
+        if saved.handoff is not None and self.handoff is None:
+            self.handoff = dict(saved.handoff)
+        self.count("resumed_transcript_entries", len(saved.transcript))
 
     def finish(self, *, end_reason: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The complete, JSON-serialisable record."""

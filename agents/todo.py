@@ -86,6 +86,18 @@ class TodoBoard:
         self._notes: dict[str, str] = {}
         self._revision = 0
 
+    @classmethod
+    def restored(cls, *, items: list[TodoItem], notes: Mapping[str, str]) -> TodoBoard:
+        """The board as a checkpoint left it (failover): its items and the notes of the ones
+        still on it."""
+        first: dict[str, TodoItem] = {}
+        for item in items:
+            first.setdefault(item.id, item)
+        board = cls(items=list(first.values())[:MAX_ITEMS])
+        known = {i.id for i in board._items}
+        board._notes = {k: v for k, v in notes.items() if k in known}
+        return board
+
     @property
     def items(self) -> list[TodoItem]:
         return list(self._items)

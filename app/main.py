@@ -27,6 +27,7 @@ from app.api.intake import intake_openapi, intake_route
 from app.dispatch.livekit_webhook import WEBHOOK_PATH
 from app.dispatch.wiring import dispatch_services, livekit_webhook_routers
 from app.jobs.bodies import default_job_body
+from app.jobs.failover import failover_services
 from app.metrics import Metrics
 from app.runtime import Runtime, ServiceFactory
 from app.settings import Settings
@@ -50,7 +51,7 @@ def create_app(
         body = job_body if job_body is not None else default_job_body(settings)
         runtime = Runtime(settings=settings, job_body=body, metrics=Metrics())
         app.state.runtime = runtime
-        await runtime.start([*dispatch_services(settings), *services])
+        await runtime.start([*failover_services(settings), *dispatch_services(settings), *services])
         log.info(
             "service_started",
             max_jobs=settings.max_jobs,

@@ -7,7 +7,7 @@ dependencies in :mod:`app.api.deps`, never through a module global.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -100,6 +100,8 @@ class Runtime:
         self.services: list[BackgroundService] = []
         self.deferred: DeferredView | None = None
         """Set by the native dispatch worker when it defers refused rooms."""
+        self.handover: Callable[[], Awaitable[None]] | None = None
+        """Set by failover: at the drain deadline, running calls go to other replicas."""
         self.ready = False
         self._closed = False
 
@@ -131,7 +133,7 @@ class Runtime:
     async def drain(self) -> None:
         """SIGTERM: not ready at once, new offers busy, running jobs get ``drain_timeout``."""
         self.ready = False
-        await self.manager.drain(grace=self.settings.drain_timeout)
+        await self.manager.drain(grace=self.settings.drain_timeout, before_cancel=self.handover)
 
     async def aclose(self) -> None:
         """Stop background services (last started first), then every job. Idempotent."""

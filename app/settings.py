@@ -37,6 +37,7 @@ from pydantic_settings import (
 from agents.config import AgentConfig
 from agents.job import JOB_TYPES, JobType
 from app.dispatch.config import LiveKitWebhookSettings, WorkerSettings
+from app.jobs.failover import FailoverSettings
 from app.jobs.load import LoadSettings
 from app.security.failures import AuthFailureSettings
 from app.web.config import PlaygroundSettings
@@ -256,6 +257,10 @@ class Settings(ClientSettings):
     redis_url: SecretStr | None = None
     idempotency_ttl: float = Field(3600.0, gt=0, description="How long a job_id is remembered.")
     idempotency_max: int = Field(100_000, ge=100, description="job_ids kept by the memory store.")
+    failover: FailoverSettings = Field(
+        default_factory=FailoverSettings,
+        description="Calls go on on another replica when theirs is lost (docs/failover.md).",
+    )
 
     job_body: str | None = Field(
         None,
@@ -332,6 +337,11 @@ class Settings(ClientSettings):
     def _redis_needs_url(self) -> Self:
         if self.registry == "redis" and self.redis_url is None:
             raise ValueError("registry=redis needs redis_url")
+        if self.failover.enabled and (self.registry != "redis" or not self.can_mint_tokens):
+            raise ValueError(
+                "failover.enabled needs registry=redis (with redis_url) and LIVEKIT_API_KEY / "
+                "LIVEKIT_API_SECRET (a job taken over joins with a token minted here)"
+            )
         return self
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from typing import Any
 
@@ -46,6 +47,7 @@ class RecordingReporter:
         self.states: list[tuple[RunningState, str | None]] = []
         self.records: dict[str, Any] = {}
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.checkpoints: list[dict[str, Any]] = []
         self.running = asyncio.Event()
 
     def state(self, state: RunningState, *, detail: str | None = None) -> None:
@@ -58,6 +60,10 @@ class RecordingReporter:
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
         self.events.append((kind, data))
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        json.dumps(state)  # what a checkpoint must be: JSON, as the service stores it
+        self.checkpoints.append(state)
 
 
 def tone_frame(index: int, *, rate: int = 48000, freq: float = 220.0,

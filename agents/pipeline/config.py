@@ -243,6 +243,11 @@ class PipelineConfig(BaseModel):
         "Let me connect you with a person.", min_length=1, max_length=300,
         description="Said on a handoff when the model said nothing itself.",
     )
+    recovery_line: str | None = Field(
+        "Sorry, I lost the line for a moment. I'm back.", max_length=300,
+        description="Said when the call continues on another replica after failover (instead of "
+        "the greeting); none when null.",
+    )
 
     @field_validator("providers", mode="before")
     @classmethod

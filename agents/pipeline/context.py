@@ -29,6 +29,11 @@ class ChatContext:
     def history(self) -> tuple[ChatMessage, ...]:
         return tuple(self._history)
 
+    def restore(self, messages: Sequence[ChatMessage]) -> None:
+        """Start from an earlier leg's history (failover), trimmed as :meth:`_append` trims."""
+        self._history.clear()
+        self._append([m for m in messages if m.role != "system"])
+
     def add_user(
         self, text: str, *, speaker: str | None = None, images: Sequence[ImagePart] = ()
     ) -> None:

@@ -4,7 +4,8 @@ the configuration, holding the shared providers."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -16,6 +17,7 @@ from agents.pipeline.context import FrameSource
 from agents.pipeline.extras import TurnExtras
 from agents.pipeline.registry import ProviderRegistry
 from agents.pipeline.voice import VoicePipeline
+from agents.resume import ConversationCheckpoint
 from agents.tools import AgentTools, TodoBoard
 
 log = structlog.get_logger("agents.pipeline.factory")
@@ -40,11 +42,14 @@ class ConversationFactory:
         frames: FrameSource | None = None,
         audience: asyncio.Event | None = None,
         extras: TurnExtras | None = None,
+        resume: ConversationCheckpoint | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     ) -> VoicePipeline:
         cfg = self.config
         reg = self.registry
-        # Todo ids are unique: PersonaConfig and the metadata overrides both validate it.
-        board = TodoBoard(items=list(persona.todo_items))
+        # Todo ids are unique: PersonaConfig and the metadata overrides both validate it, and a
+        # checkpoint's board was such a board.
+        board = resume.board() if resume is not None else TodoBoard(items=list(persona.todo_items))
         tts = reg.tts(cfg.audio.tts) if cfg.audio.has("tts") and cfg.audio.tts else None
         if tts is not None and persona.voice and not tts.accepts_voice(persona.voice):
             log.warning("voice_unknown_default_used", job_id=spec.job_id, voice=persona.voice,
@@ -59,7 +64,7 @@ class ConversationFactory:
             tools=AgentTools(board=board),
             frames=frames, extras=extras,
             end_of_turn=reg.end_of_turn(),
-            audience=audience,
+            audience=audience, resume=resume, on_checkpoint=on_checkpoint,
         )
 
     async def aclose(self) -> None:

@@ -62,6 +62,8 @@ class ReplyEnv:
     tts: TTS | None
     voice: str | None
     extras: TurnExtras = field(default_factory=TurnExtras)
+    saved: Callable[[], None] = lambda: None
+    """Called after every tool round (the conversation checkpoints itself)."""
 
 
 class Reply:
@@ -247,6 +249,7 @@ class Reply:
             round_text = " ".join(self._text_parts[self._committed :])
             env.context.add_tool_round(text=round_text, calls=calls, results=results)
             self._committed = len(self._text_parts)
+            env.saved()
             if ended:
                 if not self._text_parts:
                     line = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ from agents.pipeline.turns import (
 from agents.providers import base as pb
 from agents.providers.base import LLM, PCM, STT, TTS, VAD, ImagePart, Transcript, monotonic_ms
 from agents.providers.errors import ProviderError
+from agents.resume import ConversationCheckpoint, conversation_state
 from agents.tools import AgentTools
 
 log = structlog.get_logger("agents.pipeline.voice")
@@ -100,8 +102,12 @@ class VoicePipeline(BargeIn):
         end_of_turn: pb.EndOfTurnModel | None = None,
         audience: asyncio.Event | None = None,
         extras: TurnExtras | None = None,
+        resume: ConversationCheckpoint | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._cfg = config
+        self._after_failover = resume is not None
+        self._on_checkpoint = on_checkpoint
         self._audience = audience
         self._spec = spec
         self._persona = persona
@@ -119,6 +125,7 @@ class VoicePipeline(BargeIn):
             config=config, audio=audio, publish=self._publish, set_status=self._set_status,
             context=self._context, tools=tools, agent_identity=spec.agent_identity,
             llm=self._llm, tts=self._tts, voice=persona.voice, extras=extras or TurnExtras(),
+            saved=self._save,
         )
         self._detectors: dict[str, TurnDetector] = {}
         self._bad_audio: set[str] = set()
@@ -153,6 +160,9 @@ class VoicePipeline(BargeIn):
         self._closed = False
         self._turns: list[dict[str, Any]] = []
         self._transcript: list[dict[str, Any]] = []
+        if resume is not None:  # failover: the earlier leg's history and transcript go on
+            self._context.restore(resume.chat_history())
+            self._transcript = list(resume.transcript)
         self._counters = {"barge_ins": 0, "false_interruptions": 0, "provider_failures": 0}
 
     # -- Conversation: push side -------------------------------------------------------------
@@ -272,12 +282,13 @@ class VoicePipeline(BargeIn):
             # The conversation owns the todo list, so it publishes it on join (and on every
             # change); the participant has already published agent_status.
             self._publish(todo_list(self._tools.board.items))
-            if self._persona.greeting:
+            line = self._cfg.recovery_line if self._after_failover else self._persona.greeting
+            if line:
                 if self._audience is not None and not self._audience.is_set():
                     # not into an empty room: the participant sets it once someone can hear
                     # (and ends the job if nobody comes within room.participant_wait)
                     await self._audience.wait()
-                self._launch(_LineTurn(text=self._persona.greeting, kind="voice"))
+                self._launch(_LineTurn(text=line, kind="voice"))
             else:
                 self._set_status("listening", None)
             while self._end_reason is None:
@@ -481,6 +492,13 @@ class VoicePipeline(BargeIn):
             if reply is not None and reply.outcome == "failed":
                 note = f"{reply.failed_step}_failed"
             self._set_status("listening", note)
+        self._save()
+
+    def _save(self) -> None:
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(conversation_state(
+                history=self._context.history, board=self._tools.board,
+                transcript=self._transcript, turns=len(self._turns)))
 
     def _end(self, reason: str) -> None:
         if self._end_reason is None:

@@ -80,14 +80,22 @@ class LiveKitDispatchAPI:
             )
         return self._api
 
+    async def room_exists(self, room: str) -> bool:
+        from livekit import api
+
+        try:
+            rooms = await self._client().room.list_rooms(api.ListRoomsRequest(names=[room]))
+        except (api.TwirpError, aiohttp.ClientError, TimeoutError) as e:
+            raise RedispatchError(f"LiveKit API: {type(e).__name__}: {e}") from e
+        return bool(rooms.rooms)
+
     async def room_state(self, entry: DeferredDispatch) -> RoomState:
         from livekit import api
 
+        if not await self.room_exists(entry.room):
+            return "gone"
         lk = self._client()
         try:
-            rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[entry.room]))
-            if not rooms.rooms:
-                return "gone"
             if not entry.dispatch_id:
                 return "waiting"
             dispatches = await lk.agent_dispatch.list_dispatch(entry.room)

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, RunningState, valid_job_id
+from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, valid_job_id
 from app.admission import AT_CAPACITY, OVERLOADED, AdmissionResult, JobRequest
 from app.errors import TokenMintError
 from app.jobs.load import LoadMonitor
 from app.jobs.records import JobRecord, JobState, StoredAnswer
 from app.jobs.registry import JobRegistry, MemoryJobRegistry, RegistryError
+from app.jobs.reporter import JobObserver, Reporter
 from app.jobs.tokens import mint_agent_token
 from app.metrics import Metrics
 from app.settings import Settings
@@ -38,36 +38,6 @@ class _Reservation:
     request: JobRequest
     answer: StoredAnswer
     expiry: asyncio.Task[None]
-
-
-class _Reporter:
-    """The :class:`agents.job.JobReporter` handed to one body. Never blocks or raises."""
-
-    __slots__ = ("_job", "_manager")
-
-    def __init__(self, *, manager: JobManager, job: JobRecord) -> None:
-        self._manager = manager
-        self._job = job
-
-    def state(self, state: RunningState, *, detail: str | None = None) -> None:
-        if state not in ("connecting", "running"):
-            log.warning("job_state_ignored", state=str(state))
-            return
-        self._manager._enter(self._job, state, detail=detail)
-
-    def record(self, key: str, value: Any) -> None:
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            log.warning("job_record_not_json", key=key, value_type=type(value).__name__)
-            value = repr(value)
-        self._job.record[str(key)] = value
-
-    def event(self, kind: str, data: dict[str, Any]) -> None:
-        job = self._job
-        job.live.append(kind, data)
-        if kind == "handoff" and job.handoff is None:
-            job.handoff = data
 
 
 class JobManager:
@@ -102,6 +72,7 @@ class JobManager:
         self._reservations: dict[str, _Reservation] = {}
         self._inflight: dict[str, asyncio.Future[AdmissionResult]] = {}
         self._end_callbacks: list[JobEndCallback] = []
+        self._observer: JobObserver | None = None
         self._draining = False
         self._closed = False
         metrics.capacity.set_function(lambda: self.max_jobs)
@@ -136,6 +107,46 @@ class JobManager:
     def on_job_end(self, callback: JobEndCallback) -> None:
         """Call ``callback(job_id, final_state, reason)`` whenever a job finishes."""
         self._end_callbacks.append(callback)
+
+    def observe(self, observer: JobObserver) -> None:
+        """Tell ``observer`` when each job starts and checkpoints (failover; one observer)."""
+        self._observer = observer
+
+    @property
+    def has_free_slot(self) -> bool:
+        return not self._draining and self.used_slots < self.max_jobs
+
+    def adopt(self, request: JobRequest, *, resume: dict[str, Any],
+              legs: list[dict[str, Any]]) -> str | None:
+        """Start a job another replica lost (failover): same ``job_id``, a token minted here,
+        the body going on from ``resume``. The claim was made in the failover store, not the
+        registry (which still holds the first answer). ``None`` when started, else why not."""
+        if not self.has_free_slot:
+            return "draining" if self._draining else AT_CAPACITY
+        if request.job_id in self._jobs:
+            return "already running here"
+        answer = self._answer(request.job_id)
+        server_url = request.server_url or self._settings.livekit_url or ""
+        problem = self._server_url_problem(server_url)
+        if problem is not None:
+            return problem
+        try:
+            token = self._mint(request, answer)
+        except TokenMintError as e:
+            return e.message
+        self._history.pop(request.job_id, None)
+        job = self._start(request, answer, access_token=token, server_url=server_url,
+                          resume=resume, legs=legs)
+        self._log.info("job_adopted", job_id=job.job_id, room=job.room_name, legs=len(legs))
+        return None
+
+    def close_adopted(self, request: JobRequest, *, legs: list[dict[str, Any]],
+                      reason: str) -> JobRecord:
+        """Record a lost job that cannot go on (its room is gone): it ends here, with its legs."""
+        job = self._record(request, self._answer(request.job_id))
+        job.legs = legs
+        self._finish(job, "completed", reason, {})
+        return job
 
     def get_job(self, job_id: str) -> JobRecord | None:
         return self._jobs.get(job_id) or self._history.get(job_id)
@@ -203,15 +214,19 @@ class JobManager:
             self._metrics.draining.set(1)
             log.info("drain_started", active_jobs=len(self._jobs))
 
-    async def drain(self, *, grace: float) -> None:
-        """Stop accepting, give running jobs up to ``grace`` seconds, then cancel the rest
-        and await them."""
+    async def drain(
+        self, *, grace: float, before_cancel: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Stop accepting, give running jobs up to ``grace`` seconds, then (after
+        ``before_cancel``: failover hands them over) cancel the rest and await them."""
         self.start_draining()
         for job_id in list(self._reservations):
             await self.release(job_id)
         pending = set(self._tasks.values())
         if pending and grace > 0:
             await asyncio.wait(pending, timeout=grace)
+        if before_cancel is not None and self._tasks:
+            await before_cancel()
         await self._cancel_all("drain deadline")
         log.info("drain_finished")
 
@@ -369,20 +384,23 @@ class JobManager:
             return self._result("accepted", job_id, answer)
         server_url = request.server_url or self._settings.livekit_url or ""
         try:
-            token = request.access_token or mint_agent_token(
-                api_key=self._settings.livekit_api_key,
-                api_secret=self._settings.livekit_api_secret,
-                room=request.room_name,
-                identity=answer.participant_identity,
-                name=answer.participant_name,
-                metadata=answer.participant_metadata,
-                ttl_seconds=self._settings.token_ttl,
-            )
+            token = request.access_token or self._mint(request, answer)
         except TokenMintError as e:
             await self._forget(job_id)
             return self._refuse(request, e.message)
         self._start(request, answer, access_token=token, server_url=server_url)
         return self._result("accepted", job_id, answer)
+
+    def _mint(self, request: JobRequest, answer: StoredAnswer) -> str:
+        return mint_agent_token(
+            api_key=self._settings.livekit_api_key,
+            api_secret=self._settings.livekit_api_secret,
+            room=request.room_name,
+            identity=answer.participant_identity,
+            name=answer.participant_name,
+            metadata=answer.participant_metadata,
+            ttl_seconds=self._settings.token_ttl,
+        )
 
     async def _expire(self, job_id: str, hold: float) -> None:
         await asyncio.sleep(hold)
@@ -406,8 +424,9 @@ class JobManager:
     # -- running a job ---------------------------------------------------------------------
 
     def _start(
-        self, request: JobRequest, answer: StoredAnswer, *, access_token: str, server_url: str
-    ) -> None:
+        self, request: JobRequest, answer: StoredAnswer, *, access_token: str, server_url: str,
+        resume: dict[str, Any] | None = None, legs: list[dict[str, Any]] | None = None,
+    ) -> JobRecord:
         job_id = request.job_id
         spec = JobSpec(
             job_id=job_id,
@@ -423,9 +442,24 @@ class JobManager:
             agent_name=answer.participant_name,
             agent_metadata=answer.participant_metadata,
             source=request.source,
+            resume=resume,
         )
-        job = JobRecord(
-            job_id=job_id,
+        job = self._record(request, answer)
+        job.legs = list(legs or ())
+        self._jobs[job_id] = job
+        self._metrics.job_started(job.source)
+        if self._observer is not None:
+            self._observer.job_started(job, spec)
+        # _run forgets its own task when it ends; _reap covers a task cancelled before it ran.
+        self._tasks[job_id] = asyncio.get_running_loop().create_task(
+            self._run(job, spec), name=f"job-{job_id}"
+        )
+        return job
+
+    @staticmethod
+    def _record(request: JobRequest, answer: StoredAnswer) -> JobRecord:
+        return JobRecord(
+            job_id=request.job_id,
             dispatch_id=request.dispatch_id,
             source=request.source,
             job_type=request.job_type,
@@ -433,12 +467,6 @@ class JobManager:
             room_sid=request.room_sid,
             participant_identity=request.participant_identity,
             agent_identity=answer.participant_identity,
-        )
-        self._jobs[job_id] = job
-        self._metrics.job_started(job.source)
-        # _run forgets its own task when it ends; _reap covers a task cancelled before it ran.
-        self._tasks[job_id] = asyncio.get_running_loop().create_task(
-            self._run(job, spec), name=f"job-{job_id}"
         )
 
     def _reap(self, job_id: str) -> None:
@@ -466,7 +494,8 @@ class JobManager:
             job_id=job.job_id, room=job.room_name, dispatch_id=job.dispatch_id
         )
         self._log.info("job_accepted", source=job.source, job_type=job.job_type)
-        reporter = _Reporter(manager=self, job=job)
+        reporter = Reporter(job=job, observer=self._observer,
+                            enter=lambda j, state, detail: self._enter(j, state, detail=detail))
         try:
             outcome = await self._body(spec, reporter)
         except JobFailed as e:

@@ -66,6 +66,9 @@ class JobRecord:
     """The agent's ``handoff`` message, when it handed the call to a person."""
     handoff_handled_at: float | None = None
     """When an operator marked the handoff as dealt with (the console's queue)."""
+    legs: list[dict[str, Any]] = field(default_factory=list)
+    """With failover: each replica that ran the job (``replica``, fencing ``token``, ``started_at``,
+    and for a lost leg ``lost_at``), then the gap until the next one took over (``gap_s``)."""
 
     def __post_init__(self) -> None:
         self.state_times.setdefault("accepted", self.created_at)
@@ -111,6 +114,7 @@ class JobRecord:
             "ended_at": self.ended_at,
             "handoff": self.handoff,
             "handoff_handled_at": self.handoff_handled_at,
+            "legs": [dict(leg) for leg in self.legs],
         }
 
     def full(self) -> dict[str, Any]:
