@@ -25,6 +25,7 @@ from agents.messages import TodoItem
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import FrameSource
 from agents.pipeline.voice import VoicePipeline
+from agents.resume import ConversationCheckpoint
 from agents.tools import AgentTools, TodoBoard
 
 AGENT = "ai-agent-AJ_test"
@@ -89,6 +90,8 @@ def make_kit(
     frames: FrameSource | None = None,
     turn: dict[str, Any] | None = None,
     end_of_turn: FakeEndOfTurn | None = None,
+    resume: ConversationCheckpoint | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     **config: Any,
 ) -> Kit:
     cfg = PipelineConfig.model_validate({
@@ -101,12 +104,13 @@ def make_kit(
         pipeline=None,  # type: ignore[arg-type]
         stt=stt or FakeSTT(), llm=llm or FakeLLM(), tts=tts or FakeTTS(), vad=FakeVAD(),
         audio=audio or FakeAudioOutput(), msgs=msgs or FakeMessageOutput(),
-        tools=AgentTools(board=TodoBoard(items=list(persona.todo_items))),
+        tools=AgentTools(board=resume.board() if resume is not None
+                         else TodoBoard(items=list(persona.todo_items))),
     )
     kit.pipeline = VoicePipeline(
         config=cfg, spec=job_spec(), audio=kit.audio, messages=kit.msgs, persona=persona,
         vad=kit.vad, stt=kit.stt, llm=kit.llm, tts=kit.tts, tools=kit.tools, frames=frames,
-        end_of_turn=end_of_turn,
+        end_of_turn=end_of_turn, resume=resume, on_checkpoint=on_checkpoint,
     )
     return kit
 
