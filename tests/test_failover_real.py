@@ -1,0 +1,240 @@
+"""Failover on the real stack: two ``external-agent serve`` replicas on a real ``redis-server``,
+a real ``livekit-server`` and a real caller. The replica running a call is killed (SIGKILL), cut
+off from Redis, or drained; the caller hears the agent again, the todo list goes on where it
+stopped, and the job's record shows both legs. Figures (kill to voice again) are printed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from livekit_env import LiveKitServer, RealCaller, Received, ServiceProcess, render_speech
+from redis_env import RedisServer, TcpProxy
+from stage import ADMIN, GREETING, SECRET, real_service
+
+from app.security.signatures import sign_headers
+
+pytestmark = [pytest.mark.livekit, pytest.mark.embedded, pytest.mark.timeout(300)]
+
+ADMIN_HEADERS = {"authorization": f"Bearer {ADMIN}"}
+BASE_PORT = 18091
+PROXY_PORT = 16380
+LEASE = 2.0
+RECOVERY = "Sorry, I lost the line for a moment. I'm back."
+
+Replicas = Callable[..., Coroutine[Any, Any, list[ServiceProcess]]]
+
+
+@pytest.fixture
+async def replicas(live_server: LiveKitServer, redis_server: RedisServer,
+                   tmp_path: Path) -> AsyncIterator[Replicas]:
+    """``await replicas(urls)``: one failover replica per Redis URL, stopped at teardown."""
+    started: list[ServiceProcess] = []
+
+    async def make(urls: list[str], **config: Any) -> list[ServiceProcess]:
+        for url in urls:
+            i = len(started)
+            service = real_service(
+                live_server, tmp_path / f"replica-{i}", port=BASE_PORT + i, max_jobs=2,
+                registry="redis", redis_url=url,
+                failover={"enabled": True, "lease_seconds": LEASE, "scan_interval": 0.25,
+                          "replica": f"r{i}"},
+                worker={"enabled": False}, **config,
+            )
+            started.append(service)
+            await service.start()  # one at a time: each warms its models
+        return started[-len(urls):]
+
+    try:
+        yield make
+    finally:
+        await asyncio.gather(*(s.stop() for s in started))
+
+
+def offer(server: LiveKitServer, *, job_id: str, room: str) -> tuple[bytes, dict[str, str]]:
+    body = {
+        "job_id": job_id, "dispatch_id": f"AD_{job_id}", "job_type": "JT_ROOM",
+        "room": {"sid": f"RM_{room}", "name": room}, "metadata": "",
+        "access_token": server.agent_token(room, f"ai-agent-{job_id}"),
+        "server_url": server.url, "timestamp": int(time.time()),
+    }
+    raw = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    headers.update(sign_headers(raw, SECRET, timestamp=int(time.time()), scheme="livekit",
+                                msg_id=f"msg_{job_id}"))
+    return raw, headers
+
+
+async def job_on(service: ServiceProcess, job_id: str) -> dict[str, Any] | None:
+    with_timeout = await service.client.get(f"/jobs/{job_id}", headers=ADMIN_HEADERS)
+    if with_timeout.status_code == 404:
+        return None
+    assert with_timeout.status_code == 200, with_timeout.text
+    job: dict[str, Any] = with_timeout.json()
+    return job
+
+
+async def wait_job(service: ServiceProcess, job_id: str, states: tuple[str, ...], *,
+                   within: float) -> dict[str, Any]:
+    async with asyncio.timeout(within):
+        while True:
+            with_timeout: dict[str, Any] | None = None
+            try:
+                with_timeout = await job_on(service, job_id)
+            except httpx.HTTPError:
+                pass
+            if with_timeout is not None and with_timeout["state"] in states:
+                return with_timeout
+            await asyncio.sleep(0.2)
+
+
+def agent_final(agent: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda d: bool(d["is_final"]) and d["participant_id"] == agent
+
+
+def status_of(item: str) -> Callable[[dict[str, Any]], str]:
+    return lambda d: next(i["status"] for i in d["items"] if i["id"] == item)
+
+
+async def start_call(server: LiveKitServer, service: ServiceProcess, *, job_id: str,
+                     room: str, who: str) -> tuple[RealCaller, str]:
+    """A caller in ``room``, the job offered to ``service``, the greeting heard and the first
+    todo item answered by voice (so there is a conversation to go on from)."""
+    caller = RealCaller(server=server, room=room, identity=who)
+    await caller.join()
+    await caller.start_microphone()
+    raw, headers = offer(server, job_id=job_id, room=room)
+    answer = await service.client.post("/livekit/agent", content=raw, headers=headers)
+    assert answer.status_code == 200 and answer.json()["accepted"], answer.text
+    agent = f"ai-agent-{job_id}"
+    greeting = await caller.wait_message("transcript_chunk", agent_final(agent), within=40)
+    assert greeting.data["text"] == GREETING
+    await listening(caller, after=greeting)
+    # The embedded responder first asks for the name (in progress), then records it.
+    for status in ("in_progress", "completed"):
+        await turn(caller, agent, "My name is Alice Johnson.", "name", status)
+    return caller, agent
+
+
+async def turn(caller: RealCaller, agent: str, words: str, item: str, status: str) -> None:
+    """Say ``words``; wait for ``item`` to reach ``status`` and for the agent's answer to end."""
+    seen = len(caller.received)
+    await caller.say(await render_speech(words))
+    await caller.wait_message("todo_list", lambda d: status_of(item)(d) == status,
+                              after=seen, within=40)
+    answer = await caller.wait_message("transcript_chunk", agent_final(agent), after=seen,
+                                       within=40)
+    await listening(caller, after=answer)
+
+
+async def listening(caller: RealCaller, *, after: Received) -> None:
+    """The agent has finished speaking (its status back to listening) after message ``after``."""
+    await caller.wait_message("agent_status", lambda d: d["status"] == "listening",
+                              after=caller.received.index(after), within=30)
+
+
+def todo_now(caller: RealCaller) -> list[tuple[str, str]]:
+    return [(i["id"], i["status"]) for i in caller.messages("todo_list")[-1].data["items"]]
+
+
+async def resumed(caller: RealCaller, agent: str, *, after: int, lost_at: float,
+                  todo: list[tuple[str, str]]) -> float:
+    """The caller's view of the takeover: the agent back (``agent_status`` resumed), the todo
+    list as it was, the recovery line heard; returns seconds from ``lost_at`` to the new leg's
+    voice (the first agent sound after its ``resumed`` status: the old leg may still be heard
+    until it stops)."""
+    back = await caller.wait_message("agent_status", lambda d: d.get("message") == "resumed",
+                                     after=after, within=30, sender=agent)
+    again = await caller.wait_message("todo_list", after=after, within=10, sender=agent)
+    assert [(i["id"], i["status"]) for i in again.data["items"]] == todo  # goes on, not afresh
+    assert todo[0] == ("name", "completed")
+    line = await caller.wait_message("transcript_chunk", agent_final(agent), after=after,
+                                     within=30)
+    assert line.data["text"] == RECOVERY
+    heard = await caller.audio.wait_voiced_after(back.at, within=30)
+    await listening(caller, after=line)
+    return heard - lost_at
+
+
+def check_record(view: dict[str, Any], replicas: list[str]) -> None:
+    assert [leg["replica"] for leg in view["legs"]] == replicas, view["legs"]
+    assert view["legs"][-1]["token"] > view["legs"][0]["token"]
+    assert view["legs"][0]["lost_at"] is not None and view["legs"][-1]["gap_s"] > 0
+    texts = [t["text"] for t in view["record"]["transcript"]]
+    assert GREETING in texts and RECOVERY in texts  # both legs' transcript, in one record
+    assert any("alice" in t.lower() for t in texts)
+    todo = {i["id"]: i["status"] for i in view["record"]["todo_list"]}
+    assert todo["name"] == "completed" and todo["reason"] == "completed"
+
+
+async def test_a_call_goes_on_after_its_replica_is_killed_and_after_a_drain(
+    live_server: LiveKitServer, redis_server: RedisServer, replicas: Replicas,
+) -> None:
+    services = await replicas([redis_server.url] * 3, drain_timeout=0.5)
+    caller, agent = await start_call(live_server, services[0], job_id="AJ_kill1",
+                                     room="fo-kill", who="alice")
+    loop = asyncio.get_running_loop()
+    # 1. SIGKILL while the agent asks its next question: nothing is released
+    seen, todo = len(caller.received), todo_now(caller)
+    services[0].signal(signal.SIGKILL)
+    killed, killed_wall = loop.time(), time.time()
+    gap = await resumed(caller, agent, after=seen, lost_at=killed, todo=todo)
+    owner = await owner_of(services[1:], "AJ_kill1")
+    claimed = (await job_on(owner, "AJ_kill1") or {})["legs"][-1]["started_at"] - killed_wall
+    print(f"\nfailover: SIGKILL to the agent's voice again {gap:.2f} s (claimed after "
+          f"{claimed:.2f} s; lease {LEASE:g} s)")
+    assert gap < LEASE + 10
+    await turn(caller, agent, "I am calling about a broken heater.", "reason", "completed")
+    # 2. the new owner is drained (SIGTERM): it hands the call to the last replica
+    seen, todo = len(caller.received), todo_now(caller)
+    owner.signal(signal.SIGTERM)
+    drained = loop.time()
+    gap = await resumed(caller, agent, after=seen, lost_at=drained, todo=todo)
+    print(f"failover: SIGTERM (drain 0.5 s) to the agent's voice again {gap:.2f} s")
+    assert await owner.wait_exit(30) == 0
+    last = next(s for s in services[1:] if s is not owner)
+    await caller.leave()
+    view = await wait_job(last, "AJ_kill1", ("completed",), within=40)
+    names = {id(s): f"r{i}" for i, s in enumerate(services)}
+    check_record(view, ["r0", names[id(owner)], names[id(last)]])
+
+
+async def owner_of(services: list[ServiceProcess], job_id: str) -> ServiceProcess:
+    for service in services:
+        job = await job_on(service, job_id)
+        if job is not None and job["state"] == "running":
+            return service
+    pytest.fail(f"no replica runs {job_id}")
+
+
+async def test_a_replica_cut_off_from_redis_stops_and_another_takes_the_call(
+    live_server: LiveKitServer, redis_server: RedisServer, replicas: Replicas,
+) -> None:
+    proxy = TcpProxy(target_port=redis_server.port, port=PROXY_PORT)
+    await proxy.start()
+    try:
+        r0, r1 = await replicas([proxy.url, redis_server.url])
+        caller, agent = await start_call(live_server, r0, job_id="AJ_cut1", room="fo-cut",
+                                         who="bob")
+        seen, todo = len(caller.received), todo_now(caller)
+        await proxy.cut()
+        cut = asyncio.get_running_loop().time()
+        gap = await resumed(caller, agent, after=seen, lost_at=cut, todo=todo)
+        print(f"\nfailover: cut off from Redis to the agent's voice again {gap:.2f} s")
+        stopped = await wait_job(r0, "AJ_cut1", ("cancelled",), within=10)
+        assert stopped["reason"].startswith("failover: registry unreachable"), stopped
+        taken = await wait_job(r1, "AJ_cut1", ("running",), within=10)
+        # the owner stopped before the other replica's leg began: never two agents at once
+        assert stopped["ended_at"] < taken["legs"][-1]["started_at"]
+        await turn(caller, agent, "I am calling about a broken heater.", "reason", "completed")
+        await caller.leave()
+        check_record(await wait_job(r1, "AJ_cut1", ("completed",), within=40), ["r0", "r1"])
+    finally:
+        await proxy.aclose()
