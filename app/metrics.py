@@ -168,6 +168,18 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.failover_leases = Gauge(
+            "external_agent_failover_leases",
+            "Jobs whose failover lease this replica holds.",
+            registry=self.registry,
+        )
+        self.failover = Counter(
+            "external_agent_failover_events",
+            "Failover, by outcome: taken_over, room_gone, not_adopted, unreadable (a lost job "
+            "claimed here), lease_lost (a job stopped here), handed_over (drain).",
+            ["outcome"],
+            registry=self.registry,
+        )
         # Children resolved once: ``labels()`` takes a lock and builds a key on every call.
         self._active = {s: self.active_jobs.labels(source=s) for s in SOURCES}
         self._jobs = {

@@ -99,13 +99,14 @@ async def replicas(redis: fakeredis.FakeServer) -> AsyncIterator[list[Replica]]:
         cfg = FailoverSettings(enabled=True, lease_seconds=LEASE, scan_interval=0.1,
                                replica=name)
         body = Body()
+        metrics = Metrics()
         manager = JobManager(settings=settings(), job_body=body,
                              registry=MemoryJobRegistry(ttl=60, max_entries=100),
-                             metrics=Metrics())
+                             metrics=metrics)
         store = FailoverStore(client=fakeredis.FakeAsyncRedis(server=redis), owner=name,
                               lease_seconds=LEASE, checkpoint_ttl=600)
         failover = Failover(settings=cfg, store=store, manager=manager, rooms=rooms,  # type: ignore[arg-type]
-                            livekit_url="ws://127.0.0.1:7880")
+                            livekit_url="ws://127.0.0.1:7880", metrics=metrics)
         await failover.start()
         replica = Replica(name=name, manager=manager, failover=failover, body=body)
         made.append(replica)
@@ -166,6 +167,9 @@ async def test_a_lost_replicas_job_goes_on_elsewhere_with_its_checkpoint(
     assert job.legs[0]["token"] == 1 and job.legs[1]["token"] == 2
     assert 0 < job.legs[1]["gap_s"] < 5 * LEASE
     assert job.summary()["legs"][0]["lost_at"] is not None
+    exposition = b.manager._metrics.render().decode()  # noqa: SLF001
+    assert 'external_agent_failover_events_total{outcome="taken_over"} 1.0' in exposition
+    assert "external_agent_failover_leases 1.0" in exposition
 
     second.end.set_result("participant_left")
     await wait_for(lambda: b.manager.get_job("J1").state == "completed")  # type: ignore[union-attr]

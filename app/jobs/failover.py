@@ -41,6 +41,7 @@ from app.jobs.records import JobRecord, JobState
 
 if TYPE_CHECKING:
     from app.jobs.manager import JobManager
+    from app.metrics import Metrics
     from app.runtime import Runtime
     from app.settings import Settings
 
@@ -138,7 +139,8 @@ class Failover:
     name = "failover"
 
     def __init__(self, *, settings: FailoverSettings, store: FailoverStore, manager: JobManager,
-                 rooms: RoomCheck, livekit_url: str | None) -> None:
+                 rooms: RoomCheck, livekit_url: str | None, metrics: Metrics | None = None
+                 ) -> None:
         self._settings = settings
         self._store = store
         self._manager = manager
@@ -150,6 +152,9 @@ class Failover:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.failover_leases.set_function(lambda: self.holding)
         manager.observe(self)
         manager.on_job_end(self._job_ended)
 
@@ -258,6 +263,7 @@ class Failover:
     async def _lost(self, lease: _Lease, why: str) -> None:
         job_id = lease.job.job_id
         log.error("failover_lease_lost", job_id=job_id, reason=why)
+        self._count("lease_lost")
         self._leases.pop(job_id, None)
         await self._manager.cancel(job_id, reason=f"failover: {why}")
 
@@ -297,6 +303,8 @@ class Failover:
                                for lease in handing))
         if handing:
             log.info("failover_handed_over", jobs=len(handing))
+            for _ in handing:
+                self._count("handed_over")
 
     # -- taking lost jobs over ---------------------------------------------------------------
 
@@ -332,6 +340,7 @@ class Failover:
             legs = [dict(leg) for leg in saved.get("legs") or [] if isinstance(leg, dict)]
         except (ValueError, KeyError, TypeError) as e:
             log.error("failover_checkpoint_unreadable", job_id=job_id, error=str(e)[:200])
+            self._count("unreadable")
             await self._store.release(job_id, claim.token)
             return
         agent = saved.get("agent") if isinstance(saved.get("agent"), dict) else {}
@@ -351,6 +360,7 @@ class Failover:
         url = self._livekit_url or request.server_url or ""
         if await self._rooms.exists(url, request.room_name) is False:
             self._manager.close_adopted(request, legs=legs, reason="room_gone_before_failover")
+            self._count("room_gone")
             await self._store.release(job_id, claim.token)
             return
         self._claims[job_id] = claim
@@ -358,7 +368,14 @@ class Failover:
         if problem is not None:
             self._claims.pop(job_id, None)
             log.warning("failover_not_adopted", job_id=job_id, reason=problem)
+            self._count("not_adopted")
             await self._store.abandon(job_id, claim.token)
+            return
+        self._count("taken_over")
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.failover.labels(outcome=outcome).inc()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -402,7 +419,7 @@ def failover_services(settings: Settings) -> list[Any]:
         )
         failover = Failover(settings=cfg, store=store, manager=runtime.manager,
                             rooms=RoomCheck(api_key=api_key, api_secret=api_secret),
-                            livekit_url=settings.livekit_url)
+                            livekit_url=settings.livekit_url, metrics=runtime.metrics)
         runtime.handover = failover.hand_over
         return failover
 
