@@ -38,7 +38,8 @@ async def replicas(live_server: LiveKitServer, redis_server: RedisServer,
     """``await replicas(urls)``: one failover replica per Redis URL, stopped at teardown."""
     started: list[ServiceProcess] = []
 
-    async def make(urls: list[str], **config: Any) -> list[ServiceProcess]:
+    async def make(urls: list[str], *, native: bool = False,
+                   **config: Any) -> list[ServiceProcess]:
         for url in urls:
             i = len(started)
             service = real_service(
@@ -46,7 +47,7 @@ async def replicas(live_server: LiveKitServer, redis_server: RedisServer,
                 registry="redis", redis_url=url,
                 failover={"enabled": True, "lease_seconds": LEASE, "scan_interval": 0.25,
                           "replica": f"r{i}"},
-                worker={"enabled": False}, **config,
+                worker={"enabled": native}, **config,
             )
             started.append(service)
             await service.start()  # one at a time: each warms its models
@@ -238,3 +239,45 @@ async def test_a_replica_cut_off_from_redis_stops_and_another_takes_the_call(
         check_record(await wait_job(r1, "AJ_cut1", ("completed",), within=40), ["r0", "r1"])
     finally:
         await proxy.aclose()
+
+
+async def test_a_native_dispatch_job_is_taken_over_once_and_never_dispatched_twice(
+    live_server: LiveKitServer, redis_server: RedisServer, replicas: Replicas,
+) -> None:
+    """The stock server's own job dies with its worker; the room must still hold one agent."""
+    from livekit import api
+
+    r0, r1 = await replicas([redis_server.url] * 2, native=True)
+    caller = RealCaller(server=live_server, room="fo-native", identity="dave")
+    await caller.join()
+    lk = live_server.api()
+    try:
+        await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="external-agent", room="fo-native"))
+        greeting = await caller.wait_message(
+            "transcript_chunk", lambda d: d["is_final"] and d["text"] == GREETING, within=40)
+        agent = greeting.data["participant_id"]
+        job_id = agent.removeprefix("ai-agent-")
+        owner = r0 if await job_on(r0, job_id) is not None else r1
+        other = r1 if owner is r0 else r0
+        seen = len(caller.received)
+        owner.signal(signal.SIGKILL)
+        await caller.wait_message("agent_status", lambda d: d.get("message") == "resumed",
+                                  after=seen, within=30, sender=agent)
+        taken = await wait_job(other, job_id, ("running",), within=10)
+        assert taken["source"] == "dispatch" and len(taken["legs"]) == 2
+        # for a while after, the room holds that one agent and no re-dispatched second one
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 8
+        while loop.time() < until:
+            rooms = await lk.room.list_participants(
+                api.ListParticipantsRequest(room="fo-native"))
+            agents = {p.identity for p in rooms.participants if p.identity != "dave"}
+            assert agents <= {agent}, agents
+            await asyncio.sleep(0.5)
+        jobs = [j for j in (await other.client.get("/jobs", headers=ADMIN_HEADERS)).json()["jobs"]
+                if j["room"] == "fo-native"]
+        assert [j["job_id"] for j in jobs] == [job_id], jobs
+    finally:
+        await lk.aclose()
+        await caller.leave()

@@ -252,8 +252,10 @@ async def test_probes_ports_and_hpa_metric_answer_in_the_real_app(
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(settings.port)
 
     # The real app with the overlay's settings (a job body that needs no models; the memory
-    # registry, since no Redis runs here).
-    harness = await make_app(settings.model_copy(update={"registry": "memory"}), idle)
+    # registry and no failover, since no Redis runs here).
+    no_redis = {"registry": "memory",
+                "failover": settings.failover.model_copy(update={"enabled": False})}
+    harness = await make_app(settings.model_copy(update=no_redis), idle)
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         get = agent[probe]["httpGet"]
         assert get["port"] in ports, probe
