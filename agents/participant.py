@@ -22,20 +22,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
 from livekit import rtc
 
 from agents.audio_frontend import AudioFrontend
-from agents.config import AgentConfig, PersonaConfig
-from agents.io import AudioOutput, Conversation, MessageOutput
+from agents.config import AgentConfig
+from agents.conversation_context import ConversationContext, ConversationFactory
+from agents.io import Conversation
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import InboundError, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
 from agents.record import JobRecorder, write_artifact
-from agents.resume import CHECKPOINT_VERSION, ConversationCheckpoint, Resumption, parse_resume
+from agents.resume import CHECKPOINT_VERSION, parse_resume
 from agents.room_messages import RoomMessageOutput
 from agents.transport.base import (
     DisconnectCause,
@@ -47,6 +47,8 @@ from agents.transport.base import (
     WantsAudio,
 )
 from agents.transport.token import read_token
+
+__all__ = ["AgentParticipant", "ConversationContext", "ConversationFactory", "listens_to"]
 
 log = structlog.get_logger("agents.participant")
 
@@ -65,46 +67,6 @@ STATE_RESEND_DELAY = 1.0
 """A participant who joins gets the agent's current status and todo list at once and again this
 long after (s): the first copy can arrive before their data channel or their view of the agent is
 ready, and a frontend drops messages from a sender it does not know yet."""
-
-
-def _audience_present() -> asyncio.Event:
-    event = asyncio.Event()
-    event.set()
-    return event
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ConversationContext:
-    """What a conversation factory gets to build one job's conversation."""
-
-    spec: JobSpec
-    config: AgentConfig
-    persona: PersonaConfig
-    """The configured persona with this job's metadata overrides applied."""
-    overrides: dict[str, Any]
-    """The allowlisted metadata overrides that were present (already validated)."""
-    audio: AudioOutput
-    messages: MessageOutput
-    agent_identity: str
-    audience: asyncio.Event = field(default_factory=_audience_present)
-    """Set once someone the agent serves is in the room and can hear it; a conversation waits
-    for it before its greeting, so the greeting is not spoken into an empty room."""
-    resume: Resumption | None = None
-    """Set when the job continues after failover (:mod:`agents.resume`)."""
-    checkpoint: Callable[[dict[str, Any]], None] | None = None
-    """Where the conversation hands its :func:`~agents.resume.conversation_state` after every
-    turn and tool round."""
-
-    @property
-    def resumed_conversation(self) -> ConversationCheckpoint | None:
-        """What the conversation goes on from after failover (empty when the earlier leg had
-        not checkpointed yet); ``None`` for a job that starts afresh."""
-        if self.resume is None:
-            return None
-        return self.resume.conversation or ConversationCheckpoint()
-
-
-ConversationFactory = Callable[[ConversationContext], Conversation]
 
 
 def listens_to(spec: JobSpec) -> WantsAudio:
