@@ -63,6 +63,18 @@ class Reference:
             ["outcome"],
             registry=self.registry,
         )
+        Gauge(
+            "external_agent_failover_leases",
+            "Jobs whose failover lease this replica holds.",
+            registry=self.registry,
+        )
+        Counter(
+            "external_agent_failover_events",
+            "Failover, by outcome: taken_over, room_gone, not_adopted, unreadable (a lost job "
+            "claimed here), lease_lost (a job stopped here), handed_over (drain).",
+            ["outcome"],
+            registry=self.registry,
+        )
         for s in SOURCES:
             self.active.labels(source=s)
             self.latency.labels(source=s)
