@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest test-livekit livekit-server bench-room browser redis-server test-packaging test-deploy tools demo bench bench-voice bench-density serve clean web
+.PHONY: install test lint typecheck pytest test-livekit livekit-server bench-room browser redis-server test-packaging test-deploy tools demo bench bench-voice bench-density bench-failover serve clean web
 
 # CI-only tools, git-ignored under .tools/: kustomize (Go module proxy) and checkov (its own venv,
 # PyPI; its pinned dependencies would clash with the project's).
@@ -146,6 +146,7 @@ bench: install
 	  [ "$$b" = bench/bench_voice_to_voice.py ] && continue; \
 	  [ "$$b" = bench/bench_room_density.py ] && continue; \
 	  [ "$$b" = bench/bench_real_room.py ] && continue; \
+	  [ "$$b" = bench/bench_failover.py ] && continue; \
 	  echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Voice to voice on a real livekit-server (several minutes): end of speech to the agent's voice
@@ -162,6 +163,11 @@ bench-room: install livekit-server
 # baseline into .cache/bench-lk-agents once): core and MB per job, joins, dispatch latency.
 bench-density: install livekit-server
 	@$(PY) bench/bench_room_density.py
+
+# Failover on a real livekit-server and redis-server (about 2 minutes): SIGKILL of the replica
+# running a call to the agent's voice heard again, against a fresh dispatch's time to voice.
+bench-failover: install livekit-server redis-server
+	@$(PY) bench/bench_failover.py
 
 serve: install
 	$(VENV)/bin/external-agent serve
