@@ -126,15 +126,12 @@ async def start_call(server: LiveKitServer, service: ServiceProcess, *, job_id: 
     return caller, agent
 
 
-async def turn(caller: RealCaller, agent: str, words: str, item: str,
-               status: str | None) -> None:
-    """Say ``words``; wait for ``item`` to reach ``status`` (unless ``None``) and for the agent's
-    answer to end."""
+async def turn(caller: RealCaller, agent: str, words: str, item: str, status: str) -> None:
+    """Say ``words``; wait for ``item`` to reach ``status`` and for the agent's answer to end."""
     seen = len(caller.received)
     await caller.say(await render_speech(words))
-    if status is not None:
-        await caller.wait_message("todo_list", lambda d: status_of(item)(d) == status,
-                                  after=seen, within=40)
+    await caller.wait_message("todo_list", lambda d: status_of(item)(d) == status,
+                              after=seen, within=40)
     answer = await caller.wait_message("transcript_chunk", agent_final(agent), after=seen,
                                        within=40)
     await listening(caller, after=answer)
@@ -151,11 +148,11 @@ def todo_now(caller: RealCaller) -> list[tuple[str, str]]:
 
 
 async def resumed(caller: RealCaller, agent: str, *, after: int, lost_at: float,
-                  todo: list[tuple[str, str]]) -> float:
+                  todo: list[tuple[str, str]]) -> tuple[float, Received]:
     """The caller's view of the takeover: the agent back (``agent_status`` resumed), the todo
     list as it was, the recovery line heard; returns seconds from ``lost_at`` to the new leg's
     voice (the first agent sound after its ``resumed`` status: the old leg may still be heard
-    until it stops)."""
+    until it stops), and the recovery line's transcript message."""
     back = await caller.wait_message("agent_status", lambda d: d.get("message") == "resumed",
                                      after=after, within=30, sender=agent)
     again = await caller.wait_message("todo_list", after=after, within=10, sender=agent)
@@ -166,7 +163,7 @@ async def resumed(caller: RealCaller, agent: str, *, after: int, lost_at: float,
     assert line.data["text"] == RECOVERY
     heard = await caller.audio.wait_voiced_after(back.at, within=30)
     await listening(caller, after=line)
-    return heard - lost_at
+    return heard - lost_at, line
 
 
 def check_record(view: dict[str, Any], replicas: list[str]) -> None:
@@ -196,20 +193,24 @@ async def test_a_call_goes_on_after_its_replica_is_killed_and_after_a_drain(
     seen, todo = len(caller.received), todo_now(caller)
     services[0].signal(signal.SIGKILL)
     killed, killed_wall = loop.time(), time.time()
-    gap = await resumed(caller, agent, after=seen, lost_at=killed, todo=todo)
+    gap, line = await resumed(caller, agent, after=seen, lost_at=killed, todo=todo)
     owner = await owner_of(services[1:], "AJ_kill1")
     claimed = (await job_on(owner, "AJ_kill1") or {})["legs"][-1]["started_at"] - killed_wall
     print(f"\nfailover: SIGKILL to the agent's voice again {gap:.2f} s (claimed after "
           f"{claimed:.2f} s; lease {LEASE:g} s)")
     assert gap < LEASE + 10
-    # the question in flight died with its turn: asked again, then the answer is recorded
-    await turn(caller, agent, "I am calling about a broken heater.", "reason", None)
+    # the question in flight died with its turn; the new leg asks it by itself (the
+    # checkpoint ends with the tool round's results), and the answer is recorded
+    question = await caller.wait_message("transcript_chunk", agent_final(agent),
+                                         after=caller.received.index(line) + 1, within=30)
+    assert question.data["text"] != RECOVERY
+    await listening(caller, after=question)
     await turn(caller, agent, "I am calling about a broken heater.", "reason", "completed")
     # 2. the new owner is drained (SIGTERM): it hands the call to the last replica
     seen, todo = len(caller.received), todo_now(caller)
     owner.signal(signal.SIGTERM)
     drained = loop.time()
-    gap = await resumed(caller, agent, after=seen, lost_at=drained, todo=todo)
+    gap, _ = await resumed(caller, agent, after=seen, lost_at=drained, todo=todo)
     print(f"failover: SIGTERM (drain 0.5 s) to the agent's voice again {gap:.2f} s")
     assert await owner.wait_exit(30) == 0
     last = next(s for s in services[1:] if s is not owner)
@@ -239,7 +240,7 @@ async def test_a_replica_cut_off_from_redis_stops_and_another_takes_the_call(
         seen, todo = len(caller.received), todo_now(caller)
         await proxy.cut()
         cut = asyncio.get_running_loop().time()
-        gap = await resumed(caller, agent, after=seen, lost_at=cut, todo=todo)
+        gap, _ = await resumed(caller, agent, after=seen, lost_at=cut, todo=todo)
         print(f"\nfailover: cut off from Redis to the agent's voice again {gap:.2f} s")
         stopped = await wait_job(r0, "AJ_cut1", ("cancelled",), within=10)
         assert stopped["reason"].startswith("failover: registry unreachable"), stopped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -29,19 +30,23 @@ async def first_leg() -> list[dict[str, Any]]:
     async with running(kit):
         kit.pipeline.push_text(USER, "I am Ada")
         await kit.agent_final()
-        await wait_until(lambda: len(saved) >= 2)
+        await wait_until(lambda: len(saved) >= 3)
     return saved
 
 
-async def test_a_conversation_checkpoints_after_each_tool_round_and_turn() -> None:
+def roles(state: dict[str, Any]) -> list[str]:
+    return [m["role"] for m in state["history"]]
+
+
+async def test_a_conversation_checkpoints_the_callers_words_each_tool_round_and_turn() -> None:
     saved = await first_leg()
     json.dumps(saved)  # stored as JSON by the service
-    after_tools, after_turn = saved[0], saved[-1]
-    assert [m["role"] for m in after_tools["history"]] == ["user", "assistant", "tool"]
+    heard, after_tools, after_turn = saved[0], saved[1], saved[-1]
+    assert roles(heard) == ["user"] and heard["transcript"][0]["text"] == "I am Ada"
+    assert roles(after_tools) == ["user", "assistant", "tool"]
     assert after_tools["todo_items"][0]["status"] == "completed"
     assert after_tools["todo_notes"] == {"name": "Ada"}
-    roles = [m["role"] for m in after_turn["history"]]
-    assert roles == ["user", "assistant", "tool", "assistant"]
+    assert roles(after_turn) == ["user", "assistant", "tool", "assistant"]
     assert after_turn["history"][0] == {"role": "user", "content": "I am Ada", "name": USER}
     assert after_turn["history"][1]["tool_calls"][0]["name"] == "update_todo"
     assert [r["role"] for r in after_turn["transcript"]] == ["user", "agent"]
@@ -88,3 +93,29 @@ def test_the_recorder_goes_on_from_the_earlier_legs_transcript() -> None:
     later.user_text(USER, "again")
     record = later.finish(end_reason="participant_left")
     assert [e["text"] for e in record["transcript"]] == ["hello", "again"]
+
+
+async def test_words_the_lost_leg_had_not_answered_are_answered_after_the_recovery_line(
+) -> None:
+    saved = await first_leg()
+    for state, expected in ((saved[0], "Got it, Ada."), (saved[1], "Thanks, Ada. Which city?")):
+        llm = FakeLLM(scripts=[[expected]])
+        kit = make_kit(llm=llm, todo=TODO, resume=ConversationCheckpoint.model_validate(state),
+                       recovery_line="Sorry, I'm back.")
+        async with running(kit):
+            assert (await kit.agent_final()).text == "Sorry, I'm back."
+            assert (await kit.agent_final(2)).text == expected  # nobody had to repeat
+        sent = [m.role for m in llm.requests[0].messages]
+        assert sent == ["system", *roles(state), "assistant"]  # the recovery line, then on
+
+
+async def test_an_answered_conversation_just_says_the_recovery_line() -> None:
+    state = (await first_leg())[-1]
+    llm = FakeLLM(scripts=[["unexpected"]])
+    kit = make_kit(llm=llm, todo=TODO, resume=ConversationCheckpoint.model_validate(state),
+                   recovery_line="Sorry, I'm back.")
+    async with running(kit):
+        await kit.agent_final()
+        await kit.status("listening")
+        await asyncio.sleep(0.3)  # nothing more comes
+    assert llm.requests == []

@@ -78,7 +78,13 @@ class _LineTurn:
     kind: TurnKind
 
 
-_Turn = TurnEnded | _TextTurn | _LineTurn
+@dataclass(frozen=True, slots=True)
+class _ContinueTurn:
+    """After failover: the model answers what the lost leg had not (its history ends with the
+    caller's words or a tool round's results)."""
+
+
+_Turn = TurnEnded | _TextTurn | _LineTurn | _ContinueTurn
 _KINDS: dict[str, TurnKind] = {"voice": "voice", "text": "text", "vision": "vision"}
 
 
@@ -291,11 +297,14 @@ class VoicePipeline(BargeIn):
                 self._launch(_LineTurn(text=line, kind="voice"))
             else:
                 self._set_status("listening", None)
+            history = self._context.history
+            if self._after_failover and history and history[-1].role in ("user", "tool"):
+                self._inbox.put_nowait(_ContinueTurn())
             while self._end_reason is None:
                 turn = await self._inbox.get()
                 if turn is not None and self._end_reason is None:
-                    if self._llm is None:
-                        await self._wait_turn()  # transcription only: every turn, in order
+                    if self._llm is None or isinstance(turn, _ContinueTurn):
+                        await self._wait_turn()  # every turn in order (the recovery line too)
                     else:
                         await self._stop_turn()
                     self._launch(turn)
@@ -370,6 +379,12 @@ class VoicePipeline(BargeIn):
                 ))
                 self._user_said(turn.speaker, turn.text, trace)
                 if self._llm is not None:
+                    reply = self._new_reply(trace)
+                    await reply.run_model()
+            elif isinstance(turn, _ContinueTurn):
+                trace = TurnTrace(kind="voice")
+                if self._llm is not None:
+                    self._set_status("thinking", None)
                     reply = self._new_reply(trace)
                     await reply.run_model()
             else:
@@ -452,6 +467,7 @@ class VoicePipeline(BargeIn):
         self._context.add_user(text, speaker=speaker, images=images)
         row = {"role": "user", "speaker": speaker, "text": text, "turn_id": trace.turn_id}
         append_capped(self._transcript, row)
+        self._save()  # a leg taking over answers these words
 
     def _new_reply(self, trace: TurnTrace, draft: Draft | None = None) -> Reply:
         reply = Reply(env=self._env, trace=trace, draft=draft)
