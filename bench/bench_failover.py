@@ -19,7 +19,6 @@ livekit-server binary, ``make livekit-server``, and ``redis-server``).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -43,25 +42,9 @@ from livekit_env import (  # noqa: E402
     server_binary,
 )
 from redis_env import RedisServer  # noqa: E402
-from stage import ADMIN, GREETING, SECRET, real_service  # noqa: E402
+from stage import ADMIN, GREETING, real_service, signed_offer  # noqa: E402
 
 BASE_PORT = 18111
-
-
-def _offer(server: LiveKitServer, job_id: str, room: str) -> tuple[bytes, dict[str, str]]:
-    from app.security.signatures import sign_headers
-
-    body = {
-        "job_id": job_id, "dispatch_id": f"AD_{job_id}", "job_type": "JT_ROOM",
-        "room": {"sid": f"RM_{room}", "name": room}, "metadata": "",
-        "access_token": server.agent_token(room, f"ai-agent-{job_id}"),
-        "server_url": server.url, "timestamp": int(time.time()),
-    }
-    raw = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
-    headers.update(sign_headers(raw, SECRET, timestamp=int(time.time()), scheme="livekit",
-                                msg_id=f"msg_{job_id}"))
-    return raw, headers
 
 
 def _replica(server: LiveKitServer, redis: RedisServer, work: Path, i: int,
@@ -92,7 +75,7 @@ async def one_round(server: LiveKitServer, replicas: list[ServiceProcess], n: in
     caller = RealCaller(server=server, room=room, identity=f"caller-{n}")
     await caller.join()
     try:
-        raw, headers = _offer(server, job_id, room)
+        raw, headers = signed_offer(server, job_id=job_id, room=room)
         sent = loop.time()
         answer = await replicas[n % len(replicas)].client.post(
             "/livekit/agent", content=raw, headers=headers)

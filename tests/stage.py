@@ -43,6 +43,23 @@ TODO_ITEMS = [
 FINAL_STATES = ("completed", "failed", "cancelled")
 
 
+def signed_offer(server: LiveKitServer, *, job_id: str, room: str
+                 ) -> tuple[bytes, dict[str, str]]:
+    """A signed ``JT_ROOM`` job notification for ``room`` on ``server`` with an agent token (the
+    same bytes may be sent to several replicas)."""
+    body = {
+        "job_id": job_id, "dispatch_id": f"AD_{job_id}", "job_type": "JT_ROOM",
+        "room": {"sid": f"RM_{room}", "name": room}, "metadata": "",
+        "access_token": server.agent_token(room, f"ai-agent-{job_id}"),
+        "server_url": server.url, "timestamp": int(time.time()),
+    }
+    raw = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    headers.update(sign_headers(raw, SECRET, timestamp=int(time.time()), scheme="livekit",
+                                msg_id=f"msg_{job_id}"))
+    return raw, headers
+
+
 def service_config(*, artifacts: Path, max_jobs: int = 3, **extra: Any) -> dict[str, Any]:
     """The configuration both stages run (the parts a YAML file holds)."""
     cfg: dict[str, Any] = {

@@ -6,7 +6,6 @@ stopped, and the job's record shows both legs. Figures (kill to voice again) are
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -17,9 +16,7 @@ import httpx
 import pytest
 from livekit_env import LiveKitServer, RealCaller, Received, ServiceProcess, render_speech
 from redis_env import RedisServer, TcpProxy
-from stage import ADMIN, GREETING, SECRET, real_service
-
-from app.security.signatures import sign_headers
+from stage import ADMIN, GREETING, real_service, signed_offer
 
 pytestmark = [pytest.mark.livekit, pytest.mark.embedded, pytest.mark.timeout(300)]
 
@@ -57,20 +54,6 @@ async def replicas(live_server: LiveKitServer, redis_server: RedisServer,
         yield make
     finally:
         await asyncio.gather(*(s.stop() for s in started))
-
-
-def offer(server: LiveKitServer, *, job_id: str, room: str) -> tuple[bytes, dict[str, str]]:
-    body = {
-        "job_id": job_id, "dispatch_id": f"AD_{job_id}", "job_type": "JT_ROOM",
-        "room": {"sid": f"RM_{room}", "name": room}, "metadata": "",
-        "access_token": server.agent_token(room, f"ai-agent-{job_id}"),
-        "server_url": server.url, "timestamp": int(time.time()),
-    }
-    raw = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
-    headers.update(sign_headers(raw, SECRET, timestamp=int(time.time()), scheme="livekit",
-                                msg_id=f"msg_{job_id}"))
-    return raw, headers
 
 
 async def job_on(service: ServiceProcess, job_id: str) -> dict[str, Any] | None:
@@ -112,7 +95,7 @@ async def start_call(server: LiveKitServer, service: ServiceProcess, *, job_id: 
     caller = RealCaller(server=server, room=room, identity=who)
     await caller.join()
     await caller.start_microphone()
-    raw, headers = offer(server, job_id=job_id, room=room)
+    raw, headers = signed_offer(server, job_id=job_id, room=room)
     answer = await service.client.post("/livekit/agent", content=raw, headers=headers)
     assert answer.status_code == 200 and answer.json()["accepted"], answer.text
     agent = f"ai-agent-{job_id}"

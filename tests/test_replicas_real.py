@@ -7,7 +7,6 @@ agent for a job."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -18,9 +17,7 @@ import httpx
 import pytest
 from livekit_env import LiveKitServer, RealCaller, ServiceProcess
 from redis_env import RedisServer
-from stage import ADMIN, SECRET, real_service
-
-from app.security.signatures import sign_headers
+from stage import ADMIN, real_service, signed_offer
 
 pytestmark = [pytest.mark.livekit, pytest.mark.embedded, pytest.mark.timeout(240)]
 
@@ -51,21 +48,6 @@ async def replicas(live_server: LiveKitServer, redis_server: RedisServer,
         yield make
     finally:
         await asyncio.gather(*(s.stop() for s in started))
-
-
-def offer(server: LiveKitServer, *, job_id: str, room: str) -> tuple[bytes, dict[str, str]]:
-    """A signed job notification (the same bytes may be sent to every replica)."""
-    body = {
-        "job_id": job_id, "dispatch_id": f"AD_{job_id}", "job_type": "JT_ROOM",
-        "room": {"sid": f"RM_{room}", "name": room}, "metadata": "",
-        "access_token": server.agent_token(room, f"ai-agent-{job_id}"),
-        "server_url": server.url, "timestamp": int(time.time()),
-    }
-    raw = json.dumps(body).encode()
-    headers = {"content-type": "application/json"}
-    headers.update(sign_headers(raw, SECRET, timestamp=int(time.time()), scheme="livekit",
-                                msg_id=f"msg_{job_id}"))
-    return raw, headers
 
 
 async def send(service: ServiceProcess, raw: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -124,7 +106,7 @@ async def test_the_same_webhook_sent_to_every_replica_gives_one_job_and_one_agen
     services = await replicas(3)
     person = await caller(live_server, "dup-1", "dana")
     try:
-        raw, headers = offer(live_server, job_id="AJ_dup1", room="dup-1")
+        raw, headers = signed_offer(live_server, job_id="AJ_dup1", room="dup-1")
         answers = await asyncio.gather(*(send(s, raw, headers) for s in services))
         assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
         identities = {a.json()["participant_identity"] for a in answers}
@@ -152,11 +134,11 @@ async def test_each_replica_keeps_its_own_capacity(
     live_server: LiveKitServer, replicas: Replicas,
 ) -> None:
     first, second = await replicas(2, max_jobs=1)
-    a = await send(first, *offer(live_server, job_id="AJ_cap1", room="cap-1"))
+    a = await send(first, *signed_offer(live_server, job_id="AJ_cap1", room="cap-1"))
     assert a.status_code == 200 and a.json()["accepted"], a.text
-    full = await send(first, *offer(live_server, job_id="AJ_cap2", room="cap-2"))
+    full = await send(first, *signed_offer(live_server, job_id="AJ_cap2", room="cap-2"))
     assert full.status_code == 503 and "retry-after" in full.headers, full.text
-    b = await send(second, *offer(live_server, job_id="AJ_cap2", room="cap-2"))
+    b = await send(second, *signed_offer(live_server, job_id="AJ_cap2", room="cap-2"))
     assert b.status_code == 200 and b.json()["accepted"], b.text
     assert [j["job_id"] for j in await jobs_of(first)] == ["AJ_cap1"]
     assert [j["job_id"] for j in await jobs_of(second)] == ["AJ_cap2"]
@@ -211,7 +193,7 @@ async def test_a_draining_replica_leaves_the_others_taking_jobs(
     person = await caller(live_server, "drain-a", "ola")
     late = await caller(live_server, "drain-b", "pam")
     try:
-        r = await send(first, *offer(live_server, job_id="AJ_da", room="drain-a"))
+        r = await send(first, *signed_offer(live_server, job_id="AJ_da", room="drain-a"))
         assert r.status_code == 200 and r.json()["accepted"], r.text
         await wait_for(lambda: _has_agent(live_server, "drain-a"), within=20, what="agent")
         first.signal(signal.SIGTERM)  # drains: its call goes on, it takes nothing new
@@ -220,7 +202,7 @@ async def test_a_draining_replica_leaves_the_others_taking_jobs(
             return (await first.client.get("/ready")).status_code == 503
 
         await wait_for(not_ready, within=5, what="drained replica not ready")
-        refused = await send(first, *offer(live_server, job_id="AJ_db", room="drain-b"))
+        refused = await send(first, *signed_offer(live_server, job_id="AJ_db", room="drain-b"))
         assert refused.status_code == 503 and "retry-after" in refused.headers
         await _dispatch(live_server, "drain-b")  # the server's own dispatch
 
@@ -228,7 +210,7 @@ async def test_a_draining_replica_leaves_the_others_taking_jobs(
             return any(j["room"] == "drain-b" for j in await jobs_of(second))
 
         await wait_for(placed_on_second, within=20, what="the other replica took it")
-        hooked = await send(second, *offer(live_server, job_id="AJ_dc", room="drain-c"))
+        hooked = await send(second, *signed_offer(live_server, job_id="AJ_dc", room="drain-c"))
         assert hooked.status_code == 200 and hooked.json()["accepted"], hooked.text
         assert any(j["job_id"] == "AJ_da" and j["state"] in ("connecting", "running")
                    for j in await jobs_of(first))
@@ -244,7 +226,7 @@ async def test_redis_down_hung_or_restarted_empty_gives_clear_answers_never_a_se
     owner, other = await replicas(2)
     person = await caller(live_server, "redis-1", "quinn")
     try:
-        job = offer(live_server, job_id="AJ_r1", room="redis-1")
+        job = signed_offer(live_server, job_id="AJ_r1", room="redis-1")
         assert (await send(owner, *job)).json()["accepted"]
         await wait_for(lambda: _has_agent(live_server, "redis-1"), within=20, what="agent")
 
@@ -252,7 +234,7 @@ async def test_redis_down_hung_or_restarted_empty_gives_clear_answers_never_a_se
         retry = await send(other, *job)
         assert retry.status_code == 503 and "retry-after" in retry.headers, retry.text
         assert "registry" in retry.json()["error"]
-        fresh = await send(other, *offer(live_server, job_id="AJ_r2", room="redis-2"))
+        fresh = await send(other, *signed_offer(live_server, job_id="AJ_r2", room="redis-2"))
         assert fresh.status_code == 503, fresh.text
 
         async def unready(service: ServiceProcess) -> bool:
@@ -280,13 +262,13 @@ async def test_redis_down_hung_or_restarted_empty_gives_clear_answers_never_a_se
             return (await service.client.get("/ready")).status_code == 200
 
         await wait_for(lambda: ready(other), within=10, what="ready again")
-        ok = await send(other, *offer(live_server, job_id="AJ_r2", room="redis-2"))
+        ok = await send(other, *signed_offer(live_server, job_id="AJ_r2", room="redis-2"))
         assert ok.status_code == 200 and ok.json()["accepted"], ok.text
         assert any(j["job_id"] == "AJ_r2" for j in await jobs_of(other))
 
         redis_server.pause()  # hung: connections time out instead of being refused
         started = time.monotonic()
-        hung = await send(other, *offer(live_server, job_id="AJ_r3", room="redis-3"))
+        hung = await send(other, *signed_offer(live_server, job_id="AJ_r3", room="redis-3"))
         assert hung.status_code == 503 and "retry-after" in hung.headers, hung.text
         assert time.monotonic() - started < 10
         redis_server.resume()
