@@ -112,9 +112,11 @@ class AgentJobBody:
         self._config = config
         self._hub = hub
         self._factory = conversation_factory
-        self._output_sample_rate = output_sample_rate or getattr(
-            conversation_factory, "output_sample_rate", None
-        )
+        speaks = output_sample_rate or getattr(conversation_factory, "output_sample_rate", None)
+        self._output_sample_rate = speaks
+        self._publish_audio_at_start = speaks is not None
+        """The voice pipeline speaks (it has text-to-speech): its track is published as the job
+        starts. Otherwise at a first frame, if any: a silent published track costs CPU."""
         self._backlog = AudioBacklog()
         self._router = AudioEventRouter()
 
@@ -172,6 +174,7 @@ class AgentJobBody:
         participant = AgentParticipant(
             spec=spec, config=config, reporter=reporter, transport_factory=transport_factory,
             conversation_factory=self._factory, output_sample_rate=self._output_sample_rate,
+            publish_audio_at_start=self._publish_audio_at_start,
         )
         return await participant.run()
 

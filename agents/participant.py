@@ -42,10 +42,10 @@ from agents.transport.base import (
     RemoteInfo,
     RoomListener,
     RoomTransport,
-    TrackAudioOutput,
     TransportError,
     WantsAudio,
 )
+from agents.transport.lazy_audio import agent_audio
 from agents.transport.token import read_token
 
 __all__ = ["AgentParticipant", "ConversationContext", "ConversationFactory", "listens_to"]
@@ -89,8 +89,10 @@ class AgentParticipant(RoomListener):
         transport_factory: Callable[[], RoomTransport],
         conversation_factory: ConversationFactory,
         output_sample_rate: int | None = None,
+        publish_audio_at_start: bool = True,
     ) -> None:
         self._spec = spec
+        self._publish_at_start = publish_audio_at_start  # False: at a first frame, if any
         self._config = config
         self._reporter = reporter
         self._transport_factory = transport_factory
@@ -103,7 +105,7 @@ class AgentParticipant(RoomListener):
                                      live=reporter.event)
         self._frontend = AudioFrontend(noise_suppression=config.room.noise_suppression)
         self._transport: RoomTransport | None = None
-        self._audio: TrackAudioOutput | None = None
+        self._audio: AudioOutput | None = None
         self._conversation: Conversation | None = None
         self._conversation_task: asyncio.Task[str] | None = None
         self._early: list[Callable[[Conversation], None]] = []
@@ -238,7 +240,8 @@ class AgentParticipant(RoomListener):
         persona = apply_overrides(self._config.persona, overrides)
         if resume is not None:
             self._recorder.resume(resume.record)
-        self._audio = await transport.publish_audio(sample_rate=self._sample_rate)
+        self._audio = await agent_audio(transport, sample_rate=self._sample_rate,
+                                        at_start=self._publish_at_start)
         messages = RoomMessageOutput(transport=transport, recorder=self._recorder,
                                      agent_identity=transport.identity or spec.agent_identity)
         self._messages = messages

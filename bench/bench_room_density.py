@@ -25,6 +25,7 @@ ended (finals) per room over the window: proof each job kept up.
         [--systems ours-unrouted,ours]   # the SDK's audio event delivery against our routing
         [--py-spy FILE]   # also profile our service over the window (pip install py-spy)
         [--breakdown]     # ours logs at info: where dispatch-to-agent time goes, per stage
+        [--joins-only]    # silent callers, no density window: the dispatch burst alone
 
 Last line: ``bench_room_density: <ratio> x livekit-agents cores per listening job`` (theirs /
 ours: above 1 means ours is cheaper).
@@ -265,7 +266,8 @@ async def talk(caller: RealCaller, pcm: Any, counter: list[int]) -> None:
 
 
 async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds: float,
-                  idle_seconds: float, tag: str, profile: Path | None = None) -> Result:
+                  idle_seconds: float, tag: str, profile: Path | None = None,
+                  joins_only: bool = False) -> Result:
     from livekit import api
 
     result = Result(system=system.name, rooms=rooms)
@@ -280,11 +282,16 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         callers = [RealCaller(server=server, room=f"{tag}-{i}", identity=f"caller-{tag}-{i}")
                    for i in range(rooms)]
         await asyncio.gather(*(c.join() for c in callers))
-        for c in callers:
-            await c.start_microphone()
         spoken = [0]
-        talkers = [asyncio.create_task(talk(c, pcm, spoken), name=f"bench.talk.{c.identity}")
-                   for c in callers]
+        if not joins_only:  # with --joins-only the callers stay silent: the burst alone
+            for c in callers:
+                await c.start_microphone()
+            talkers = [asyncio.create_task(talk(c, pcm, spoken), name=f"bench.talk.{c.identity}")
+                       for c in callers]
+        spy = None
+        if joins_only and profile is not None:  # the burst itself, not paused by the sampler
+            spy = start_py_spy(system.pid, 4, profile, native=False, nonblocking=True)
+            await asyncio.sleep(0.5)
         t0, t0_wall = time.monotonic(), time.time()
         await asyncio.gather(*(lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
             agent_name=system.agent_name, room=c.room_name)) for c in callers))
@@ -293,7 +300,12 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         result.join_ms = [j for j in joins if isinstance(j, float)]
         result.joins = len(result.join_ms)
         if isinstance(system, Ours):
+            await asyncio.sleep(1.0)  # the last jobs' "running" lines
             result.stages = join_stages(system.service.log_path, t0_wall)
+        if joins_only:
+            if spy is not None:
+                await asyncio.to_thread(spy.wait, 30)
+            return result
         await asyncio.sleep(3.0)  # every job listening
         window = asyncio.get_running_loop().time()
         spoken[0] = 0
@@ -302,7 +314,7 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         await asyncio.sleep(1.5)  # the last turn's final
         result.finals = [finals_of(c, window) for c in callers]
         result.spoken = spoken[0]
-        if profile is not None:  # after the window: sampling pauses the process it samples
+        if profile is not None and not joins_only:  # after the window: sampling pauses it
             spy = start_py_spy(system.pid, seconds, profile)
             await asyncio.to_thread(spy.wait, seconds + 30)
     finally:
@@ -320,6 +332,7 @@ JOIN_STAGES = {
     # service log event -> stage name; the first of each per job (SDK lines carry no job id)
     "dispatch_availability": "offer received",
     "dispatch_job_started": "assignment handled",
+    "room_connected": "room connected",
     "audio_published": "agent track published",
     "participant_running": "job running",
 }
@@ -331,7 +344,6 @@ def join_stages(log_path: Path, t0_wall: float) -> dict[str, list[float]]:
     import json
 
     firsts: dict[str, dict[str, float]] = {}
-    connects: list[float] = []
     with contextlib.suppress(OSError):
         for line in log_path.read_text(errors="replace").splitlines():
             try:
@@ -342,25 +354,24 @@ def join_stages(log_path: Path, t0_wall: float) -> dict[str, list[float]]:
             if at < t0_wall:
                 continue
             event = str(entry.get("event", ""))
-            if event.startswith("livekit_signaling") and "connecting to" in event:
-                connects.append((at - t0_wall) * 1000)
             stage = JOIN_STAGES.get(event)
             job = entry.get("job_id")
             if stage and job:
                 firsts.setdefault(stage, {}).setdefault(str(job), (at - t0_wall) * 1000)
     stages = {name: sorted(firsts.get(name, {}).values()) for name in JOIN_STAGES.values()}
-    stages["signal connect started"] = sorted(connects)
     return stages
 
 
-def start_py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def start_py_spy(pid: int, seconds: float, out: Path, *, native: bool = True,
+                 nonblocking: bool = False) -> subprocess.Popen[bytes]:
     """py-spy (``pip install py-spy``) sampling ``pid`` (after the measured window: it pauses
     the process per sample): collapsed stacks to ``out`` (flamegraph input), native frames
     included (the SDK, onnxruntime)."""
     local = Path(sys.executable).parent / "py-spy"
     return subprocess.Popen(
         [str(local) if local.exists() else "py-spy", "record", "--pid", str(pid),
-         "--duration", str(int(seconds)), "--rate", "100", "--native",
+         "--duration", str(int(seconds)), "--rate", "100",
+         *(["--native"] if native else []), *(["--nonblocking"] if nonblocking else []),
          "--format", "raw", "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -388,19 +399,29 @@ def report(r: Result) -> None:
     print(f"{r.system:15s} (load average {os.getloadavg()[0]:.2f} after) "
           f"rooms {r.rooms}: joined {r.joins}/{r.rooms}, dispatch->agent in room "
           f"p50 {p50:.0f} ms max {worst:.0f} ms")
-    print(f"{'':15s} idle {r.idle_cpu:.3f} cores {r.idle_mb:.0f} MB; with jobs "
-          f"{r.load_cpu:.3f} cores {r.load_mb:.0f} MB -> {r.core_per_job:.4f} core/job "
-          f"({1 / r.core_per_job if r.core_per_job else float('inf'):.0f} jobs/core), "
-          f"{r.mb_per_job:.1f} MB/job")
-    print(f"{'':15s} sentences spoken {r.spoken}, turns ended per room {r.finals} "
-          f"(rooms with none: {sum(1 for f in r.finals if f == 0)})")
-    order = ["offer received", "assignment handled", "signal connect started",
+    if r.finals:  # a density window was measured (not --joins-only)
+        print(f"{'':15s} idle {r.idle_cpu:.3f} cores {r.idle_mb:.0f} MB; with jobs "
+              f"{r.load_cpu:.3f} cores {r.load_mb:.0f} MB -> {r.core_per_job:.4f} core/job "
+              f"({1 / r.core_per_job if r.core_per_job else float('inf'):.0f} jobs/core), "
+              f"{r.mb_per_job:.1f} MB/job")
+        print(f"{'':15s} sentences spoken {r.spoken}, turns ended per room {r.finals} "
+              f"(rooms with none: {sum(1 for f in r.finals if f == 0)})")
+    order = ["offer received", "assignment handled", "room connected",
              "agent track published", "job running"]
     parts = [f"{name} p50 {statistics.median(r.stages[name]):.0f}"
              for name in order if r.stages.get(name)]
     if parts:
         print(f"{'':15s} join stages, ms after CreateDispatch: {', '.join(parts)}; "
               f"agent seen by the caller p50 {p50:.0f}")
+
+
+def keep_logs(work: Path, into: Path) -> None:
+    """The run's logs (service, server, baseline), copied before the temporary folder goes."""
+    import shutil
+
+    into.mkdir(parents=True, exist_ok=True)
+    for log in sorted({*work.glob("*.log"), *work.glob("*/*.log")}):
+        shutil.copy(log, into / f"{log.parent.name}-{log.name}")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -441,7 +462,7 @@ async def run(args: argparse.Namespace) -> None:
                     results[name] = await measure(
                         system, server, rooms=args.rooms, seconds=args.seconds,
                         idle_seconds=args.idle_seconds, tag=name.replace("-", ""),
-                        profile=profile)
+                        profile=profile, joins_only=args.joins_only)
                     report(results[name])
                     if profile is not None and profile.exists():
                         print(f"py-spy self time, ours ({profile}):")
@@ -449,6 +470,14 @@ async def run(args: argparse.Namespace) -> None:
                             print(f"  {share * 100:5.1f} %  {frame}")
         finally:
             server.stop()
+            if args.keep_logs is not None:
+                keep_logs(work, args.keep_logs)
+    if args.joins_only:
+        for r in results.values():
+            p50 = statistics.median(r.join_ms) if r.join_ms else float("nan")
+            print(f"bench_room_density joins: {r.system} dispatch->agent in room p50 {p50:.0f} ms "
+                  f"at a burst of {r.rooms} ({r.joins} joined)")
+        return
     unrouted, ours = results.get("ours-unrouted"), results.get("ours")
     if unrouted is not None and ours is not None and ours.core_per_job > 0:
         print(f"audio event routing: {unrouted.core_per_job / ours.core_per_job:.2f} x cheaper "
@@ -479,6 +508,10 @@ def main() -> None:
                         help="profile our service over the window into FILE (collapsed stacks)")
     parser.add_argument("--breakdown", action="store_true",
                         help="ours logs at info level: print where dispatch-to-agent time goes")
+    parser.add_argument("--keep-logs", type=Path, default=None, metavar="DIR",
+                        help="copy the service's, server's and baseline's logs into DIR")
+    parser.add_argument("--joins-only", action="store_true",
+                        help="silent callers, no density window: the dispatch burst alone")
     args = parser.parse_args()
     if not in_private_netns():
         netns = ROOT / "scripts" / "netns-run"

@@ -117,7 +117,9 @@ class Harness:
             self.conversations.append(conv)
             return conv
 
-        self.body = make_job_body(self.config, hub=self.hub, conversation_factory=factory)
+        # A factory that declares its speech rate speaks: its track is published at the start.
+        self.body = make_job_body(self.config, hub=self.hub, conversation_factory=factory,
+                                  output_sample_rate=getattr(inner, "output_sample_rate", None))
         self.task: asyncio.Task[Any] | None = None
 
     def start(self, spec: JobSpec) -> asyncio.Task[Any]:

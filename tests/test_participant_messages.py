@@ -156,6 +156,16 @@ async def test_join_announces_status_and_the_todo_list_from_config_and_metadata(
 
 
 class Speaker(ListeningConversation):
+    output_sample_rate = 24000  # it speaks: its track is published as the job starts
+
+    def __init__(self, ctx: ConversationContext) -> None:
+        super().__init__(ctx)
+        self.ctx = ctx
+
+
+class Listener(ListeningConversation):
+    """Declares no output rate (no text-to-speech): no track until a first frame."""
+
     def __init__(self, ctx: ConversationContext) -> None:
         super().__init__(ctx)
         self.ctx = ctx
@@ -188,6 +198,35 @@ async def test_agent_audio_is_published_and_clear_queue_drops_what_is_queued() -
     assert heard.voiced_frames - spoken < 40
     with pytest.raises(ValueError, match="expected mono 24000 Hz"):
         await audio.capture_frame(tone_frame(0, rate=48000))
+    alice.leave()
+    await h.outcome()
+    await alice.aclose()
+
+
+async def test_a_job_that_never_speaks_publishes_no_track_until_a_first_frame() -> None:
+    h = Harness(conversation_factory=Listener)
+    alice = h.hub.room("room-1").add_participant("alice")
+    spec = make_spec()
+    h.start(spec)
+    await h.running()
+    room = h.hub.room("room-1")
+    assert room.agent_audio_track(spec.agent_identity) is None  # no silent track to encode
+    audio: Any = h.conversation.ctx.audio
+    assert audio.sample_rate == 24000 and audio.queued_duration == 0.0
+    audio.clear_queue()  # nothing published yet: nothing to clear, no error
+    await audio.wait_for_playout()
+    with pytest.raises(ValueError, match="expected mono 24000 Hz"):
+        await audio.capture_frame(tone_frame(0, rate=48000))
+    assert room.agent_audio_track(spec.agent_identity) is None  # a refused frame publishes not
+    # It speaks after all: the first frame publishes the track, and what it says is heard.
+    await asyncio.gather(*(audio.capture_frame(tone_frame(i, rate=24000)) for i in range(2)))
+    assert room.agent_audio_track(spec.agent_identity) is not None
+    heard = alice.listen_to(spec.agent_identity)
+    for i in range(2, 12):
+        await audio.capture_frame(tone_frame(i, rate=24000))
+    await audio.wait_for_playout()
+    async with asyncio.timeout(3):
+        await heard.wait_for_voiced(5)
     alice.leave()
     await h.outcome()
     await alice.aclose()

@@ -168,9 +168,9 @@ class LiveKitTransport(RoomTransport):
         # kicks out the next attempt's connection). So the connect runs as its own task, and a
         # cancelled one is handed to aclose, which gives it a short grace and leaves the room
         # if it got in.
-        connecting = asyncio.get_running_loop().create_task(
-            room.connect(url, token, options), name="livekit.connect"
-        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        connecting = loop.create_task(room.connect(url, token, options), name="livekit.connect")
         try:
             await asyncio.shield(connecting)
         except asyncio.CancelledError:
@@ -180,6 +180,7 @@ class LiveKitTransport(RoomTransport):
             _release_unconnected(room)
             raise connect_error(e) from e
         self._room = room
+        log.info("room_connected", connect_ms=round((loop.time() - started) * 1000, 1))
         for participant in room.remote_participants.values():
             self._subscribe_wanted(participant)
 
