@@ -115,8 +115,8 @@ class AgentJobBody:
         speaks = output_sample_rate or getattr(conversation_factory, "output_sample_rate", None)
         self._output_sample_rate = speaks
         self._publish_audio_at_start = speaks is not None
-        """The voice pipeline speaks (it has text-to-speech): its track is published as the job
-        starts. Otherwise at a first frame, if any: a silent published track costs CPU."""
+        """The voice pipeline speaks (it has text-to-speech). Otherwise the job's track is
+        released while unused (agents/transport/lazy_audio.py): a silent track costs CPU."""
         self._backlog = AudioBacklog()
         self._router = AudioEventRouter()
 

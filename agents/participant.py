@@ -45,7 +45,7 @@ from agents.transport.base import (
     TransportError,
     WantsAudio,
 )
-from agents.transport.lazy_audio import agent_audio
+from agents.transport.lazy_audio import LazyAudioOutput, agent_audio
 from agents.transport.token import read_token
 
 __all__ = ["AgentParticipant", "ConversationContext", "ConversationFactory", "listens_to"]
@@ -92,7 +92,7 @@ class AgentParticipant(RoomListener):
         publish_audio_at_start: bool = True,
     ) -> None:
         self._spec = spec
-        self._publish_at_start = publish_audio_at_start  # False: at a first frame, if any
+        self._publish_at_start = publish_audio_at_start  # False: released while unused
         self._config = config
         self._reporter = reporter
         self._transport_factory = transport_factory
@@ -241,7 +241,7 @@ class AgentParticipant(RoomListener):
         if resume is not None:
             self._recorder.resume(resume.record)
         self._audio = await agent_audio(transport, sample_rate=self._sample_rate,
-                                        at_start=self._publish_at_start)
+                                        speaks=self._publish_at_start)
         messages = RoomMessageOutput(transport=transport, recorder=self._recorder,
                                      agent_identity=transport.identity or spec.agent_identity)
         self._messages = messages
@@ -294,6 +294,8 @@ class AgentParticipant(RoomListener):
                 extra = self._conversation.record()
             except Exception:
                 self._log.exception("conversation_record_failed")
+        if isinstance(self._audio, LazyAudioOutput):
+            await self._audio.aclose()
         if self._transport is not None:
             await self._transport.aclose()  # unpublishes, stops readers, leaves; never raises
         self._recorder.counters.update(

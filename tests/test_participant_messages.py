@@ -203,26 +203,25 @@ async def test_agent_audio_is_published_and_clear_queue_drops_what_is_queued() -
     await alice.aclose()
 
 
-async def test_a_job_that_never_speaks_publishes_no_track_until_a_first_frame() -> None:
+async def test_a_job_that_never_speaks_is_announced_by_its_track_and_can_still_speak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agents.transport.lazy_audio as lazy_audio
+
+    monkeypatch.setattr(lazy_audio, "RELEASE_AFTER", 0.05)
     h = Harness(conversation_factory=Listener)
     alice = h.hub.room("room-1").add_participant("alice")
     spec = make_spec()
     h.start(spec)
     await h.running()
-    room = h.hub.room("room-1")
-    assert room.agent_audio_track(spec.agent_identity) is None  # no silent track to encode
+    # Published at the start like any job's (the server announces a publisher at once); the
+    # in-memory room keeps it (a silent track costs nothing there).
+    assert h.hub.room("room-1").agent_audio_track(spec.agent_identity) is not None
     audio: Any = h.conversation.ctx.audio
-    assert audio.sample_rate == 24000 and audio.queued_duration == 0.0
-    audio.clear_queue()  # nothing published yet: nothing to clear, no error
-    await audio.wait_for_playout()
-    with pytest.raises(ValueError, match="expected mono 24000 Hz"):
-        await audio.capture_frame(tone_frame(0, rate=48000))
-    assert room.agent_audio_track(spec.agent_identity) is None  # a refused frame publishes not
-    # It speaks after all: the first frame publishes the track, and what it says is heard.
-    await asyncio.gather(*(audio.capture_frame(tone_frame(i, rate=24000)) for i in range(2)))
-    assert room.agent_audio_track(spec.agent_identity) is not None
+    assert isinstance(audio, lazy_audio.LazyAudioOutput)
+    await asyncio.sleep(0.1)
     heard = alice.listen_to(spec.agent_identity)
-    for i in range(2, 12):
+    for i in range(10):
         await audio.capture_frame(tone_frame(i, rate=24000))
     await audio.wait_for_playout()
     async with asyncio.timeout(3):
@@ -230,6 +229,73 @@ async def test_a_job_that_never_speaks_publishes_no_track_until_a_first_frame() 
     alice.leave()
     await h.outcome()
     await alice.aclose()
+
+
+class FakeTrack:
+    def __init__(self) -> None:
+        self.frames = 0
+        self.cleared = 0
+
+    async def capture_frame(self, frame: Any) -> None:
+        self.frames += 1
+
+    def clear_queue(self) -> None:
+        self.cleared += 1
+
+    @property
+    def queued_duration(self) -> float:
+        return 0.01 * self.frames
+
+    async def wait_for_playout(self) -> None:
+        return None
+
+
+async def test_an_unused_track_is_released_and_published_again_at_the_next_frame() -> None:
+    from agents.transport.lazy_audio import LazyAudioOutput
+
+    published: list[FakeTrack] = []
+    released: list[bool] = []
+
+    async def publish() -> Any:
+        await asyncio.sleep(0.01)  # frames arriving meanwhile wait for this one publication
+        published.append(FakeTrack())
+        return published[-1]
+
+    async def release() -> bool:
+        released.append(True)
+        return True
+
+    first = FakeTrack()
+    out = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
+                          track=first)  # type: ignore[arg-type]
+    out.release_later(0.02)
+    await asyncio.sleep(0.05)
+    assert released == [True] and out.published is None  # unused: released
+    assert out.queued_duration == 0.0
+    out.clear_queue()
+    await out.wait_for_playout()  # nothing published: return at once
+    with pytest.raises(ValueError, match="expected mono 24000 Hz"):
+        await out.capture_frame(tone_frame(0, rate=48000))
+    assert published == []  # a refused frame publishes nothing
+    await asyncio.gather(*(out.capture_frame(tone_frame(i, rate=24000)) for i in range(3)))
+    assert len(published) == 1 and published[0].frames == 3  # one publication, every frame
+    out.clear_queue()
+    assert published[0].cleared == 1
+    await out.aclose()
+
+    used = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
+                           track=FakeTrack())  # type: ignore[arg-type]
+    used.release_later(0.02)
+    await used.capture_frame(tone_frame(0, rate=24000))
+    await asyncio.sleep(0.05)
+    assert len(released) == 1 and used.published is not None  # it spoke: kept
+
+    pending = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
+                              track=FakeTrack())  # type: ignore[arg-type]
+    pending.release_later(10)
+    await pending.aclose()  # the pending release is cancelled and awaited
+    await pending.aclose()
+    assert len(released) == 1 and pending.published is not None
 
 
 @pytest.mark.parametrize(

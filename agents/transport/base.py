@@ -132,6 +132,12 @@ class RoomTransport(abc.ABC):
     async def publish_audio(self, *, sample_rate: int) -> TrackAudioOutput:
         """Publish the agent's one audio track, fed from an ``rtc.AudioSource``."""
 
+    async def release_audio(self) -> bool:
+        """Unpublish the agent's track while it is silent, so that it costs nothing (the next
+        :meth:`publish_audio` publishes anew). ``False``: kept (this transport's silent track
+        costs nothing, or there is none, or it is closing)."""
+        return False
+
     @abc.abstractmethod
     async def publish_data(
         self, payload: bytes, *, topic: str, destinations: list[str] | None = None

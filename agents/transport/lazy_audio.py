@@ -1,11 +1,15 @@
-"""The agent's audio track, published when the agent first speaks.
+"""The agent's audio track for a job that never speaks: announced, then released until used.
 
 A published ``rtc.AudioSource`` costs CPU while nobody speaks into it: the SDK feeds the track
 silence every 10 ms and WebRTC's audio encoder encodes it (measured: about 0.03 of a core per
-job, more than half of what a listening job costs in ``bench/bench_room_density.py``). A job
-whose pipelines never speak (no text-to-speech: transcription only) therefore publishes no track
-up front; if it does speak after all (a path that was not foreseen), the track is published at
-its first frame, which then waits for the publication once.
+job, more than half of what a listening job costs in ``bench/bench_room_density.py``; muting the
+track does not stop it). Yet a participant that publishes nothing is announced to the others in
+the room only by the server's periodic batch (livekit-server sends a non-publisher's updates
+every 3 s): the caller would see a listening agent seconds late. So a job whose pipelines never
+speak (no text-to-speech) publishes its track as every job does, which makes the server announce
+it at once, and releases it (:meth:`~agents.transport.base.RoomTransport.release_audio`) after
+``RELEASE_AFTER`` seconds without a frame. Should it speak after all, its next frame publishes
+the track again (that frame waits for the publication, once).
 """
 
 from __future__ import annotations
@@ -18,43 +22,68 @@ from livekit import rtc
 from agents.io import AudioOutput
 from agents.transport.base import RoomTransport, TrackAudioOutput
 
+RELEASE_AFTER = 4.0
+"""Seconds a never-speaking job keeps its first track: the server announces the agent as a
+publisher once the track's media reaches it (well within this on loopback and under a burst of
+20); after that the silent track is only cost."""
 
-async def agent_audio(transport: RoomTransport, *, sample_rate: int,
-                      at_start: bool) -> AudioOutput:
-    """The job's audio output: its track published now (``at_start``), or at a first frame."""
-    if at_start:
-        return await transport.publish_audio(sample_rate=sample_rate)
-    return LazyAudioOutput(publish=lambda: transport.publish_audio(sample_rate=sample_rate),
-                           sample_rate=sample_rate)
+
+async def agent_audio(transport: RoomTransport, *, sample_rate: int, speaks: bool,
+                      release_after: float | None = None) -> AudioOutput:
+    """The job's audio output: its track, published now; for a job that never ``speaks``,
+    released after ``release_after`` s without a frame and published again at a next frame."""
+    track = await transport.publish_audio(sample_rate=sample_rate)
+    if speaks:
+        return track
+    lazy = LazyAudioOutput(publish=lambda: transport.publish_audio(sample_rate=sample_rate),
+                           release=transport.release_audio, sample_rate=sample_rate,
+                           track=track)
+    lazy.release_later(RELEASE_AFTER if release_after is None else release_after)
+    return lazy
 
 
 class LazyAudioOutput:
-    """An :class:`agents.io.AudioOutput` that publishes its track on the first frame."""
+    """An :class:`agents.io.AudioOutput` whose track may be released while unused and is
+    published again at the next frame. :meth:`aclose` stops a pending release."""
 
     def __init__(self, *, publish: Callable[[], Awaitable[TrackAudioOutput]],
-                 sample_rate: int) -> None:
+                 release: Callable[[], Awaitable[bool]], sample_rate: int,
+                 track: TrackAudioOutput | None = None) -> None:
         self._publish = publish
+        self._release = release
         self._sample_rate = sample_rate
-        self._track: TrackAudioOutput | None = None
+        self._track = track
         self._lock = asyncio.Lock()
+        self._releasing: asyncio.Task[None] | None = None
+        self.frames = 0
 
     @property
     def published(self) -> TrackAudioOutput | None:
-        """The track, once published."""
+        """The track, while published."""
         return self._track
 
     @property
     def sample_rate(self) -> int:
         return self._sample_rate
 
+    def release_later(self, delay: float) -> None:
+        if self._releasing is None:
+            self._releasing = asyncio.get_running_loop().create_task(
+                self._release_unused(delay), name="agent-audio.release")
+
+    async def _release_unused(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._lock:
+            if self.frames == 0 and self._track is not None and await self._release():
+                self._track = None
+
     async def _ensure(self) -> TrackAudioOutput:
-        if self._track is None:
-            async with self._lock:  # concurrent first frames publish once
-                if self._track is None:
-                    # A TransportError propagates to the speaker, like a failed capture; the
-                    # next frame tries again.
-                    self._track = await self._publish()
-        return self._track
+        async with self._lock:  # one publication for concurrent frames, none during a release
+            if self._track is None:
+                # A TransportError propagates to the speaker, like a failed capture; the next
+                # frame tries again.
+                self._track = await self._publish()
+            return self._track
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         if frame.sample_rate != self._sample_rate or frame.num_channels != 1:
@@ -62,7 +91,10 @@ class LazyAudioOutput:
                 f"expected mono {self._sample_rate} Hz frames, got "
                 f"{frame.num_channels} ch {frame.sample_rate} Hz"
             )
-        await (await self._ensure()).capture_frame(frame)
+        self.frames += 1
+        track = self._track if self._track is not None and not self._lock.locked() else (
+            await self._ensure())
+        await track.capture_frame(frame)
 
     def clear_queue(self) -> None:
         if self._track is not None:
@@ -75,3 +107,11 @@ class LazyAudioOutput:
     async def wait_for_playout(self) -> None:
         if self._track is not None:
             await self._track.wait_for_playout()
+
+    async def aclose(self) -> None:
+        """Stop a pending release (the transport unpublishes what is published when it
+        closes). Idempotent."""
+        task, self._releasing = self._releasing, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

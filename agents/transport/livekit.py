@@ -216,6 +216,20 @@ class LiveKitTransport(RoomTransport):
         self._output = TrackAudioOutput(source=source, track=track)
         return self._output
 
+    async def release_audio(self) -> bool:
+        output, room = self._output, self._room
+        if output is None or self._closing or room is None or not room.isconnected():
+            return False
+        self._output = self._publishing = None  # a frame from now on publishes anew
+        try:
+            async with asyncio.timeout(LEAVE_TIMEOUT):
+                await room.local_participant.unpublish_track(output.track.sid)
+        except Exception as e:  # TimeoutError included: the track is closed all the same
+            log.warning("unpublish_failed", error=str(e) or type(e).__name__)
+        await output.aclose()
+        log.info("audio_released")
+        return True
+
     async def publish_data(
         self, payload: bytes, *, topic: str, destinations: list[str] | None = None
     ) -> None:
