@@ -30,7 +30,7 @@ from livekit import rtc
 from agents.audio_frontend import AudioFrontend
 from agents.config import AgentConfig
 from agents.conversation_context import ConversationContext, ConversationFactory
-from agents.io import Conversation
+from agents.io import AudioOutput, Conversation
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import InboundError, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
