@@ -173,6 +173,11 @@ async def test_twice_the_sustainable_load_serves_every_admitted_job_in_time(
             assert refused and refused[0].status_code == 503, refused
             assert int(refused[0].headers["retry-after"]) >= 1
 
+            # Listening jobs released their silent tracks (4 s without a frame) on the real SDK.
+            full_log = service.log_path.read_text(errors="replace")
+            assert full_log.count('"audio_released"') >= ROOMS, log
+            assert "unpublish_failed" not in full_log
+
             metrics = (await service.client.get("/metrics")).text
             name = "external_agent_deferred_dispatch_events"
             deferred = metric(metrics, name, "deferred")
