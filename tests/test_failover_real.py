@@ -6,6 +6,7 @@ stopped, and the job's record shows both legs. Figures (kill to voice again) are
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from livekit_env import LiveKitServer, RealCaller, Received, ServiceProcess, render_speech
+from mcp_servers import stdio_command
+from openai_server import finish, running_server, text_delta, tool_delta
 from redis_env import RedisServer, TcpProxy
 from stage import ADMIN, GREETING, real_service, signed_offer
 
@@ -277,3 +280,71 @@ async def test_a_native_dispatch_job_is_taken_over_once_and_never_dispatched_twi
     finally:
         await lk.aclose()
         await caller.leave()
+
+
+ORDER_ANSWER = "Your order left the warehouse this morning."
+
+
+def order_model(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A fake model: asked about an order it calls the slow order tool, and reads its result
+    back as the answer."""
+    last = body["messages"][-1]
+    if last["role"] == "tool":
+        return [text_delta(ORDER_ANSWER, role=True), finish()]
+    if "order" in str(last.get("content", "")):
+        return [tool_delta(0, call_id="call_order", name="orders__slow",
+                           arguments=json.dumps({"seconds": 4})), finish("tool_calls")]
+    return [text_delta("I can look up orders.", role=True), finish()]
+
+
+async def test_a_call_killed_during_a_tool_round_is_answered_by_the_next_leg(
+    live_server: LiveKitServer, redis_server: RedisServer, replicas: Replicas,
+) -> None:
+    async with running_server() as model:
+        model.chat_responder = order_model
+        command, args = stdio_command()
+        agent = {
+            "pipeline": {
+                "audio": {"pipeline": ["stt", "llm", "tts", "return"], "llm": "model"},
+                "providers": {"model": {"type": "openai", "kind": "llm", "model": "fake",
+                                        "base_url": model.base_url, "api_key": "sk-test"}},
+            },
+            "mcp": {"servers": {"orders": {"transport": "stdio", "command": command,
+                                           "args": args, "tools": ["slow"]}}},
+        }
+        r0, r1 = await replicas([redis_server.url] * 2, agent=agent)
+        caller = RealCaller(server=live_server, room="fo-tool", identity="erin")
+        await caller.join()
+        try:
+            raw, headers = signed_offer(live_server, job_id="AJ_tool1", room="fo-tool")
+            assert (await r0.client.post("/livekit/agent", content=raw,
+                                         headers=headers)).status_code == 200
+            name = "ai-agent-AJ_tool1"
+            greeting = await caller.wait_message("transcript_chunk", agent_final(name),
+                                                 within=40)
+            await listening(caller, after=greeting)
+            seen = len(caller.received)
+            await caller.send_text("Where is my order?")
+            async with asyncio.timeout(20):  # the model asked for the tool: it runs for 4 s
+                while not model.requests_to("/v1/chat/completions"):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            r0.signal(signal.SIGKILL)  # during the tool round
+            await caller.wait_message("agent_status", lambda d: d.get("message") == "resumed",
+                                      after=seen, within=30, sender=name)
+            # nobody repeats anything: the new leg asks the model again from the caller's
+            # words, the tool runs again (to completion this time), and the answer comes
+            answer = await caller.wait_message(
+                "transcript_chunk", lambda d: agent_final(name)(d) and d["text"] != RECOVERY,
+                after=seen, within=40)
+            assert answer.data["text"] == ORDER_ANSWER
+            lasts = [r.json["messages"][-1]["role"] for r in
+                     model.requests_to("/v1/chat/completions") if r.json is not None]
+            assert lasts == ["user", "user", "tool"], lasts  # one lost round, one whole one
+        finally:
+            await caller.leave()
+        view = await wait_job(r1, "AJ_tool1", ("completed",), within=40)
+        assert [leg["replica"] for leg in view["legs"]] == ["r0", "r1"]
+        typed = [t for t in view["record"]["transcript"] if t["participant_id"] == "erin"]
+        assert [t["text"] for t in typed] == ["Where is my order?"]
+        assert view["record"]["conversation"]["mcp_calls"][-1]["ok"] is True

@@ -91,6 +91,7 @@ class Reply:
             )
         self._audible: list[str] = []
         self._finished = False
+        self._remember = True
         self._knowledge = ""  # this turn's retrieved passages, for the system message
 
     @property
@@ -134,8 +135,11 @@ class Reply:
         self.used_model = True
         return await self._run(self._model_body)
 
-    async def run_line(self, text: str) -> ReplyOutcome:
-        """Speak a fixed line (greeting, vision remark) as an agent turn."""
+    async def run_line(self, text: str, *, remember: bool = True) -> ReplyOutcome:
+        """Speak a fixed line (greeting, vision remark) as an agent turn; without ``remember``
+        it stays out of the chat history (the recovery line after failover: the model goes on
+        from the caller's words, not from it)."""
+        self._remember = remember
 
         async def body(out: asyncio.Queue[str | None]) -> None:
             self._add_sentence(text, out)
@@ -351,7 +355,8 @@ class Reply:
         if self._interrupted:
             heard_before = " ".join(self._text_parts[: self._committed])
             pending = _after_prefix(spoken, heard_before) if heard_before else spoken
-        env.context.add_assistant(pending)
+        if self._remember:
+            env.context.add_assistant(pending)
         self.trace.mark("done")
         if self._interrupted:
             self.trace.outcome = "interrupted"

@@ -76,6 +76,7 @@ class _TextTurn:
 class _LineTurn:
     text: str
     kind: TurnKind
+    remember: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +295,8 @@ class VoicePipeline(BargeIn):
                     # not into an empty room: the participant sets it once someone can hear
                     # (and ends the job if nobody comes within room.participant_wait)
                     await self._audience.wait()
-                self._launch(_LineTurn(text=line, kind="voice"))
+                self._launch(_LineTurn(text=line, kind="voice",
+                                       remember=not self._after_failover))
             else:
                 self._set_status("listening", None)
             history = self._context.history
@@ -368,7 +370,7 @@ class VoicePipeline(BargeIn):
             if isinstance(turn, _LineTurn):
                 trace = TurnTrace(kind=turn.kind)
                 reply = self._new_reply(trace)
-                await reply.run_line(turn.text)
+                await reply.run_line(turn.text, remember=turn.remember)
             elif isinstance(turn, _TextTurn):
                 trace = TurnTrace(kind="text", origin_ms=turn.at_ms, speaker=turn.speaker)
                 if self._llm is not None:
