@@ -24,7 +24,8 @@ the baseline.
 
 Run: ``.venv/bin/python bench/bench_voice_to_voice.py [rounds] [variant ...]`` (needs ``make
 livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-turn/speech``, ...
-(detector/speculative_answer), the first one is the baseline.
+(detector/speculative_answer, optionally /barge_in_fast_ms: ``silence/speech/120``), the first
+one is the baseline.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Utterance:
 class Run:
     detector: str
     answer: str
+    fast_ms: int = 0
     latencies: list[float] = field(default_factory=list)
     paused_latencies: list[float] = field(default_factory=list)
     cutoffs: int = 0
@@ -111,7 +113,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.detector}/{self.answer}"
+        fast = f"/{self.fast_ms}" if self.fast_ms else ""
+        return f"{self.detector}/{self.answer}{fast}"
 
 
 class _Voice:
@@ -170,13 +173,13 @@ async def _quiet(caller: RealCaller, since: float, *, silence_s: float = 1.2) ->
 
 async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
                        utterances: list[Utterance], barge: np.ndarray, rounds: int) -> Run:
-    detector, answer = variant.split("/")
-    run = Run(detector=detector, answer=answer)
-    tag = f"{detector}-{answer}"
+    detector, answer, *fast = variant.split("/")
+    run = Run(detector=detector, answer=answer, fast_ms=int(fast[0]) if fast else 0)
+    tag = f"{detector}-{answer}-{run.fast_ms}"
+    turn = {"detector": detector, "speculative_answer": answer, "barge_in_fast_ms": run.fast_ms}
     service = real_service(
         server, workdir / tag,
-        agent={"persona": {"greeting": "Hello.", "todo_items": []},
-               "pipeline": {"turn": {"detector": detector, "speculative_answer": answer}}},
+        agent={"persona": {"greeting": "Hello.", "todo_items": []}, "pipeline": {"turn": turn}},
     )
     await service.start(within=120)
     stage = RealStage(server=server, service=service)

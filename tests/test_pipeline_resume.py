@@ -171,3 +171,39 @@ async def test_unconfident_speech_does_not_pause_the_agent() -> None:
         kit.feed(silence(300))
         kit.audio.release()
         await kit.agent_final()
+
+
+async def test_very_confident_speech_pauses_the_agent_at_barge_in_fast_ms() -> None:
+    kit = _kit(turn={"barge_in_min_ms": 300, "barge_in_fast_ms": 120})
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        paused_at = None
+        for i, f in enumerate(speech(200)):  # the fake VAD says 1.0: very confident
+            kit.pipeline.push_audio(USER, f)
+            if kit.audio.cleared and paused_at is None:
+                paused_at = i
+        assert paused_at == 11  # 120 ms of 10 ms frames, not barge_in_min_ms (300)
+        kit.feed(silence(250))  # a noise after all: it resumes
+        await wait_until(lambda: kit.audio.queued_duration > 0)
+        kit.audio.release()
+        final = await kit.agent_final()
+    assert final.text == ANSWER and final.interrupted is None
+
+
+async def test_fast_pause_needs_its_own_confidence() -> None:
+    kit = _kit(turn={"barge_in_min_ms": 300, "barge_in_fast_ms": 120,
+                     "barge_in_confidence": 0.5, "barge_in_fast_confidence": 0.9})
+    kit.pipeline._vad = type("V", (FakeVAD,), {"stream": lambda self: _Probs(0.6)})()
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        paused_at = None
+        for i, f in enumerate(speech(400)):
+            kit.pipeline.push_audio(USER, f)
+            if kit.audio.cleared and paused_at is None:
+                paused_at = i
+        assert paused_at == 29  # confident enough only for the usual 300 ms rule
+        kit.feed(silence(300))
+        kit.audio.release()
+        await kit.agent_final(2)

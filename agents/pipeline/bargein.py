@@ -1,6 +1,7 @@
 """Barge-in: what the voice pipeline does when a caller speaks while the agent thinks or speaks.
 
-Over the agent's speech, ``turn.barge_in_min_ms`` of confident speech pauses it at once
+Over the agent's speech, ``turn.barge_in_min_ms`` of confident speech (or, when set,
+``turn.barge_in_fast_ms`` of very confident speech) pauses it at once
 (:class:`~agents.pipeline.interruptions.Interruptions`): the turn's words then stop it, a noise
 lets it resume. Over the agent's thinking, ``turn.min_speech_ms`` of speech cancels the answer in
 flight. Speech over the agent too short for either is a false interruption: the agent goes on.
@@ -73,7 +74,14 @@ class BargeIn:
         turn = self._cfg.turn
         speaking = self._status == "speaking"
         need = turn.barge_in_min_ms if speaking else turn.min_speech_ms
-        if det.speech_ms < need or (speaking and det.speech_confidence < turn.barge_in_confidence):
+        fast = (  # very confident speech pauses sooner (a pause can still resume)
+            speaking and self._interrupts.enabled and turn.barge_in_fast_ms > 0
+            and det.speech_ms >= turn.barge_in_fast_ms
+            and det.speech_confidence >= turn.barge_in_fast_confidence
+        )
+        if not fast and (
+            det.speech_ms < need or (speaking and det.speech_confidence < turn.barge_in_confidence)
+        ):
             return
         if speaking and self._reply is not None and self._interrupts.enabled:
             if self._interrupts.hold(self._reply):

@@ -171,6 +171,13 @@ class TurnConfig(BaseModel):
         0.7, ge=0.0, lt=1.0, description="Mean voice probability that speech needs to pause "
         "the agent (louder, clearer speech than a cough or a click).",
     )
+    barge_in_fast_ms: int = Field(
+        0, ge=0, le=5000, description="Speech over the agent at barge_in_fast_confidence that "
+        "pauses it sooner than barge_in_min_ms (0: off). Only pauses: a noise still resumes.",
+    )
+    barge_in_fast_confidence: float = Field(
+        0.9, ge=0.0, lt=1.0, description="Mean voice probability that barge_in_fast_ms needs.",
+    )
     false_interruption_timeout: float = Field(
         1.0, ge=0.0, le=10.0, description="Seconds after a barge-in pause within which words "
         "must follow; otherwise the agent resumes its answer (0: a barge-in stops it at once).",
