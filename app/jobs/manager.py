@@ -16,10 +16,11 @@ from typing import Any
 
 import structlog
 
-from agents.job import JobBody, JobFailed, JobOutcome, JobSpec, valid_job_id
+from agents.job import JobBody, JobFailed, JobOutcome, JobSpec
 from app.admission import AT_CAPACITY, OVERLOADED, AdmissionResult, JobRequest
 from app.errors import TokenMintError
 from app.jobs.load import LoadMonitor
+from app.jobs.policy import offer_problem, server_url_problem
 from app.jobs.records import JobRecord, JobState, StoredAnswer
 from app.jobs.registry import JobRegistry, MemoryJobRegistry, RegistryError
 from app.jobs.reporter import JobObserver, Reporter
@@ -30,7 +31,6 @@ from app.settings import Settings
 log = structlog.get_logger("app.jobs")
 
 JobEndCallback = Callable[[str, JobState, "str | None"], None]
-_REMOTE_SCHEMES = ("ws://", "wss://", "http://", "https://")
 
 
 @dataclass(slots=True)
@@ -127,7 +127,7 @@ class JobManager:
             return "already running here"
         answer = self._answer(request.job_id)
         server_url = request.server_url or self._settings.livekit_url or ""
-        problem = self._server_url_problem(server_url)
+        problem = server_url_problem(self._settings, server_url)
         if problem is not None:
             return problem
         try:
@@ -177,7 +177,7 @@ class JobManager:
         request = dataclasses.replace(
             reservation.request, access_token=access_token, server_url=server_url
         )
-        problem = "draining" if self._draining else self._server_url_problem(server_url)
+        problem = "draining" if self._draining else server_url_problem(self._settings, server_url)
         if problem is not None:
             log.warning("reservation_not_started", job_id=job_id, reason=problem)
             await self._forget(job_id)
@@ -269,29 +269,6 @@ class JobManager:
             retry_after=self._settings.retry_after,
         )
 
-    def _server_url_problem(self, url: str | None) -> str | None:
-        if not url:
-            return "the offer has no server_url and no LIVEKIT_URL is configured"
-        if url.startswith("local://"):
-            if self._settings.agent.room.allow_local_rooms:
-                return None
-            return "local:// rooms are only allowed in development mode"
-        if not url.startswith(_REMOTE_SCHEMES):
-            return "server_url must be a ws://, wss://, http:// or https:// URL"
-        return None
-
-    def _policy(self, request: JobRequest) -> str | None:
-        settings = self._settings
-        if not valid_job_id(request.job_id):
-            return "invalid job_id (1-128 of A-Z a-z 0-9 _ - . : @, not starting with . - : @)"
-        if not settings.enabled:
-            return "agent disabled"
-        if request.job_type not in settings.job_types:
-            return f"job type {request.job_type} not enabled"
-        if request.job_type != "JT_ROOM" and not request.participant_identity:
-            return f"participant is required for {request.job_type}"
-        return None
-
     def _answer(self, job_id: str) -> StoredAnswer:
         return StoredAnswer(
             participant_identity=self._settings.agent_identity_prefix + job_id,
@@ -311,7 +288,7 @@ class JobManager:
 
     async def _decide(self, request: JobRequest, *, hold: float | None) -> AdmissionResult:
         job_id = request.job_id
-        problem = self._policy(request)
+        problem = offer_problem(self._settings, request)
         if problem is None and hold is None:  # a reservation gets both with its assignment
             if request.access_token is None and not self._settings.can_mint_tokens:
                 problem = (
@@ -319,7 +296,8 @@ class JobManager:
                     "are configured to mint one"
                 )
             else:
-                problem = self._server_url_problem(request.server_url or self._settings.livekit_url)
+                url = request.server_url or self._settings.livekit_url
+                problem = server_url_problem(self._settings, url)
         if problem is not None:
             return self._refuse(request, problem)
 
