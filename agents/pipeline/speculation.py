@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agents.pipeline.aio import cancel_and_wait
 from agents.pipeline.extras import Retrieved
-from agents.pipeline.speech import FIRST_CLAUSE_CHARS, Chunks, Held, SentenceSplitter
+from agents.pipeline.speech import (
+    FIRST_CLAUSE_CHARS,
+    Chunks,
+    Held,
+    SentenceSplitter,
+    synthesize_into,
+)
 from agents.providers.base import (
     ChatMessage,
     ChatRequest,
@@ -254,15 +260,4 @@ class Draft:
     async def _synthesize(self, text: str, chunks: Chunks) -> None:
         tts = self._env.tts
         assert tts is not None
-        stream = tts.synthesize(text, voice=self._env.voice)
-        try:
-            async for chunk in stream:
-                chunks.put_nowait(chunk)
-        except Exception as e:  # noqa: BLE001 (handed to the player, which raises it)
-            chunks.put_nowait(e)
-            return
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        chunks.put_nowait(None)
+        await synthesize_into(tts, text, self._env.voice, chunks)

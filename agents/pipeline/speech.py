@@ -125,6 +125,22 @@ async def _aclose(stream: AsyncIterator[PCM]) -> None:
         await aclose()
 
 
+async def synthesize_into(tts: TTS, text: str, voice: str | None, chunks: Chunks) -> bool:
+    """Synthesise ``text`` into ``chunks``, then ``None``. On a failure the error goes into
+    ``chunks`` instead of the ``None`` (the player raises it) and the answer is ``False``."""
+    stream = tts.synthesize(text, voice=voice)
+    try:
+        async for chunk in stream:
+            chunks.put_nowait(chunk)
+    except Exception as e:  # noqa: BLE001 (handed to the player, which raises it)
+        chunks.put_nowait(e)
+        return False
+    finally:
+        await _aclose(stream)
+    chunks.put_nowait(None)
+    return True
+
+
 @dataclass(slots=True)
 class _Segment:
     text: str
@@ -265,16 +281,8 @@ class SpeechOut:
                 continue
             chunks: Chunks = asyncio.Queue()
             await ahead.put((text, chunks))  # waits while a sentence is already queued
-            stream = self._tts.synthesize(text, voice=self._voice)
-            try:
-                async for chunk in stream:
-                    chunks.put_nowait(chunk)
-            except Exception as e:  # noqa: BLE001 (handed to the player, which raises it)
-                chunks.put_nowait(e)
+            if not await synthesize_into(self._tts, text, self._voice, chunks):
                 return
-            finally:
-                await _aclose(stream)
-            chunks.put_nowait(None)
         await ahead.put(None)
 
     async def _play_segment(self, text: str, stream: AsyncIterator[PCM]) -> None:
