@@ -84,9 +84,12 @@ def test_auto_capacity_learns_from_settled_unthrottled_jobs_only() -> None:
 
 
 def test_a_cpu_quota_is_the_budget_a_burst_fits_in() -> None:
-    """A container limited to a quarter of a core takes two jobs of 0.1 core before any is
-    measured, not ``auto_initial_jobs``."""
+    """A container limited to a quarter of a core takes what fits in ``max_cpu`` of it at 0.1
+    core a job before any is measured, not ``auto_initial_jobs``."""
     m = LoadMonitor(settings=LoadSettings(auto_initial_jobs=4, auto_job_cost=0.1),
+                    active_jobs=lambda: 0, cores=0.25)
+    assert m.capacity() == 1  # 0.7 of 0.25 core
+    m = LoadMonitor(settings=LoadSettings(auto_initial_jobs=4, auto_job_cost=0.1, max_cpu=0.85),
                     active_jobs=lambda: 0, cores=0.25)
     assert m.capacity() == 2
     assert m.snapshot()["cores"] == 0.25

@@ -49,8 +49,9 @@ class LoadSettings(BaseModel):
         100.0, gt=0, description="Event-loop lag (mean over the window) that refuses new jobs."
     )
     max_cpu: float = Field(
-        0.85, gt=0, le=1.0,
-        description="Process CPU, as a share of the cores it may use, that refuses new jobs.",
+        0.7, gt=0, le=1.0,
+        description="Process CPU, as a share of the cores it may use, that refuses new jobs "
+        "(headroom for bursts: under a CPU quota, running near it throttles every job's audio).",
     )
     max_audio_backlog_ms: float = Field(
         200.0, gt=0, description="Audio backlog of any job that refuses new jobs (ms)."
