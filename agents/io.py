@@ -69,3 +69,10 @@ class Conversation(Protocol):
     def record(self) -> dict[str, Any]:
         """Extra, JSON-serialisable parts of the job record (per-turn traces, counters)."""
         ...
+
+
+def is_busy(conversation: object) -> bool:
+    """What a conversation's optional ``busy()`` says (someone speaking, a turn in flight);
+    False for one without it. Wrapping conversations forward it."""
+    busy = getattr(conversation, "busy", None)
+    return bool(busy()) if callable(busy) else False

@@ -30,7 +30,7 @@ from livekit import rtc
 from agents.audio_frontend import AudioFrontend
 from agents.config import AgentConfig
 from agents.conversation_context import ConversationContext, ConversationFactory
-from agents.io import AudioOutput, Conversation
+from agents.io import AudioOutput, Conversation, is_busy
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import InboundError, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
@@ -252,6 +252,8 @@ class AgentParticipant(RoomListener):
             audience=self._audience, resume=resume, checkpoint=self._checkpoint,
         ))
         self._conversation = conversation
+        if isinstance(self._audio, LazyAudioOutput):
+            self._audio.hold_while(lambda: is_busy(conversation))
         for call in self._early:
             call(conversation)
         self._early.clear()

@@ -9,7 +9,7 @@ from typing import Any
 
 from livekit import rtc
 
-from agents.io import Conversation
+from agents.io import Conversation, is_busy
 from agents.mcp_tools import JobTools
 
 
@@ -29,6 +29,9 @@ class ToolingConversation:
 
     def speaker_left(self, speaker: str) -> None:
         self._inner.speaker_left(speaker)
+
+    def busy(self) -> bool:
+        return is_busy(self._inner)
 
     async def run(self) -> str:
         try:

@@ -231,6 +231,46 @@ async def test_a_job_that_never_speaks_is_announced_by_its_track_and_can_still_s
     await alice.aclose()
 
 
+class BusyListener(Listener):
+    """Says it is busy (a caller mid-sentence) until told otherwise."""
+
+    def __init__(self, ctx: ConversationContext) -> None:
+        super().__init__(ctx)
+        self.speaking = True
+
+    def busy(self) -> bool:
+        return self.speaking
+
+
+async def test_the_unused_track_is_released_only_once_the_conversation_is_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agents.transport.lazy_audio as lazy_audio
+    from agents.transport.memory import MemoryTransport
+
+    monkeypatch.setattr(lazy_audio, "RELEASE_AFTER", 0.02)
+    monkeypatch.setattr(lazy_audio, "QUIET_POLL", 0.01)
+    released = asyncio.Event()
+
+    async def release_audio(self: MemoryTransport) -> bool:
+        released.set()
+        return True
+
+    monkeypatch.setattr(MemoryTransport, "release_audio", release_audio)
+    h = Harness(conversation_factory=BusyListener)
+    alice = h.hub.room("room-1").add_participant("alice")
+    h.start(make_spec())
+    await h.running()
+    await asyncio.sleep(0.2)
+    assert not released.is_set()  # due long ago, but the caller is speaking
+    h.conversation.speaking = False
+    async with asyncio.timeout(2):
+        await released.wait()
+    alice.leave()
+    await h.outcome()
+    await alice.aclose()
+
+
 class FakeTrack:
     def __init__(self) -> None:
         self.frames = 0
@@ -261,8 +301,11 @@ async def test_an_unused_track_is_released_and_published_again_at_the_next_frame
         published.append(FakeTrack())
         return published[-1]
 
+    gone = asyncio.Event()
+
     async def release() -> bool:
         released.append(True)
+        gone.set()
         return True
 
     first = FakeTrack()
@@ -290,12 +333,28 @@ async def test_an_unused_track_is_released_and_published_again_at_the_next_frame
     await asyncio.sleep(0.05)
     assert len(released) == 1 and used.published is not None  # it spoke: kept
 
+    # Due while the conversation is busy (a caller speaking): the release waits for quiet.
+    busy = [True]
+    held = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
+                           track=FakeTrack())  # type: ignore[arg-type]
+    held.hold_while(lambda: busy[0])
+    held.release_later(0.01)
+    await asyncio.sleep(0.3)
+    assert len(released) == 1 and held.published is not None
+    gone.clear()
+    busy[0] = False
+    async with asyncio.timeout(2):
+        await gone.wait()
+    assert len(released) == 2
+    await held.aclose()
+
     pending = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
                               track=FakeTrack())  # type: ignore[arg-type]
+    pending.hold_while(lambda: True)
     pending.release_later(10)
     await pending.aclose()  # the pending release is cancelled and awaited
     await pending.aclose()
-    assert len(released) == 1 and pending.published is not None
+    assert len(released) == 2 and pending.published is not None
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,12 @@ speak (no text-to-speech) publishes its track as every job does, which makes the
 it at once, and releases it (:meth:`~agents.transport.base.RoomTransport.release_audio`) after
 ``RELEASE_AFTER`` seconds without a frame. Should it speak after all, its next frame publishes
 the track again (that frame waits for the publication, once).
+
+Unpublishing costs a renegotiation with the server, a burst of CPU: in a small CPU quota it held
+the job's audio back by up to half a second. Timed from the join, it tends to land at the end of
+the caller's first sentence, exactly where a late turn decision is heard. So the release waits,
+past its delay, until the conversation is quiet (:meth:`LazyAudioOutput.hold_while`: nobody
+speaking, no turn in flight).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ RELEASE_AFTER = 4.0
 """Seconds a never-speaking job keeps its first track: the server announces the agent as a
 publisher once the track's media reaches it (well within this on loopback and under a burst of
 20); after that the silent track is only cost."""
+
+QUIET_POLL = 0.25
+"""Seconds between looks at a busy conversation while a due release waits for quiet."""
 
 
 async def agent_audio(transport: RoomTransport, *, sample_rate: int, speaks: bool,
@@ -55,6 +64,7 @@ class LazyAudioOutput:
         self._track = track
         self._lock = asyncio.Lock()
         self._releasing: asyncio.Task[None] | None = None
+        self._busy: Callable[[], bool] | None = None
         self.frames = 0
 
     @property
@@ -66,6 +76,10 @@ class LazyAudioOutput:
     def sample_rate(self) -> int:
         return self._sample_rate
 
+    def hold_while(self, busy: Callable[[], bool] | None) -> None:
+        """A due release waits while ``busy()`` is true (a caller speaking, a turn in flight)."""
+        self._busy = busy
+
     def release_later(self, delay: float) -> None:
         if self._releasing is None:
             self._releasing = asyncio.get_running_loop().create_task(
@@ -73,6 +87,10 @@ class LazyAudioOutput:
 
     async def _release_unused(self, delay: float) -> None:
         await asyncio.sleep(delay)
+        while True:  # ends with the job at the latest: aclose cancels this task
+            if self.frames or self._busy is None or not self._busy():
+                break
+            await asyncio.sleep(QUIET_POLL)  # a predicate, not an event: looked at in turn
         async with self._lock:
             if self.frames == 0 and self._track is not None and await self._release():
                 self._track = None

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from livekit import rtc
 
-from agents.io import Conversation
+from agents.io import Conversation, is_busy
 from agents.vision.frames import FrameStore
 from agents.vision.pipeline import VisionPipeline
 
@@ -48,6 +48,9 @@ class WatchingConversation:
     def speaker_left(self, speaker: str) -> None:
         self._frames.speaker_left(speaker)
         self._inner.speaker_left(speaker)
+
+    def busy(self) -> bool:
+        return is_busy(self._inner)
 
     async def run(self) -> str:
         task: asyncio.Task[None] | None = None
