@@ -20,6 +20,7 @@ from agents.messages import transcript_chunk as transcript_msg
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.interim import InterimTranscripts
 from agents.pipeline.interruptions import Interruptions
+from agents.pipeline.journal import Journal
 from agents.pipeline.reply import Reply, ReplyOutcome
 from agents.pipeline.trace import INTERRUPTIONS
 from agents.pipeline.turns import TurnDetector, TurnEnded
@@ -39,7 +40,7 @@ class BargeIn:
     _interims: InterimTranscripts
     _interrupts: Interruptions
     _heard: dict[str, Transcript]
-    _counters: dict[str, int]
+    _journal: Journal
 
     def _agent_active(self) -> bool:
         raise NotImplementedError
@@ -127,12 +128,12 @@ class BargeIn:
             reply.interrupt()  # clears the queued audio now
         if task is not None and not task.done():
             task.cancel()
-        self._counters["barge_ins"] += 1
+        self._journal.counters["barge_ins"] += 1
         INTERRUPTIONS.labels(kind="barge_in").inc()
         self._log.info("barge_in", speaker=speaker, speech_ms=round(speech_ms))
         self._set_status("listening", None)
 
     def _false_interruption(self, speaker: str, speech_ms: float) -> None:
-        self._counters["false_interruptions"] += 1
+        self._journal.counters["false_interruptions"] += 1
         INTERRUPTIONS.labels(kind="false").inc()
         self._log.info("false_interruption", speaker=speaker, speech_ms=round(speech_ms))

@@ -28,6 +28,7 @@ import numpy as np
 
 from agents.messages import new_id
 from agents.pipeline.config import TurnConfig
+from agents.pipeline.trace import TurnKind
 from agents.providers.base import PCM, VADStream, monotonic_ms
 from agents.providers.errors import ProviderError
 
@@ -349,3 +350,34 @@ class TurnDetector:
             end_of_speech_ms=self._last_speech_at, decided_ms=now, truncated=truncated,
             pause_id=pause_id,
         )
+
+
+# -- what the voice pipeline's turn task runs, besides a finished voice turn (TurnEnded) --------
+
+
+@dataclass(frozen=True, slots=True)
+class TextTurn:
+    """A ``user_text`` message."""
+
+    speaker: str
+    text: str
+    at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class LineTurn:
+    """A line the agent speaks on its own (a vision remark, the recovery line)."""
+
+    text: str
+    kind: TurnKind
+    remember: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueTurn:
+    """After failover: the model answers what the lost leg had not (its history ends with the
+    caller's words or a tool round's results)."""
+
+
+AgentTurn = TurnEnded | TextTurn | LineTurn | ContinueTurn
+LINE_KINDS: dict[str, TurnKind] = {"voice": "voice", "text": "text", "vision": "vision"}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,25 +32,31 @@ from agents.messages import (
     todo_list,
 )
 from agents.messages import transcript_chunk as transcript_msg
-from agents.pipeline.aio import cancel_and_wait, current_task_cancelling, loop_running
+from agents.pipeline.aio import cancel_and_wait, current_task_cancelling
 from agents.pipeline.bargein import BargeIn
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.context import ChatContext, FrameSource
 from agents.pipeline.extras import TurnExtras
+from agents.pipeline.hearing import Hearing
 from agents.pipeline.interim import InterimTranscripts
 from agents.pipeline.interruptions import Interruptions
+from agents.pipeline.journal import Journal
 from agents.pipeline.outbox import Outbox
 from agents.pipeline.pauses import PauseWork
 from agents.pipeline.reply import Reply, ReplyEnv, ReplyOutcome, unexpected
 from agents.pipeline.segments import Segments
 from agents.pipeline.speculation import Draft
-from agents.pipeline.trace import TurnKind, TurnTrace, append_capped
+from agents.pipeline.trace import TurnTrace
 from agents.pipeline.turns import (
-    BatchedVADStream,
+    LINE_KINDS,
+    AgentTurn,
+    ContinueTurn,
+    LineTurn,
     Paused,
     Resumed,
     SpeechDiscarded,
     SpeechStarted,
+    TextTurn,
     TurnDetector,
     TurnEnded,
     TurnEvent,
@@ -59,34 +64,10 @@ from agents.pipeline.turns import (
 from agents.providers import base as pb
 from agents.providers.base import LLM, PCM, STT, TTS, VAD, ImagePart, Transcript, monotonic_ms
 from agents.providers.errors import ProviderError
-from agents.resume import ConversationCheckpoint, conversation_state
+from agents.resume import ConversationCheckpoint
 from agents.tools import AgentTools
 
 log = structlog.get_logger("agents.pipeline.voice")
-
-
-@dataclass(frozen=True, slots=True)
-class _TextTurn:
-    speaker: str
-    text: str
-    at_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class _LineTurn:
-    text: str
-    kind: TurnKind
-    remember: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class _ContinueTurn:
-    """After failover: the model answers what the lost leg had not (its history ends with the
-    caller's words or a tool round's results)."""
-
-
-_Turn = TurnEnded | _TextTurn | _LineTurn | _ContinueTurn
-_KINDS: dict[str, TurnKind] = {"voice": "voice", "text": "text", "vision": "vision"}
 
 
 class VoicePipeline(BargeIn):
@@ -114,11 +95,9 @@ class VoicePipeline(BargeIn):
     ) -> None:
         self._cfg = config
         self._after_failover = resume is not None
-        self._on_checkpoint = on_checkpoint
         self._audience = audience
         self._spec = spec
         self._persona = persona
-        self._vad = vad
         self._stt = stt
         self._llm = llm if config.audio.has("llm") else None
         self._tts = tts if config.audio.has("tts") else None
@@ -128,15 +107,17 @@ class VoicePipeline(BargeIn):
         self._context = ChatContext(
             instructions=persona.instructions, max_messages=config.history_messages
         )
+        self._journal = Journal(history=lambda: self._context.history, board=tools.board,
+                                on_checkpoint=on_checkpoint, resume=resume)
         self._env = ReplyEnv(
             config=config, audio=audio, publish=self._publish, set_status=self._set_status,
             context=self._context, tools=tools, agent_identity=spec.agent_identity,
             llm=self._llm, tts=self._tts, voice=persona.voice, extras=extras or TurnExtras(),
-            saved=self._save,
+            saved=self._journal.save,
         )
-        self._detectors: dict[str, TurnDetector] = {}
-        self._bad_audio: set[str] = set()
-        self._inbox: asyncio.Queue[_Turn | None] = asyncio.Queue()
+        self._hearing = Hearing(vad=vad, config=config.turn, on_events=self._turn_events,
+                                log=self._log)
+        self._inbox: asyncio.Queue[AgentTurn | None] = asyncio.Queue()
         self._outbox = Outbox(output=messages)
         self._status: AgentState | None = None
         self._turn_task: asyncio.Task[ReplyOutcome | None] | None = None
@@ -165,57 +146,19 @@ class VoicePipeline(BargeIn):
         self._end_reason: str | None = None
         self._running = False
         self._closed = False
-        self._turns: list[dict[str, Any]] = []
-        self._transcript: list[dict[str, Any]] = []
-        if resume is not None:  # failover: the earlier leg's history and transcript go on
+        if resume is not None:  # failover: the earlier leg's history (and transcript) go on
             self._context.restore(resume.chat_history())
-            self._transcript = list(resume.transcript)
-        self._counters = {"barge_ins": 0, "false_interruptions": 0, "provider_failures": 0}
 
     # -- Conversation: push side -------------------------------------------------------------
 
     def push_audio(self, speaker: str, frame: rtc.AudioFrame) -> None:
-        if self._closed:
-            return
-        if frame.sample_rate != 16000 or frame.num_channels != 1:
-            if speaker not in self._bad_audio:
-                self._bad_audio.add(speaker)
-                self._log.warning(
-                    "audio_format_rejected", speaker=speaker, sample_rate=frame.sample_rate,
-                    channels=frame.num_channels,
-                )
-            return
-        det = self._detectors.get(speaker)
-        if det is None:
-            det = self._detectors[speaker] = self._new_detector(speaker)
-        pcm = np.frombuffer(frame.data, dtype=np.int16).copy()
-        try:
-            if det.deferred:
-                det.feed(pcm)  # events arrive in _turn_events, at most one loop tick later
-                return
-            events = det.push(pcm)
-        except (ProviderError, ValueError) as e:
-            self._vad_failed(det, e)
-            return
-        self._turn_events(det, events)
-
-    def _new_detector(self, speaker: str) -> TurnDetector:
-        stream = self._vad.stream()
-        if isinstance(stream, BatchedVADStream) and loop_running():
-            # Windows of every speaker of the provider are scored together once per loop tick.
-            return TurnDetector(speaker=speaker, vad=stream, config=self._cfg.turn,
-                                on_events=self._turn_events, on_error=self._vad_failed)
-        return TurnDetector(speaker=speaker, vad=stream, config=self._cfg.turn)
-
-    def _vad_failed(self, det: TurnDetector, error: Exception) -> None:
-        if det.speaker not in self._bad_audio:
-            self._bad_audio.add(det.speaker)
-            self._log.warning("vad_failed", speaker=det.speaker, error=str(error))
+        if not self._closed:
+            self._hearing.push(speaker, frame)
 
     def _turn_events(self, det: TurnDetector, events: list[TurnEvent]) -> None:
         """What one frame of ``det``'s speaker changed (``events`` may be empty)."""
         speaker = det.speaker
-        if self._closed or self._detectors.get(speaker) is not det:
+        if self._closed or self._hearing.detector(speaker) is not det:
             return  # the speaker left (or the pipeline closed) while the frame was scored
         for ev in events:
             if isinstance(ev, SpeechStarted):
@@ -245,7 +188,7 @@ class VoicePipeline(BargeIn):
 
     def _end_turn_now(self, speaker: str, pause_id: int) -> None:
         """The end-of-turn model judged ``speaker``'s turn complete at pause ``pause_id``."""
-        det = self._detectors.get(speaker)
+        det = self._hearing.detector(speaker)
         ev = det.end_now(pause_id) if det is not None and not self._closed else None
         if det is not None and ev is not None:
             self._turn_events(det, [ev])
@@ -263,7 +206,7 @@ class VoicePipeline(BargeIn):
         if len(text) > MAX_USER_TEXT_CHARS:
             self._log.warning("user_text_rejected", speaker=speaker, chars=len(text))
             return
-        self._inbox.put_nowait(_TextTurn(speaker=speaker, text=text, at_ms=monotonic_ms()))
+        self._inbox.put_nowait(TextTurn(speaker=speaker, text=text, at_ms=monotonic_ms()))
 
     def push_video(self, speaker: str, source: str, frame: rtc.VideoFrame) -> None:
         push = getattr(self._frames, "push_video", None)
@@ -273,10 +216,7 @@ class VoicePipeline(BargeIn):
     def speaker_left(self, speaker: str) -> None:
         self._interims.forget(speaker)
         self._pauses.forget(speaker)
-        self._bad_audio.discard(speaker)
-        det = self._detectors.pop(speaker, None)
-        if det is not None:
-            det.reset()
+        self._hearing.forget(speaker)
 
     # -- Conversation: lifecycle -------------------------------------------------------------
 
@@ -295,17 +235,17 @@ class VoicePipeline(BargeIn):
                     # not into an empty room: the participant sets it once someone can hear
                     # (and ends the job if nobody comes within room.participant_wait)
                     await self._audience.wait()
-                self._launch(_LineTurn(text=line, kind="voice",
+                self._launch(LineTurn(text=line, kind="voice",
                                        remember=not self._after_failover))
             else:
                 self._set_status("listening", None)
             history = self._context.history
             if self._after_failover and history and history[-1].role in ("user", "tool"):
-                self._inbox.put_nowait(_ContinueTurn())
+                self._inbox.put_nowait(ContinueTurn())
             while self._end_reason is None:
                 turn = await self._inbox.get()
                 if turn is not None and self._end_reason is None:
-                    if self._llm is None or isinstance(turn, _ContinueTurn):
+                    if self._llm is None or isinstance(turn, ContinueTurn):
                         await self._wait_turn()  # every turn in order (the recovery line too)
                     else:
                         await self._stop_turn()
@@ -323,15 +263,15 @@ class VoicePipeline(BargeIn):
 
     def busy(self) -> bool:
         """A user is speaking, or the agent is thinking or speaking."""
-        return self._agent_active() or any(d.in_speech for d in self._detectors.values())
+        return self._agent_active() or self._hearing.anyone_speaking()
 
     async def say(self, text: str, *, kind: str = "vision") -> bool:
         """Speak ``text`` as an agent turn. False when it could not (busy, ended, interrupted)."""
         text = text.strip()
         if not text or self._closed or not self._running or self._end_reason or self.busy():
             return False
-        turn_kind = _KINDS.get(kind, "vision")
-        task = self._launch(_LineTurn(text=text, kind=turn_kind))
+        turn_kind = LINE_KINDS.get(kind, "vision")
+        task = self._launch(LineTurn(text=text, kind=turn_kind))
         try:
             outcome = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -344,13 +284,7 @@ class VoicePipeline(BargeIn):
 
     def record(self) -> dict[str, Any]:
         return {
-            "turns": list(self._turns),
-            "transcript": list(self._transcript),
-            "todo": {
-                "items": [i.model_dump() for i in self._tools.board.items],
-                "notes": self._tools.board.notes,
-            },
-            "counters": dict(self._counters),
+            **self._journal.record(),
             "speculation": dict(self._pauses.speculations),
             "speculative_answers": dict(self._pauses.answers),
             "end_reason": self._end_reason,
@@ -358,20 +292,20 @@ class VoicePipeline(BargeIn):
 
     # -- turns -------------------------------------------------------------------------------
 
-    def _launch(self, turn: _Turn) -> asyncio.Task[ReplyOutcome | None]:
+    def _launch(self, turn: AgentTurn) -> asyncio.Task[ReplyOutcome | None]:
         task = asyncio.create_task(self._run_turn(turn), name="pipeline-turn")
         self._turn_task = task
         return task
 
-    async def _run_turn(self, turn: _Turn) -> ReplyOutcome | None:
+    async def _run_turn(self, turn: AgentTurn) -> ReplyOutcome | None:
         reply: Reply | None = None
         trace: TurnTrace | None = None
         try:
-            if isinstance(turn, _LineTurn):
+            if isinstance(turn, LineTurn):
                 trace = TurnTrace(kind=turn.kind)
                 reply = self._new_reply(trace)
                 await reply.run_line(turn.text, remember=turn.remember)
-            elif isinstance(turn, _TextTurn):
+            elif isinstance(turn, TextTurn):
                 trace = TurnTrace(kind="text", origin_ms=turn.at_ms, speaker=turn.speaker)
                 if self._llm is not None:
                     self._set_status("thinking", None)
@@ -383,7 +317,7 @@ class VoicePipeline(BargeIn):
                 if self._llm is not None:
                     reply = self._new_reply(trace)
                     await reply.run_model()
-            elif isinstance(turn, _ContinueTurn):
+            elif isinstance(turn, ContinueTurn):
                 trace = TurnTrace(kind="voice")
                 if self._llm is not None:
                     self._set_status("thinking", None)
@@ -467,9 +401,7 @@ class VoicePipeline(BargeIn):
             except Exception as e:  # noqa: BLE001 (vision is optional; the turn goes on)
                 self._log.warning("frames_failed", speaker=speaker, error=str(e))
         self._context.add_user(text, speaker=speaker, images=images)
-        row = {"role": "user", "speaker": speaker, "text": text, "turn_id": trace.turn_id}
-        append_capped(self._transcript, row)
-        self._save()  # a leg taking over answers these words
+        self._journal.user_said(speaker, text, trace.turn_id)
 
     def _new_reply(self, trace: TurnTrace, draft: Draft | None = None) -> Reply:
         reply = Reply(env=self._env, trace=trace, draft=draft)
@@ -481,20 +413,18 @@ class VoicePipeline(BargeIn):
             self._unanswered = reply.used_model and reply.interrupted and not reply.spoken
             if reply.outcome == "failed":
                 self._failures += 1
-                self._counters["provider_failures"] += 1
+                self._journal.counters["provider_failures"] += 1
             elif reply.outcome != "interrupted":
                 self._failures = 0
             if reply.spoken:
-                append_capped(self._transcript, {
-                    "role": "agent", "text": reply.spoken, "interrupted": reply.interrupted,
-                    "turn_id": reply.trace.turn_id,
-                })
+                self._journal.agent_said(reply.spoken, interrupted=reply.interrupted,
+                                         turn_id=reply.trace.turn_id)
         elif trace is not None and "final_transcript" in trace.stages:
             trace.mark("done")  # transcription-only turn: the trace ends here
             trace.observe()
             self._publish(trace.message())
         if trace is not None and ("done" in trace.stages or reply is not None):
-            append_capped(self._turns, trace.record())
+            self._journal.turn(trace)
         if self._reply is reply:
             self._reply = None
         if reply is not None and self._interrupts.held is reply:
@@ -510,13 +440,7 @@ class VoicePipeline(BargeIn):
             if reply is not None and reply.outcome == "failed":
                 note = f"{reply.failed_step}_failed"
             self._set_status("listening", note)
-        self._save()
-
-    def _save(self) -> None:
-        if self._on_checkpoint is not None:
-            self._on_checkpoint(conversation_state(
-                history=self._context.history, board=self._tools.board,
-                transcript=self._transcript, turns=len(self._turns)))
+        self._journal.save()
 
     def _end(self, reason: str) -> None:
         if self._end_reason is None:
