@@ -20,11 +20,11 @@ from agents.job import JobBody, JobFailed, JobOutcome, JobSpec
 from app.admission import AT_CAPACITY, OVERLOADED, AdmissionResult, JobRequest
 from app.errors import TokenMintError
 from app.jobs.load import LoadMonitor
+from app.jobs.offers import agent_answer, agent_token, job_record, job_spec
 from app.jobs.policy import offer_problem, server_url_problem
 from app.jobs.records import JobRecord, JobState, StoredAnswer
 from app.jobs.registry import JobRegistry, MemoryJobRegistry, RegistryError
 from app.jobs.reporter import JobObserver, Reporter
-from app.jobs.tokens import mint_agent_token
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -125,13 +125,13 @@ class JobManager:
             return "draining" if self._draining else AT_CAPACITY
         if request.job_id in self._jobs:
             return "already running here"
-        answer = self._answer(request.job_id)
+        answer = agent_answer(self._settings, request.job_id)
         server_url = request.server_url or self._settings.livekit_url or ""
         problem = server_url_problem(self._settings, server_url)
         if problem is not None:
             return problem
         try:
-            token = self._mint(request, answer)
+            token = agent_token(self._settings, request, answer)
         except TokenMintError as e:
             return e.message
         self._history.pop(request.job_id, None)
@@ -143,7 +143,7 @@ class JobManager:
     def close_adopted(self, request: JobRequest, *, legs: list[dict[str, Any]],
                       reason: str) -> JobRecord:
         """Record a lost job that cannot go on (its room is gone): it ends here, with its legs."""
-        job = self._record(request, self._answer(request.job_id))
+        job = job_record(request, agent_answer(self._settings, request.job_id))
         job.legs = legs
         self._finish(job, "completed", reason, {})
         return job
@@ -269,13 +269,6 @@ class JobManager:
             retry_after=self._settings.retry_after,
         )
 
-    def _answer(self, job_id: str) -> StoredAnswer:
-        return StoredAnswer(
-            participant_identity=self._settings.agent_identity_prefix + job_id,
-            participant_name=self._settings.agent_name,
-            participant_metadata=self._settings.agent_metadata,
-        )
-
     @staticmethod
     def _result(verdict: str, job_id: str, answer: StoredAnswer) -> AdmissionResult:
         return AdmissionResult(
@@ -308,7 +301,7 @@ class JobManager:
                 return dataclasses.replace(first, verdict="duplicate")
             return first
         if job_id in self._jobs or job_id in self._history or job_id in self._reservations:
-            return self._result("duplicate", job_id, self._answer(job_id))
+            return self._result("duplicate", job_id, agent_answer(self._settings, job_id))
         local = self._local
         if local is not None:
             stored = local.lookup(job_id)
@@ -345,7 +338,7 @@ class JobManager:
 
     async def _claim_and_start(self, request: JobRequest, *, hold: float | None) -> AdmissionResult:
         job_id = request.job_id
-        answer = self._answer(job_id)
+        answer = agent_answer(self._settings, job_id)
         if self._local is not None:
             first = self._local.claim_now(job_id, answer)
         else:
@@ -362,23 +355,12 @@ class JobManager:
             return self._result("accepted", job_id, answer)
         server_url = request.server_url or self._settings.livekit_url or ""
         try:
-            token = request.access_token or self._mint(request, answer)
+            token = request.access_token or agent_token(self._settings, request, answer)
         except TokenMintError as e:
             await self._forget(job_id)
             return self._refuse(request, e.message)
         self._start(request, answer, access_token=token, server_url=server_url)
         return self._result("accepted", job_id, answer)
-
-    def _mint(self, request: JobRequest, answer: StoredAnswer) -> str:
-        return mint_agent_token(
-            api_key=self._settings.livekit_api_key,
-            api_secret=self._settings.livekit_api_secret,
-            room=request.room_name,
-            identity=answer.participant_identity,
-            name=answer.participant_name,
-            metadata=answer.participant_metadata,
-            ttl_seconds=self._settings.token_ttl,
-        )
 
     async def _expire(self, job_id: str, hold: float) -> None:
         await asyncio.sleep(hold)
@@ -405,24 +387,10 @@ class JobManager:
         self, request: JobRequest, answer: StoredAnswer, *, access_token: str, server_url: str,
         resume: dict[str, Any] | None = None, legs: list[dict[str, Any]] | None = None,
     ) -> JobRecord:
+        spec = job_spec(request, answer, access_token=access_token, server_url=server_url,
+                        resume=resume)
         job_id = request.job_id
-        spec = JobSpec(
-            job_id=job_id,
-            dispatch_id=request.dispatch_id,
-            job_type=request.job_type,
-            room_name=request.room_name,
-            room_sid=request.room_sid,
-            participant_identity=request.participant_identity,
-            metadata=request.metadata,
-            server_url=server_url,
-            access_token=access_token,
-            agent_identity=answer.participant_identity,
-            agent_name=answer.participant_name,
-            agent_metadata=answer.participant_metadata,
-            source=request.source,
-            resume=resume,
-        )
-        job = self._record(request, answer)
+        job = job_record(request, answer)
         job.legs = list(legs or ())
         self._jobs[job_id] = job
         self._metrics.job_started(job.source)
@@ -433,19 +401,6 @@ class JobManager:
             self._run(job, spec), name=f"job-{job_id}"
         )
         return job
-
-    @staticmethod
-    def _record(request: JobRequest, answer: StoredAnswer) -> JobRecord:
-        return JobRecord(
-            job_id=request.job_id,
-            dispatch_id=request.dispatch_id,
-            source=request.source,
-            job_type=request.job_type,
-            room_name=request.room_name,
-            room_sid=request.room_sid,
-            participant_identity=request.participant_identity,
-            agent_identity=answer.participant_identity,
-        )
 
     def _reap(self, job_id: str) -> None:
         """Finish a job whose task was cancelled before its first step (so ``_run`` never ran
