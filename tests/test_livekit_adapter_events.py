@@ -210,14 +210,13 @@ async def test_a_full_reconnect_of_our_own_is_not_everyone_leaving() -> None:
     transport._on_participant_disconnected(part(alice))
     transport._on_participant_disconnected(part(bob))
     transport._on_reconnecting()
-    assert transport._grace_timer is None  # nobody is reported gone while reconnecting
+    assert not transport._departures.pending  # nobody is reported gone while reconnecting
     # ... reconnected, then those still in the room are added back (alice; bob left meanwhile)
     transport._on_reconnected()
     room_participants["alice"] = part(alice)
     transport._on_participant_connected(part(alice))
-    assert transport._grace_timer is not None
-    transport._grace_timer.cancel()
-    transport._settle_departures()  # the grace ran out
+    assert transport._departures.pending
+    transport._departures.settle()  # the grace ran out
     assert listener.events == [("reconnecting",), ("reconnected",), ("left", "bob")]
     await transport.aclose()
 
@@ -229,9 +228,8 @@ async def test_departures_with_a_reason_are_at_once_and_without_one_after_the_gr
     assert listener.events == [("left", "alice")]
     transport._on_participant_disconnected(part(Participant("bob", disconnect_reason=None)))
     assert listener.events == [("left", "alice")]
-    assert transport._grace_timer is not None
-    transport._grace_timer.cancel()
-    transport._settle_departures()  # no reconnect came: bob really left (an older server)
+    assert transport._departures.pending
+    transport._departures.settle()  # no reconnect came: bob really left (an older server)
     assert listener.events == [("left", "alice"), ("left", "bob")]
     await transport.aclose()
 

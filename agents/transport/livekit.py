@@ -5,8 +5,8 @@ its job listens to (PROTOCOL.md §2), each read by an ``rtc.AudioStream`` that a
 16 kHz mono 10 ms frames. Every reader is a named task held by the transport and cancelled and
 awaited when its track goes or the transport closes. SDK callbacks and exceptions are translated
 here into :class:`RoomListener` calls and :class:`TransportError`. A full reconnect of the SDK
-drops and re-adds every remote participant; the listener does not see those as departures (see
-:data:`RESTART_GRACE`).
+drops and re-adds every remote participant; the listener does not see those as departures
+(:mod:`agents.transport.departures`).
 """
 
 from __future__ import annotations
@@ -31,17 +31,13 @@ from agents.transport.base import (
     WantsAudio,
     is_agent_participant,
 )
+from agents.transport.departures import RESTART_GRACE, Departures
 from agents.transport.ffi_routing import AudioEventRouter
 from agents.vision.stream import VideoTrackPump, source_name
 
 log = structlog.get_logger("agents.transport.livekit")
 
 _ROOM_GONE = {rtc.DisconnectReason.ROOM_DELETED, rtc.DisconnectReason.ROOM_CLOSED}
-RESTART_GRACE = 1.0
-"""A full reconnect of the SDK (not a resume) drops every remote participant, without a reason,
-just before ``reconnecting``, and adds back those still there after ``reconnected``. A
-participant gone without a reason is therefore reported gone only after this long (s), and not
-at all when a reconnect explains it and the participant comes back."""
 LEAVE_TIMEOUT = 5.0
 """Bound on unpublishing the agent's track and on leaving the room, each (s)."""
 ABANDONED_CONNECT_GRACE = 2.0
@@ -120,12 +116,9 @@ class LiveKitTransport(RoomTransport):
         self._max_backlog_ms = max_backlog_ms
         self._backlog = backlog
         self._router = router
-        self._restart_grace = restart_grace
-        self._unexplained: set[str] = set()
-        """Gone without a reason, not yet reported: maybe the start of a full reconnect."""
-        self._dropped_by_restart: set[str] = set()
-        self._restarting = False
-        self._grace_timer: asyncio.TimerHandle | None = None
+        self._departures = Departures(
+            grace=restart_grace, report=lambda identity: self._emit("participant_left", identity),
+            present=lambda: self._room.remote_participants if self._room is not None else {})
         self._room: rtc.Room | None = None
         self._listener: RoomListener | None = None
         self._wants: WantsAudio = lambda _info: False
@@ -245,8 +238,7 @@ class LiveKitTransport(RoomTransport):
             return
         self._closed = True
         self._closing = True
-        if self._grace_timer is not None:
-            self._grace_timer.cancel()
+        self._departures.cancel()
         for reader in list(self._readers.values()):
             await reader.aclose()
         self._readers.clear()
@@ -346,11 +338,8 @@ class LiveKitTransport(RoomTransport):
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
         identity = participant.identity
-        if identity in self._unexplained or identity in self._dropped_by_restart:
-            # back after our own full reconnect: as far as the listener knows, never gone
-            self._unexplained.discard(identity)
-            self._dropped_by_restart.discard(identity)
-            return
+        if self._departures.came_back(identity):
+            return  # back after our own full reconnect: as far as the listener knows, never gone
         self._emit("participant_joined", remote_info(participant))
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
@@ -362,45 +351,15 @@ class LiveKitTransport(RoomTransport):
         if participant.disconnect_reason is not None or self._room is None or self._closing:
             self._emit("participant_left", identity)
             return
-        self._unexplained.add(identity)
-        if not self._restarting:
-            self._arm_grace()
+        self._departures.left_without_reason(identity)
 
     def _on_reconnecting(self) -> None:
-        if self._unexplained:  # a full reconnect: the reasonless departures were ours
-            self._restarting = True
-            self._dropped_by_restart |= self._unexplained
-            self._unexplained.clear()
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
-                self._grace_timer = None
+        self._departures.reconnecting()
         self._emit("connection_changed", "reconnecting")
 
     def _on_reconnected(self) -> None:
         self._emit("connection_changed", "reconnected")
-        if self._restarting:
-            self._restarting = False
-            self._arm_grace()  # the participants still there are added back after this
-
-    def _arm_grace(self) -> None:
-        if self._grace_timer is not None:
-            self._grace_timer.cancel()
-        self._grace_timer = asyncio.get_running_loop().call_later(
-            self._restart_grace, self._settle_departures
-        )
-
-    def _settle_departures(self) -> None:
-        """Report who is really gone: reasonless departures no reconnect explained, and those
-        a full reconnect dropped that did not come back."""
-        self._grace_timer = None
-        gone = set(self._unexplained)
-        self._unexplained.clear()
-        if not self._restarting:
-            present = self._room.remote_participants if self._room is not None else {}
-            gone |= {i for i in self._dropped_by_restart if i not in present}
-            self._dropped_by_restart.clear()
-        for identity in sorted(gone):
-            self._emit("participant_left", identity)
+        self._departures.reconnected()
 
     def _on_track_published(
         self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
