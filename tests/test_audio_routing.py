@@ -5,31 +5,21 @@ stream's end still arrives (its reader closes)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
+from room_kit import AudioListener
 
 from agents.transport.audio_reader import AudioReader
-from agents.transport.base import RemoteInfo, RoomListener
 from agents.transport.ffi_routing import AudioEventRouter
 
 
-class Levels(RoomListener):
+class Levels(AudioListener):
     """Records the mean level of each frame per speaker."""
 
     def __init__(self) -> None:
         self.levels: dict[str, list[float]] = {}
-
-    def participant_joined(self, info: RemoteInfo) -> None: ...
-    def participant_left(self, identity: str) -> None: ...
-    def audio_track_subscribed(self, identity: str) -> None: ...
-    def audio_track_unsubscribed(self, identity: str) -> None: ...
-    def video_frame(self, identity: str, source: str, frame: rtc.VideoFrame) -> None: ...
-    def data_received(self, identity: str | None, topic: str, payload: bytes) -> None: ...
-    def connection_changed(self, state: Any) -> None: ...
-    def disconnected(self, cause: Any, detail: str) -> None: ...
 
     def audio_frame(self, identity: str, frame: rtc.AudioFrame) -> None:
         samples = np.frombuffer(frame.data, np.int16)

@@ -7,18 +7,23 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Literal
 
 import pytest
 from livekit import api, rtc
 from livekit.rtc._ffi_client import FfiClient
-from room_kit import API_KEY, API_SECRET, Harness, make_spec, make_token, tone_frame
+from room_kit import (
+    API_KEY,
+    API_SECRET,
+    AudioListener,
+    Harness,
+    make_spec,
+    make_token,
+    tone_frame,
+)
 
 from agents.job import JobFailed
 from agents.transport.base import (
     DisconnectCause,
-    RemoteInfo,
-    RoomListener,
     TrackAudioOutput,
     TransportError,
     is_agent_participant,
@@ -27,26 +32,15 @@ from agents.transport.livekit import AudioReader, LiveKitTransport, connect_erro
 from agents.transport.token import mint_agent_token, read_token
 
 
-class Frames(RoomListener):
+class Frames(AudioListener):
     def __init__(self) -> None:
         self.frames: list[rtc.AudioFrame] = []
         self.events: list[tuple[str, ...]] = []
         self.arrived = asyncio.Event()
 
-    def participant_joined(self, info: RemoteInfo) -> None: ...
-    def participant_left(self, identity: str) -> None: ...
-    def audio_track_subscribed(self, identity: str) -> None: ...
-    def audio_track_unsubscribed(self, identity: str) -> None: ...
-
     def audio_frame(self, identity: str, frame: rtc.AudioFrame) -> None:
         self.frames.append(frame)
         self.arrived.set()
-
-    def video_frame(self, identity: str, source: str, frame: rtc.VideoFrame) -> None: ...
-
-    def data_received(self, identity: str | None, topic: str, payload: bytes) -> None: ...
-
-    def connection_changed(self, state: Literal["reconnecting", "reconnected"]) -> None: ...
 
     def disconnected(self, cause: DisconnectCause, detail: str) -> None:
         self.events.append((cause, detail))

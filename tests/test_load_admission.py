@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from conftest import make_settings
 from livekit import rtc
+from room_kit import AudioListener
 
 from agents.job import JobOutcome
 from agents.transport.audio_reader import SDK_FRAME_MS, AudioReader
 from agents.transport.backlog import AudioBacklog, StaleAudioGuard
-from agents.transport.base import RemoteInfo, RoomListener
 from app.admission import OVERLOADED, JobRequest
 from app.jobs.load import LoadMonitor, LoadSettings
 from app.jobs.manager import JobManager
@@ -194,21 +194,11 @@ def test_a_reader_past_its_limit_skips_to_the_newest_frame() -> None:
     assert guard.stale(0) is False
 
 
-class Slow(RoomListener):
+class Slow(AudioListener):
     """A listener whose first frame blocks the event loop: the process fell behind."""
 
     def __init__(self) -> None:
         self.frames: list[int] = []
-
-    def participant_joined(self, info: RemoteInfo) -> None: ...
-    def participant_left(self, identity: str) -> None: ...
-    def audio_track_subscribed(self, identity: str) -> None: ...
-    def audio_track_unsubscribed(self, identity: str) -> None: ...
-
-    def video_frame(self, identity: str, source: str, frame: rtc.VideoFrame) -> None: ...
-    def data_received(self, identity: str | None, topic: str, payload: bytes) -> None: ...
-    def connection_changed(self, state: Any) -> None: ...
-    def disconnected(self, cause: Any, detail: str) -> None: ...
 
     def audio_frame(self, identity: str, frame: rtc.AudioFrame) -> None:
         if not self.frames:
