@@ -421,6 +421,12 @@ class AgentParticipant(RoomListener):
         else:
             self._to_conversation(lambda c: c.push_audio(identity, frame))
 
+    def audio_gap(self, identity: str, ms: float) -> None:
+        # Only a conversation that decides turns uses it (the voice pipeline).
+        gap = getattr(self._conversation, "audio_gap", None)
+        if gap is not None:
+            gap(identity, ms)
+
     def video_frame(self, identity: str, source: str, frame: rtc.VideoFrame) -> None:
         conversation = self._conversation
         if conversation is None:

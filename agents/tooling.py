@@ -33,6 +33,11 @@ class ToolingConversation:
     def busy(self) -> bool:
         return is_busy(self._inner)
 
+    def audio_gap(self, speaker: str, ms: float) -> None:
+        gap = getattr(self._inner, "audio_gap", None)
+        if gap is not None:
+            gap(speaker, ms)
+
     async def run(self) -> str:
         try:
             self._tools.start()

@@ -199,11 +199,15 @@ class Slow(AudioListener):
 
     def __init__(self) -> None:
         self.frames: list[int] = []
+        self.gaps: list[tuple[int, float]] = []
 
     def audio_frame(self, identity: str, frame: rtc.AudioFrame) -> None:
         if not self.frames:
             time.sleep(0.6)
         self.frames.append(frame.samples_per_channel)
+
+    def audio_gap(self, identity: str, ms: float) -> None:
+        self.gaps.append((len(self.frames), ms))
 
 
 async def test_a_real_reader_that_fell_behind_drops_stale_frames_and_keeps_up() -> None:
@@ -227,3 +231,6 @@ async def test_a_real_reader_that_fell_behind_drops_stale_frames_and_keeps_up() 
     assert reader.guard.dropped_frames * SDK_FRAME_MS >= 100
     assert backlog.dropped_ms == pytest.approx(reader.guard.dropped_frames * SDK_FRAME_MS)
     assert backlog.worst_ms == 0.0  # the closed reader left the process-wide view
+    # The listener was told, before the first frame after each drop, how much it did not hear.
+    assert sum(ms for _, ms in listener.gaps) == reader.guard.dropped_frames * SDK_FRAME_MS
+    assert all(0 < at < len(listener.frames) for at, _ in listener.gaps)

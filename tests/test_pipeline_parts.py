@@ -215,6 +215,24 @@ class BatchingVADStream(FakeVADStream):
         self._listener()
 
 
+def test_a_gap_reported_while_frames_are_scored_comes_after_their_events() -> None:
+    cfg = TurnConfig(silence_ms=200, min_speech_ms=100, prefix_ms=0)
+    got: list[TurnEvent] = []
+    vad = BatchingVADStream(window=160)
+    det = TurnDetector(speaker="u", vad=vad, config=cfg, on_events=lambda d, ev: got.extend(ev),
+                       on_error=lambda d, e: pytest.fail(str(e)))
+    for _ in range(30):
+        det.feed(_pcm(8000, 10))
+    vad.run()
+    for _ in range(5):
+        det.feed(_pcm(0, 10))  # trailing silence, not scored yet
+    assert det.gap(300) == []  # queued behind those frames
+    assert [type(e) for e in got] == [SpeechStarted]
+    vad.run()
+    assert [type(e) for e in got] == [SpeechStarted, TurnEnded]
+
+
+
 def _summary(events: list[object]) -> list[tuple[object, ...]]:
     out: list[tuple[object, ...]] = []
     for e in events:

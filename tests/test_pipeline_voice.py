@@ -50,6 +50,19 @@ async def test_voice_turn_gives_user_transcript_status_cycle_and_spoken_answer()
     assert metrics.kind == "voice" and not metrics.interrupted
 
 
+async def test_audio_dropped_in_the_trailing_silence_does_not_delay_the_turn() -> None:
+    # The process fell behind after the caller stopped talking and dropped 200 ms: with the
+    # 100 ms of silence heard before, the 200 ms window is over; no later frame is needed.
+    kit = make_kit(llm=FakeLLM(default="Sure."))
+    async with running(kit):
+        kit.feed(speech(500) + silence(100))
+        await asyncio.sleep(0.05)
+        assert kit.stt.calls == []
+        kit.pipeline.audio_gap(USER, 200)
+        await kit.agent_final()
+    assert [u.text for u in kit.msgs.transcripts(USER)] == ["hello there"]
+
+
 async def test_speech_shorter_than_minimum_is_not_a_turn() -> None:
     kit = make_kit()
     async with running(kit):

@@ -66,6 +66,25 @@ def test_smart_turn_detector_waits_for_max_silence_unless_ended_now() -> None:
     assert isinstance(events[-1], TurnEnded)
 
 
+def test_dropped_audio_in_trailing_silence_counts_as_silence_and_nowhere_else() -> None:
+    # The process fell behind and dropped 450 ms: the turn is not decided 450 ms late.
+    det = _detector()
+    assert det.gap(450) == []  # outside an utterance: nothing
+    _run(det, speech(300) + silence(100))
+    events = det.gap(450)
+    assert [type(e) for e in events] == [TurnEnded] and not events[0].truncated
+    # In speech (no silence yet), a gap may have held more words: the window starts afresh.
+    det = _detector()
+    _run(det, speech(300))
+    assert det.gap(450) == [] and det.in_speech
+    events = _run(det, silence(400))
+    assert [type(e) for e in events] == [Paused] and det.in_speech
+    # A gap that completes only the pause reports the pause.
+    det = _detector()
+    _run(det, speech(300) + silence(50))
+    assert [type(e) for e in det.gap(200)] == [Paused]
+
+
 def test_end_now_is_refused_once_the_speaker_went_on() -> None:
     det = _detector(detector="smart-turn", max_silence_ms=1000)
     events = _run(det, speech(300) + silence(250))

@@ -67,6 +67,14 @@ class Hearing:
             self._bad_audio.add(det.speaker)
             self._log.warning("vad_failed", speaker=det.speaker, error=str(error))
 
+    def gap(self, speaker: str, ms: float) -> None:
+        """``ms`` of ``speaker``'s audio were dropped: see :meth:`TurnDetector.gap`."""
+        det = self._detectors.get(speaker)
+        if det is not None:
+            events = det.gap(ms)
+            if events:
+                self._on_events(det, events)
+
     def detector(self, speaker: str) -> TurnDetector | None:
         """``speaker``'s detector while they are in the conversation."""
         return self._detectors.get(speaker)

@@ -133,8 +133,9 @@ class TurnDetector:
         self._vad = vad
         self._on_events = on_events
         self._on_error = on_error
-        self._waiting: deque[tuple[PCM, int]] = deque()
-        """Fed frames not handled yet, with the windows each completed."""
+        self._waiting: deque[tuple[PCM, int] | float] = deque()
+        """Fed frames not handled yet, with the windows each completed; a float is a gap (ms of
+        dropped audio, :meth:`gap`) that comes after the frames before it."""
         self._probs: list[float] = []
         """Scored probabilities not handed to a frame yet."""
         self._cfg = config
@@ -240,8 +241,16 @@ class TurnDetector:
             return
         waiting, probs = self._waiting, self._probs
         used = 0
-        while waiting and waiting[0][1] <= len(probs) - used:
-            pcm, n = waiting.popleft()
+        while waiting:
+            head = waiting[0]
+            if isinstance(head, float):
+                waiting.popleft()
+                self._on_events(self, self._gap(head))
+                continue
+            pcm, n = head
+            if n > len(probs) - used:
+                break
+            waiting.popleft()
             self._on_events(self, self._advance(pcm, probs[used : used + n]))
             used += n
         del probs[:used]
@@ -271,21 +280,46 @@ class TurnDetector:
                     events.append(Resumed(self.speaker, self._transcript_id, self._pause_id))
             else:
                 self._silence_ms += self._window_ms
-                if self._silence_ms >= self._end_silence_ms:
-                    events.append(self._finish(now, truncated=False))
-                elif (
-                    not self._paused and self._pause_ms is not None
-                    and self._silence_ms >= self._pause_ms
-                ):
-                    self._paused = True
-                    self._pause_id += 1
-                    events.append(Paused(
-                        speaker=self.speaker, transcript_id=self._transcript_id,
-                        pause_id=self._pause_id, pcm=self.utterance(),
-                        end_of_speech_ms=self._last_speech_at,
-                    ))
+                self._silent(now, events)
         if self._in_speech and self._samples >= 16000 * self._cfg.max_turn_seconds:
             events.append(self._finish(now, truncated=True))
+        return events
+
+    def _silent(self, now: float, events: list[TurnEvent]) -> None:
+        """The utterance has been silent for ``_silence_ms``: a pause, or the end of the turn."""
+        if self._silence_ms >= self._end_silence_ms:
+            events.append(self._finish(now, truncated=False))
+        elif (
+            not self._paused and self._pause_ms is not None
+            and self._silence_ms >= self._pause_ms
+        ):
+            self._paused = True
+            self._pause_id += 1
+            events.append(Paused(
+                speaker=self.speaker, transcript_id=self._transcript_id,
+                pause_id=self._pause_id, pcm=self.utterance(),
+                end_of_speech_ms=self._last_speech_at,
+            ))
+
+    def gap(self, ms: float) -> list[TurnEvent]:
+        """``ms`` of this speaker's audio, after what was fed so far, were dropped (the process
+        fell behind and caught up). In an utterance whose trailing silence had begun, the gap
+        counts as silence: the turn decision is not late by the audio it never heard. A gap in
+        speech, or outside an utterance, changes nothing. Returns the events now, or (fed with
+        :meth:`feed`, frames still being scored) hands them to ``on_events`` after theirs."""
+        if ms <= 0:
+            return []
+        if self._on_events is not None and self._waiting:
+            self._waiting.append(float(ms))
+            return []
+        return self._gap(float(ms))
+
+    def _gap(self, ms: float) -> list[TurnEvent]:
+        if not self._in_speech or self._silence_ms <= 0:
+            return []
+        self._silence_ms += ms
+        events: list[TurnEvent] = []
+        self._silent(monotonic_ms(), events)
         return events
 
     def end_now(self, pause_id: int) -> TurnEvent | None:

@@ -155,6 +155,11 @@ class VoicePipeline(BargeIn):
         if not self._closed:
             self._hearing.push(speaker, frame)
 
+    def audio_gap(self, speaker: str, ms: float) -> None:
+        """``ms`` of ``speaker``'s audio were dropped (the process fell behind)."""
+        if not self._closed:
+            self._hearing.gap(speaker, ms)
+
     def _turn_events(self, det: TurnDetector, events: list[TurnEvent]) -> None:
         """What one frame of ``det``'s speaker changed (``events`` may be empty)."""
         speaker = det.speaker

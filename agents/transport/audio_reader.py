@@ -62,9 +62,17 @@ class AudioReader:
         self._task = asyncio.create_task(self._run(), name=f"livekit.audio_reader.{identity}")
 
     async def _run(self) -> None:
+        gap_ms = 0.0
         async for event in self._stream:
             if self.guard.stale(queued_frames(self._stream)):
+                gap_ms += self.guard.frame_ms
                 continue
+            if gap_ms:
+                gap, gap_ms = gap_ms, 0.0
+                try:
+                    self._listener.audio_gap(self.identity, gap)
+                except Exception:
+                    log.exception("audio_listener_failed", identity=self.identity)
             frame = event.frame
             if frame.samples_per_channel == INBOUND_SAMPLES_PER_FRAME and frame.num_channels == 1:
                 frames = [frame]

@@ -62,7 +62,7 @@ class StaleAudioGuard:
     def __init__(self, *, identity: str, max_backlog_ms: float,
                  backlog: AudioBacklog | None = None, frame_ms: float = FRAME_MS) -> None:
         self.identity = identity
-        self._frame_ms = frame_ms
+        self.frame_ms = frame_ms
         self._max_frames = max(1, int(max_backlog_ms / frame_ms))
         self._skip = 0
         self._backlog = backlog
@@ -75,12 +75,12 @@ class StaleAudioGuard:
 
         Past the limit, this frame and every queued one but the newest are dropped, so the
         reader is back in real time at the newest frame."""
-        self.backlog_ms = queued * self._frame_ms
+        self.backlog_ms = queued * self.frame_ms
         if self._skip:
             self._skip -= 1
             self.dropped_frames += 1
             if self._backlog is not None:
-                self._backlog.dropped_ms += self._frame_ms
+                self._backlog.dropped_ms += self.frame_ms
             return True
         if queued <= self._max_frames:
             return False
@@ -88,7 +88,7 @@ class StaleAudioGuard:
         self._skip = queued - 1
         self.dropped_frames += 1
         if self._backlog is not None:
-            self._backlog.dropped_ms += self._frame_ms
+            self._backlog.dropped_ms += self.frame_ms
         log.warning("stale_audio_dropped", identity=self.identity,
-                    dropped_ms=queued * self._frame_ms, drops=self.drops)
+                    dropped_ms=queued * self.frame_ms, drops=self.drops)
         return True

@@ -82,6 +82,10 @@ class RoomListener(abc.ABC):
         """A decoded video frame (``source`` is ``camera`` or ``screen_share``); only when the
         transport was connected with ``video=True``."""
 
+    def audio_gap(self, identity: str, ms: float) -> None:  # noqa: B027 - optional event
+        """``ms`` of ``identity``'s audio were dropped (the process fell behind); the next
+        frame is in real time again."""
+
     def video_track_ended(self, identity: str, source: str) -> None:  # noqa: B027 - optional
         """A video track that delivered frames was unpublished or unsubscribed; no more of its
         frames follow this call."""

@@ -52,6 +52,11 @@ class WatchingConversation:
     def busy(self) -> bool:
         return is_busy(self._inner)
 
+    def audio_gap(self, speaker: str, ms: float) -> None:
+        gap = getattr(self._inner, "audio_gap", None)
+        if gap is not None:
+            gap(speaker, ms)
+
     async def run(self) -> str:
         task: asyncio.Task[None] | None = None
         if self._vision is not None:
