@@ -73,6 +73,46 @@ class Conversation(Protocol):
 
 def is_busy(conversation: object) -> bool:
     """What a conversation's optional ``busy()`` says (someone speaking, a turn in flight);
-    False for one without it. Wrapping conversations forward it."""
+    False for one without it."""
     busy = getattr(conversation, "busy", None)
     return bool(busy()) if callable(busy) else False
+
+
+class WrappedConversation:
+    """A conversation around another (``inner``): forwards every call, the optional ones
+    (``busy``, ``audio_gap``, ``video_track_ended``) included; a subclass overrides what it
+    adds."""
+
+    def __init__(self, inner: Conversation) -> None:
+        self._inner = inner
+
+    def push_audio(self, speaker: str, frame: rtc.AudioFrame) -> None:
+        self._inner.push_audio(speaker, frame)
+
+    def push_text(self, speaker: str, text: str) -> None:
+        self._inner.push_text(speaker, text)
+
+    def push_video(self, speaker: str, source: str, frame: rtc.VideoFrame) -> None:
+        self._inner.push_video(speaker, source, frame)
+
+    def speaker_left(self, speaker: str) -> None:
+        self._inner.speaker_left(speaker)
+
+    def busy(self) -> bool:
+        return is_busy(self._inner)
+
+    def audio_gap(self, speaker: str, ms: float) -> None:
+        gap = getattr(self._inner, "audio_gap", None)
+        if gap is not None:
+            gap(speaker, ms)
+
+    def video_track_ended(self, speaker: str, source: str) -> None:
+        ended = getattr(self._inner, "video_track_ended", None)
+        if ended is not None:
+            ended(speaker, source)
+
+    async def run(self) -> str:
+        return await self._inner.run()
+
+    def record(self) -> dict[str, Any]:
+        return self._inner.record()

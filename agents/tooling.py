@@ -7,36 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from livekit import rtc
-
-from agents.io import Conversation, is_busy
+from agents.io import Conversation, WrappedConversation
 from agents.mcp_tools import JobTools
 
 
-class ToolingConversation:
+class ToolingConversation(WrappedConversation):
     def __init__(self, *, inner: Conversation, tools: JobTools) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._tools = tools
-
-    def push_audio(self, speaker: str, frame: rtc.AudioFrame) -> None:
-        self._inner.push_audio(speaker, frame)
-
-    def push_text(self, speaker: str, text: str) -> None:
-        self._inner.push_text(speaker, text)
-
-    def push_video(self, speaker: str, source: str, frame: rtc.VideoFrame) -> None:
-        self._inner.push_video(speaker, source, frame)
-
-    def speaker_left(self, speaker: str) -> None:
-        self._inner.speaker_left(speaker)
-
-    def busy(self) -> bool:
-        return is_busy(self._inner)
-
-    def audio_gap(self, speaker: str, ms: float) -> None:
-        gap = getattr(self._inner, "audio_gap", None)
-        if gap is not None:
-            gap(speaker, ms)
 
     async def run(self) -> str:
         try:

@@ -481,11 +481,15 @@ class Caller(abc.ABC):
 class RealCaller(Caller):
     """A caller on the real server through the ``livekit`` Python SDK."""
 
-    def __init__(self, *, server: LiveKitServer, room: str, identity: str) -> None:
+    def __init__(self, *, server: LiveKitServer, room: str, identity: str,
+                 mic_queue_ms: int = 100) -> None:
         super().__init__(identity)
         from livekit import rtc
 
         self._rtc = rtc
+        self.mic_queue_ms = mic_queue_ms
+        """The microphone source's queue: once the pacing loop got ahead of real time (after a
+        stall it catches up), speech leaves up to this much after ``say`` says it ended."""
         self.server = server
         self.room_name = room
         self.room = rtc.Room()
@@ -520,7 +524,7 @@ class RealCaller(Caller):
 
     async def _publish_microphone(self) -> None:
         rtc = self._rtc
-        self._source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=100)
+        self._source = rtc.AudioSource(MIC_RATE, 1, queue_size_ms=self.mic_queue_ms)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
         await self.room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))

@@ -179,8 +179,10 @@ class MemoryStage(Stage):
 class RealStage(Stage):
     kind = "livekit"
 
-    def __init__(self, *, server: LiveKitServer, service: ServiceProcess) -> None:
+    def __init__(self, *, server: LiveKitServer, service: ServiceProcess,
+                 mic_queue_ms: int = 100) -> None:
         super().__init__()
+        self.mic_queue_ms = mic_queue_ms
         self.server = server
         self.service = service
         self.client = service.client
@@ -190,7 +192,8 @@ class RealStage(Stage):
         return self.server.agent_token(room, identity)
 
     def _new_caller(self, room: str, identity: str) -> Caller:
-        return RealCaller(server=self.server, room=room, identity=identity)
+        return RealCaller(server=self.server, room=room, identity=identity,
+                          mic_queue_ms=self.mic_queue_ms)
 
 
 def real_service(server: LiveKitServer, workdir: Path, *, port: int = WEBHOOK_PORT,

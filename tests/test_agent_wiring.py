@@ -98,3 +98,34 @@ async def test_metrics_endpoint_includes_the_pipeline_series(make_app: Any) -> N
     text = (await h.client.get("/metrics")).text
     assert "external_agent_" in text  # the service's own series
     assert "agent_turn_stage_seconds" in text  # the voice pipeline's latency histogram
+
+
+class Inner(ListeningConversation):
+    """Has every optional call a wrapper must pass on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, ...]] = []
+
+    def busy(self) -> bool:
+        return True
+
+    def audio_gap(self, speaker: str, ms: float) -> None:
+        self.calls.append(("gap", speaker, ms))
+
+    def video_track_ended(self, speaker: str, source: str) -> None:
+        self.calls.append(("ended", speaker, source))
+
+
+def test_wrapping_conversations_pass_the_optional_calls_on() -> None:
+    from agents.io import is_busy
+    from agents.tooling import ToolingConversation
+
+    inner = Inner()
+    # As the MCP wrapper holds the vision one, which holds the voice pipeline: calls reach in.
+    outer = ToolingConversation(inner=inner, tools=None)  # type: ignore[arg-type]
+    assert is_busy(outer)
+    outer.audio_gap("alice", 90.0)
+    outer.video_track_ended("alice", "camera")
+    assert inner.calls == [("gap", "alice", 90.0), ("ended", "alice", "camera")]
+    assert not is_busy(ListeningConversation())  # no busy(): never busy

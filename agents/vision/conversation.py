@@ -14,32 +14,22 @@ import contextlib
 from typing import Any
 
 import structlog
-from livekit import rtc
 
-from agents.io import Conversation, is_busy
+from agents.io import Conversation, WrappedConversation
 from agents.vision.frames import FrameStore
 from agents.vision.pipeline import VisionPipeline
 
 log = structlog.get_logger("agents.vision")
 
 
-class WatchingConversation:
+class WatchingConversation(WrappedConversation):
     def __init__(
         self, *, inner: Conversation, frames: FrameStore, vision: VisionPipeline | None
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._frames = frames
         self._vision = vision
         self._vision_end: str | None = None
-
-    def push_audio(self, speaker: str, frame: rtc.AudioFrame) -> None:
-        self._inner.push_audio(speaker, frame)
-
-    def push_text(self, speaker: str, text: str) -> None:
-        self._inner.push_text(speaker, text)
-
-    def push_video(self, speaker: str, source: str, frame: rtc.VideoFrame) -> None:
-        self._inner.push_video(speaker, source, frame)
 
     def video_track_ended(self, speaker: str, source: str) -> None:
         """An unpublished camera is not described as a black image: its frames are dropped."""
@@ -48,14 +38,6 @@ class WatchingConversation:
     def speaker_left(self, speaker: str) -> None:
         self._frames.speaker_left(speaker)
         self._inner.speaker_left(speaker)
-
-    def busy(self) -> bool:
-        return is_busy(self._inner)
-
-    def audio_gap(self, speaker: str, ms: float) -> None:
-        gap = getattr(self._inner, "audio_gap", None)
-        if gap is not None:
-            gap(speaker, ms)
 
     async def run(self) -> str:
         task: asyncio.Task[None] | None = None
