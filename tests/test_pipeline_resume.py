@@ -161,7 +161,7 @@ def test_speech_confidence_is_the_mean_probability_of_the_speech_windows() -> No
 
 async def test_unconfident_speech_does_not_pause_the_agent() -> None:
     kit = _kit(turn={"barge_in_confidence": 0.9})
-    kit.pipeline._vad = type("V", (FakeVAD,), {"stream": lambda self: _Probs(0.6)})()
+    kit.pipeline._hearing._vad = type("V", (FakeVAD,), {"stream": lambda self: _Probs(0.6)})()
     async with running(kit):
         kit.pipeline.push_text(USER, "tell me")
         await _speaking(kit)
@@ -194,7 +194,7 @@ async def test_very_confident_speech_pauses_the_agent_at_barge_in_fast_ms() -> N
 async def test_fast_pause_needs_its_own_confidence() -> None:
     kit = _kit(turn={"barge_in_min_ms": 300, "barge_in_fast_ms": 120,
                      "barge_in_confidence": 0.5, "barge_in_fast_confidence": 0.9})
-    kit.pipeline._vad = type("V", (FakeVAD,), {"stream": lambda self: _Probs(0.6)})()
+    kit.pipeline._hearing._vad = type("V", (FakeVAD,), {"stream": lambda self: _Probs(0.6)})()
     async with running(kit):
         kit.pipeline.push_text(USER, "tell me")
         await _speaking(kit)
