@@ -34,6 +34,7 @@ from agents.io import AudioOutput, Conversation, is_busy
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import InboundError, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
+from agents.pipeline.aio import TaskSet
 from agents.record import JobRecorder, write_artifact
 from agents.resume import CHECKPOINT_VERSION, parse_resume
 from agents.room_messages import RoomMessageOutput
@@ -118,7 +119,7 @@ class AgentParticipant(RoomListener):
         self._messages: RoomMessageOutput | None = None
         self._audience = asyncio.Event()
         self._audience_timer: asyncio.TimerHandle | None = None
-        self._state_tasks: set[asyncio.Task[None]] = set()
+        self._state_tasks = TaskSet()
         self._early_data: list[tuple[float, str, bytes]] = []
 
     @property
@@ -282,9 +283,7 @@ class AgentParticipant(RoomListener):
             self._absence_timer.cancel()
         if self._audience_timer is not None:
             self._audience_timer.cancel()
-        for state_task in list(self._state_tasks):
-            state_task.cancel()
-        await asyncio.gather(*self._state_tasks, return_exceptions=True)
+        await self._state_tasks.cancel()
         task = self._conversation_task
         if task is not None and not task.done():
             task.cancel()
@@ -391,9 +390,7 @@ class AgentParticipant(RoomListener):
                 waited = delay
                 await messages.send_state(to)
 
-        task = asyncio.create_task(send(), name=f"participant.state.{self._spec.job_id}")
-        self._state_tasks.add(task)
-        task.add_done_callback(self._state_tasks.discard)
+        self._state_tasks.spawn(send(), name=f"participant.state.{self._spec.job_id}")
 
     def participant_left(self, identity: str) -> None:
         info = self._present.pop(identity, None)

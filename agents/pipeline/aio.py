@@ -8,7 +8,10 @@ enough to stop a task. :func:`cancel_and_wait` cancels again until the task is r
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _RECANCEL_SECONDS = 0.05
 
@@ -27,6 +30,33 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     for finished in tasks:
         if finished is not None and finished.done() and not finished.cancelled():
             finished.exception()  # mark retrieved
+
+
+class TaskSet:
+    """Named tasks an owner holds while they run (each leaves the set when it ends), so none is
+    garbage-collected mid-flight and :meth:`cancel` stops every one still running."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def cancel(self) -> None:
+        """Cancel the running tasks and wait until each has finished (see
+        :func:`cancel_and_wait`)."""
+        await cancel_and_wait(*self._tasks)
+
+    async def wait(self) -> None:
+        """Wait until the running tasks have finished on their own (their errors consumed)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def loop_running() -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from agents.messages import OutboundMessage
 from agents.messages import transcript_chunk as transcript_msg
-from agents.pipeline.aio import cancel_and_wait
+from agents.pipeline.aio import TaskSet
 from agents.pipeline.segments import Heard, Segments
 from agents.pipeline.turns import TurnDetector
 from agents.providers.base import STT
@@ -44,7 +44,7 @@ class InterimTranscripts:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._at: dict[str, int] = {}  # utterance length (samples) at the speaker's last run
         self._sent: set[str] = set()  # transcript ids that got an interim
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     def speech_started(self, speaker: str) -> None:
         self._at[speaker] = 0
@@ -66,13 +66,10 @@ class InterimTranscripts:
         if running is not None and not running.done():
             return
         self._at[speaker] = det.utterance_samples
-        task = asyncio.create_task(
+        self._running[speaker] = self._tasks.spawn(
             self._run(det, det.transcript_id, commit=at_gap),
             name=f"pipeline-interim-{speaker}",
         )
-        self._running[speaker] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def take_sent(self, transcript_id: str) -> bool:
         """Whether clients saw an interim of this transcript (then they must get its final,
@@ -93,7 +90,7 @@ class InterimTranscripts:
         self._segments.forget(speaker)
 
     async def aclose(self) -> None:
-        await cancel_and_wait(*self._tasks)
+        await self._tasks.cancel()
 
     async def _run(self, det: TurnDetector, transcript_id: str, *, commit: bool = False) -> None:
         pcm = det.utterance()

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from agents.pipeline.aio import cancel_and_wait
+from agents.pipeline.aio import TaskSet
 from agents.pipeline.pauses import PauseWork
 from agents.pipeline.reply import Reply
 from agents.pipeline.turns import TurnEnded
@@ -45,7 +45,7 @@ class Interruptions:
         self.held: Reply | None = None
         self._held_at = 0.0
         self._resume: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
 
     @property
     def enabled(self) -> bool:
@@ -91,13 +91,10 @@ class Interruptions:
 
     async def aclose(self) -> None:
         self.held = None
-        await cancel_and_wait(*self._tasks)
+        await self._tasks.cancel()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro, name)
 
     async def _check(
         self, ev: TurnEnded, pcm: PCM, speculative: asyncio.Task[Transcript] | None,

@@ -19,6 +19,7 @@ import structlog
 from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
 
+from agents.pipeline.aio import TaskSet
 from agents.transport.audio_reader import MAX_AUDIO_BACKLOG_MS, SDK_FRAME_MS, AudioReader
 from agents.transport.backlog import AudioBacklog
 from agents.transport.base import (
@@ -124,7 +125,7 @@ class LiveKitTransport(RoomTransport):
         self._wants: WantsAudio = lambda _info: False
         self._readers: dict[str, AudioReader] = {}
         self._reader_tracks: dict[str, str] = {}
-        self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._closing_tasks = TaskSet()
         self._video = False
         self._pumps: dict[str, VideoTrackPump] = {}
         self._pump_owner: dict[str, str] = {}
@@ -248,8 +249,7 @@ class LiveKitTransport(RoomTransport):
         for pump in list(self._pumps.values()):
             await pump.aclose()
         self._pumps.clear()
-        if self._closing_tasks:
-            await asyncio.gather(*self._closing_tasks, return_exceptions=True)
+        await self._closing_tasks.wait()
         await self._settle_publish()
         room = self._room
         # the track's sid, not the publication's first one: a full reconnect republishes the
@@ -450,9 +450,7 @@ class LiveKitTransport(RoomTransport):
             self._close_later(pump.aclose(), f"livekit.video_pump_close.{pump.speaker}")
 
     def _close_later(self, closing: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(closing, name=name)
-        self._closing_tasks.add(task)
-        task.add_done_callback(self._closing_tasks.discard)
+        self._closing_tasks.spawn(closing, name)
 
     def _stop_reader(self, identity: str) -> None:
         reader = self._readers.pop(identity, None)
