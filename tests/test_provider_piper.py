@@ -75,6 +75,18 @@ async def test_length_scale_slows_speech_down() -> None:
     assert n_slow > 1.25 * n_fast
 
 
+async def test_without_noise_the_same_text_renders_the_same_audio() -> None:
+    still, varied = PiperTTS(noise_scale=0.0, noise_w_scale=0.0), PiperTTS()
+    try:
+        a, b = ([np.concatenate([c async for c in still.synthesize(SENTENCE)]) for _ in range(2)])
+        c, d = ([np.concatenate([c async for c in varied.synthesize(SENTENCE)]) for _ in range(2)])
+    finally:
+        await still.aclose()
+        await varied.aclose()
+    assert np.array_equal(a, b)
+    assert not (c.size == d.size and np.array_equal(c, d))  # the voice's default variation
+
+
 async def test_sentences_stream_one_by_one_from_a_worker_thread(piper: PiperTTS) -> None:
     spy = Spy(piper)
     chunks = [c async for c in piper.synthesize("Hello there. How are you today? Goodbye.")]

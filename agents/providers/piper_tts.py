@@ -76,6 +76,8 @@ class PiperTTS(TTS):
         model_path: str | None = None,
         speaker_id: int | None = None,
         length_scale: float = 1.0,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
         threads: int = 1,
         policy: CallPolicy | None = None,
     ) -> None:
@@ -113,6 +115,10 @@ class PiperTTS(TTS):
         self.model_path = model
         self.speaker_id = speaker_id
         self.length_scale = length_scale
+        # The voice's own variation (its config's defaults when None); 0 and 0 render the same
+        # text the same way every time.
+        self.noise_scale = noise_scale
+        self.noise_w_scale = noise_w_scale
         self.threads = threads
         self._voice: Any | None = None
         self._load_lock = asyncio.Lock()
@@ -199,7 +205,8 @@ class PiperTTS(TTS):
         if not text.strip():
             return
         synth = await self._ensure_voice()
-        config = SynthesisConfig(speaker_id=speaker, length_scale=self.length_scale)
+        config = SynthesisConfig(speaker_id=speaker, length_scale=self.length_scale,
+                                 noise_scale=self.noise_scale, noise_w_scale=self.noise_w_scale)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[PCM | BaseException | _End] = asyncio.Queue()
         job = _Job()
