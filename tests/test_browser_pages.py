@@ -205,11 +205,20 @@ async def test_error_states_microphone_refused_busy_and_connection_lost(
         await expect(page.get_by_role("button", name="Microphone")).to_have_attribute(
             "aria-pressed", "false")
 
-        # A typed request for a person: a handoff, queued in the console until handled.
-        # (typed once the greeting is over: a message sent in the first second or two can reach
-        # the agent before it has seen the caller join, and is dropped as from nobody it serves)
+        # Service busy: the only slot is taken by that call.
         await expect(page.get_by_label("Todo list", exact=True).locator("li")).to_have_count(
             3, timeout=WAIT)
+        other = await second.new_page()
+        await _start_call(other, base)
+        busy = other.get_by_role("alert")
+        await expect(busy).to_contain_text("The service is busy", timeout=30_000)
+        await expect(busy).to_contain_text("9 s")
+        await expect(other.get_by_role("button", name="Start call")).to_be_enabled()
+
+        # A typed request for a person: a handoff, queued in the console until handled; the
+        # agent says its handoff line and leaves the call to the person.
+        # (typed once the greeting is over: a message sent in the first second or two can reach
+        # the agent before it has seen the caller join, and is dropped as from nobody it serves)
         await expect(page.get_by_label("Transcript", exact=True).locator("li.agent.final").first
                      ).to_contain_text("Welcome to the playground test.", timeout=WAIT)
         await page.get_by_label("Message").fill("Can I speak to a human please?")
@@ -227,20 +236,24 @@ async def test_error_states_microphone_refused_busy_and_connection_lost(
             "button", name=f"Mark the handoff of job {job_id} handled").click()
         await expect(console.locator("#handoffs-heading")).to_have_text("Handoff queue (0 waiting)")
         await expect(queue).to_contain_text("handled")
+        await expect(console.locator(f'#finished-jobs tr[data-job="{job_id}"]')).to_contain_text(
+            "conversation_ended:handoff", timeout=30_000)
+        await expect(page.locator("#agent-status")).to_have_text("left the call", timeout=30_000)
 
-        # Service busy: the only slot is taken by that call.
-        other = await second.new_page()
-        await _start_call(other, base)
-        busy = other.get_by_role("alert")
-        await expect(busy).to_contain_text("The service is busy", timeout=30_000)
-        await expect(busy).to_contain_text("9 s")
-        await expect(other.get_by_role("button", name="Start call")).to_be_enabled()
-
-        # An operator cancels the call from the console: the agent leaves the caller's room.
+        # The slot is free again: the other caller gets an agent; an operator cancels that call
+        # from the console and the agent leaves the caller's room.
+        await other.get_by_role("button", name="Start call").click()
+        await expect(other.locator("#call-state")).to_have_text("connected", timeout=30_000)
+        await expect(other.get_by_label("Todo list", exact=True).locator("li")).to_have_count(
+            3, timeout=WAIT)  # the agent is in the call
+        rows = console.locator("#live-jobs tr[data-job]")
+        await expect(rows).to_have_count(1, timeout=30_000)
+        job_id = await rows.first.get_attribute("data-job") or ""
         await console.get_by_role("button", name=f"Cancel job {job_id}").click()
         await expect(console.locator(f'#finished-jobs tr[data-job="{job_id}"]')).to_contain_text(
             "cancelled by operator", timeout=30_000)
-        await expect(page.locator("#agent-status")).to_have_text("left the call", timeout=30_000)
+        await expect(other.locator("#agent-status")).to_have_text("left the call", timeout=30_000)
+        page = other
 
         # Connection lost: the room disappears under the call.
         room = (await page.locator("#job").text_content() or "").split("room ")[-1]
