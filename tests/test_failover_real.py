@@ -40,6 +40,7 @@ async def replicas(live_server: LiveKitServer, redis_server: RedisServer,
 
     async def make(urls: list[str], *, native: bool = False,
                    **config: Any) -> list[ServiceProcess]:
+        new = []
         for url in urls:
             i = len(started)
             service = real_service(
@@ -50,8 +51,10 @@ async def replicas(live_server: LiveKitServer, redis_server: RedisServer,
                 worker={"enabled": native}, **config,
             )
             started.append(service)
-            await service.start()  # one at a time: each warms its models
-        return started[-len(urls):]
+            new.append(service)
+        # Together: warming the models is mostly one core's work per process.
+        await asyncio.gather(*(service.start() for service in new))
+        return new
 
     try:
         yield make

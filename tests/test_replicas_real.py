@@ -40,8 +40,8 @@ async def replicas(live_server: LiveKitServer, redis_server: RedisServer,
             for i in range(len(started), len(started) + n)
         ]
         started.extend(new)
-        for service in new:  # one at a time: each warms its models on a shared 2-core machine
-            await service.start()
+        # Together: warming the models is mostly one core's work per process.
+        await asyncio.gather(*(service.start() for service in new))
         return new
 
     try:
