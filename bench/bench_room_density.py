@@ -233,12 +233,18 @@ class Result:
     """Join stages (ms from CreateDispatch), from the service's info log (``--breakdown``)."""
 
     @property
+    def jobs(self) -> int:
+        """Jobs that were running: the rooms whose agent joined (a system that took fewer
+        would otherwise look cheaper per job than it is)."""
+        return self.joins
+
+    @property
     def core_per_job(self) -> float:
-        return max(0.0, self.load_cpu - self.idle_cpu) / self.rooms
+        return max(0.0, self.load_cpu - self.idle_cpu) / self.jobs if self.jobs else 0.0
 
     @property
     def mb_per_job(self) -> float:
-        return max(0.0, self.load_mb - self.idle_mb) / self.rooms
+        return max(0.0, self.load_mb - self.idle_mb) / self.jobs if self.jobs else 0.0
 
 
 async def agent_joined(caller: RealCaller, since: float) -> float:
@@ -488,6 +494,10 @@ async def run(args: argparse.Namespace) -> None:
               f"({small.core_per_job:.4f} -> {ours.core_per_job:.4f} core)")
     theirs = results.get("livekit-agents")
     if ours is not None and theirs is not None and ours.core_per_job > 0:
+        for r in (ours, theirs):
+            if r.joins < r.rooms:
+                print(f"note: {r.system} ran {r.joins} of {r.rooms} jobs; its figures are per job "
+                      "that ran, and the ratio compares unequal loads")
         ratio = theirs.core_per_job / ours.core_per_job
         print(f"bench_room_density: {ratio:.2f} x livekit-agents cores per listening job "
               f"(ours {ours.core_per_job:.4f}, theirs {theirs.core_per_job:.4f}; "
