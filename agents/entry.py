@@ -112,11 +112,9 @@ class AgentJobBody:
         self._config = config
         self._hub = hub
         self._factory = conversation_factory
-        speaks = output_sample_rate or getattr(conversation_factory, "output_sample_rate", None)
-        self._output_sample_rate = speaks
-        self._publish_audio_at_start = speaks is not None
-        """The voice pipeline speaks (it has text-to-speech). Otherwise the job's track is
-        released while unused (agents/transport/lazy_audio.py): a silent track costs CPU."""
+        self._output_sample_rate = output_sample_rate or getattr(
+            conversation_factory, "output_sample_rate", None
+        )
         self._backlog = AudioBacklog()
         self._router = AudioEventRouter()
 
@@ -174,7 +172,9 @@ class AgentJobBody:
         participant = AgentParticipant(
             spec=spec, config=config, reporter=reporter, transport_factory=transport_factory,
             conversation_factory=self._factory, output_sample_rate=self._output_sample_rate,
-            publish_audio_at_start=self._publish_audio_at_start,
+            # A pipeline without text-to-speech declares no rate: its track is released while
+            # unused (agents/transport/lazy_audio.py), since a silent track costs CPU.
+            publish_audio_at_start=self._output_sample_rate is not None,
         )
         return await participant.run()
 

@@ -164,7 +164,7 @@ class Speaker(ListeningConversation):
 
 
 class Listener(ListeningConversation):
-    """Declares no output rate (no text-to-speech): no track until a first frame."""
+    """Declares no output rate (no text-to-speech): its track is released while unused."""
 
     def __init__(self, ctx: ConversationContext) -> None:
         super().__init__(ctx)

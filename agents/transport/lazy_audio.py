@@ -37,17 +37,18 @@ QUIET_POLL = 0.25
 """Seconds between looks at a busy conversation while a due release waits for quiet."""
 
 
-async def agent_audio(transport: RoomTransport, *, sample_rate: int, speaks: bool,
-                      release_after: float | None = None) -> AudioOutput:
+async def agent_audio(transport: RoomTransport, *, sample_rate: int,
+                      speaks: bool) -> AudioOutput:
     """The job's audio output: its track, published now; for a job that never ``speaks``,
-    released after ``release_after`` s without a frame and published again at a next frame."""
+    released after :data:`RELEASE_AFTER` s without a frame and published again at a next
+    frame."""
     track = await transport.publish_audio(sample_rate=sample_rate)
     if speaks:
         return track
     lazy = LazyAudioOutput(publish=lambda: transport.publish_audio(sample_rate=sample_rate),
                            release=transport.release_audio, sample_rate=sample_rate,
                            track=track)
-    lazy.release_later(RELEASE_AFTER if release_after is None else release_after)
+    lazy.release_later(RELEASE_AFTER)
     return lazy
 
 
