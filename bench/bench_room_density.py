@@ -232,19 +232,15 @@ class Result:
     stages: dict[str, list[float]] = field(default_factory=dict)
     """Join stages (ms from CreateDispatch), from the service's info log (``--breakdown``)."""
 
-    @property
-    def jobs(self) -> int:
-        """Jobs that were running: the rooms whose agent joined (a system that took fewer
-        would otherwise look cheaper per job than it is)."""
-        return self.joins
-
+    # Per job that ran (the rooms whose agent joined): a system that took fewer jobs would
+    # otherwise look cheaper per job than it is.
     @property
     def core_per_job(self) -> float:
-        return max(0.0, self.load_cpu - self.idle_cpu) / self.jobs if self.jobs else 0.0
+        return max(0.0, self.load_cpu - self.idle_cpu) / self.joins if self.joins else 0.0
 
     @property
     def mb_per_job(self) -> float:
-        return max(0.0, self.load_mb - self.idle_mb) / self.jobs if self.jobs else 0.0
+        return max(0.0, self.load_mb - self.idle_mb) / self.joins if self.joins else 0.0
 
 
 async def agent_joined(caller: RealCaller, since: float) -> float:

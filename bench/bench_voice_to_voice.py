@@ -60,11 +60,11 @@ TARGET_P50_MS = 700.0
 TARGET_P95_MS = 900.0
 TARGET_BARGE_P50_MS = 300.0
 GAP_S = 0.7
+"""A mid-sentence pause: longer than the silence detector's 500 ms window."""
 MIC_QUEUE_MS = int(os.environ.get("BENCH_MIC_QUEUE_MS", "20"))
 """The caller's microphone queue (ms). Its pacing loop catches up after a stall of a busy CPU
 and then runs this far ahead of real time: the end of speech it records is early by up to this
 much, which the latency figures would count as the room's. A browser's capture buffer is 10 ms."""
-"""A mid-sentence pause: longer than the silence detector's 500 ms window."""
 
 PLAIN = [
     "I would like to book a table for two people tonight.",
