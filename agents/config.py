@@ -50,6 +50,12 @@ class RoomConfig(BaseModel):
         "subscriber routing by stream handle) instead of to every stream of the process; off "
         "restores the SDK's own delivery.",
     )
+    native_log_capture: bool = Field(
+        False,
+        description="Forward the SDK's native log records (about 2,000 per connect, nearly all "
+        "debug) to Python's `livekit` logger, as the SDK does by default; off, they stay native "
+        "(stderr, filtered by RUST_LOG: errors only when unset) and cost Python nothing.",
+    )
     sdk_frame_ms: Literal[10, 20, 30] = Field(
         30,
         description="Audio the SDK hands over per event (ms), cut into 10 ms frames here: "

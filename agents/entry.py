@@ -25,6 +25,7 @@ from agents.providers.errors import ProviderUnavailable
 from agents.transport.backlog import AudioBacklog
 from agents.transport.base import RoomTransport
 from agents.transport.ffi_routing import AudioEventRouter
+from agents.transport.native_logs import set_native_log_capture
 from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
 
@@ -110,6 +111,7 @@ class AgentJobBody:
         output_sample_rate: int | None,
     ) -> None:
         self._config = config
+        set_native_log_capture(config.room.native_log_capture)
         self._hub = hub
         self._factory = conversation_factory
         self._output_sample_rate = output_sample_rate or getattr(

@@ -23,6 +23,7 @@ ended (finals) per room over the window: proof each job kept up.
 
     python bench/bench_room_density.py [--rooms 8] [--seconds 20] [--systems ours,livekit-agents]
         [--systems ours-unrouted,ours]   # the SDK's audio event delivery against our routing
+        [--systems ours-sdk-logs,ours]   # the SDK's native log records forwarded, or not
         [--py-spy FILE]   # also profile our service over the window (pip install py-spy)
         [--breakdown]     # ours logs at info: where dispatch-to-agent time goes, per stage
         [--joins-only]    # silent callers, no density window: the dispatch burst alone
@@ -138,11 +139,15 @@ class Ours(System):
     agent_name = "external-agent"
 
     def __init__(self, server: LiveKitServer, workdir: Path, stt_url: str, rooms: int, *,
-                 routed: bool = True, sdk_frame_ms: int = 30, log_level: str = "warning") -> None:
+                 routed: bool = True, sdk_frame_ms: int = 30, log_level: str = "warning",
+                 native_logs: bool = False) -> None:
         agent = listening_agent(stt_url=stt_url, artifacts=workdir / "jobs")
         agent["room"]["route_audio_events"] = routed
         agent["room"]["sdk_frame_ms"] = sdk_frame_ms
-        if not routed:
+        agent["room"]["native_log_capture"] = native_logs
+        if native_logs:
+            self.name = "ours-sdk-logs"
+        elif not routed:
             self.name = "ours-unrouted"
         elif sdk_frame_ms != 30:
             self.name = f"ours-{sdk_frame_ms}ms"
@@ -231,6 +236,8 @@ class Result:
     spoken: int = 0
     stages: dict[str, list[float]] = field(default_factory=dict)
     """Join stages (ms from CreateDispatch), from the service's info log (``--breakdown``)."""
+    burst_cpu_s: float = 0.0
+    """CPU seconds of the system's process tree from the dispatches to the last join."""
 
     # Per job that ran (the rooms whose agent joined): a system that took fewer jobs would
     # otherwise look cheaper per job than it is.
@@ -294,11 +301,15 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         if joins_only and profile is not None:  # the burst itself, not paused by the sampler
             spy = start_py_spy(system.pid, 4, profile, native=False, nonblocking=True)
             await asyncio.sleep(0.5)
+        burst_pids = tree_pids(system.pid)
+        burst_cpu = cpu_seconds(burst_pids)
         t0, t0_wall = time.monotonic(), time.time()
         await asyncio.gather(*(lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
             agent_name=system.agent_name, room=c.room_name)) for c in callers))
         joins = await asyncio.gather(*(asyncio.wait_for(agent_joined(c, t0), 30)
                                        for c in callers), return_exceptions=True)
+        result.burst_cpu_s = cpu_seconds(
+            sorted(set(burst_pids) | set(tree_pids(system.pid)))) - burst_cpu
         result.join_ms = [j for j in joins if isinstance(j, float)]
         result.joins = len(result.join_ms)
         if isinstance(system, Ours):
@@ -456,6 +467,9 @@ async def run(args: argparse.Namespace) -> None:
                     elif name == "ours-10ms":  # 10 ms SDK events (before sdk_frame_ms: 30)
                         system = Ours(server, work / name, stt.base_url, args.rooms,
                                       sdk_frame_ms=10)
+                    elif name == "ours-sdk-logs":  # the SDK's native logs forwarded to Python
+                        system = Ours(server, work / name, stt.base_url, args.rooms,
+                                      native_logs=True)
                     elif name == "livekit-agents":
                         system = LiveKitAgents(server, work)
                     else:
@@ -478,7 +492,12 @@ async def run(args: argparse.Namespace) -> None:
         for r in results.values():
             p50 = statistics.median(r.join_ms) if r.join_ms else float("nan")
             print(f"bench_room_density joins: {r.system} dispatch->agent in room p50 {p50:.0f} ms "
-                  f"at a burst of {r.rooms} ({r.joins} joined)")
+                  f"at a burst of {r.rooms} ({r.joins} joined); {r.burst_cpu_s:.2f} CPU s "
+                  "dispatch to last join")
+        logs, ours = results.get("ours-sdk-logs"), results.get("ours")
+        if logs is not None and ours is not None and ours.burst_cpu_s > 0:
+            print(f"native logs kept native: {logs.burst_cpu_s / ours.burst_cpu_s:.2f} x less CPU "
+                  f"over the burst ({logs.burst_cpu_s:.2f} -> {ours.burst_cpu_s:.2f} s)")
         return
     unrouted, ours = results.get("ours-unrouted"), results.get("ours")
     if unrouted is not None and ours is not None and ours.core_per_job > 0:
