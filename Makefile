@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest test-livekit livekit-server bench-room browser redis-server test-packaging test-deploy tools demo bench bench-voice bench-density bench-failover serve clean web
+.PHONY: install test lint typecheck pytest test-livekit livekit-server bench-room browser redis-server test-packaging test-deploy tools demo bench bench-sounds bench-voice bench-density bench-failover serve clean web
 
 # CI-only tools, git-ignored under .tools/: kustomize (Go module proxy) and checkov (its own venv,
 # PyPI; its pinned dependencies would clash with the project's).
@@ -97,6 +97,22 @@ redis-server:
 	  fi; \
 	fi
 
+# bench_barge_in_noise's corpus: sox, espeak-ng voices and the recorded sounds of Debian's
+# sound-theme-freedesktop, installed here when missing and running as root.
+bench-sounds:
+	@missing=""; \
+	command -v sox >/dev/null 2>&1 || missing="$$missing sox"; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	[ -d /usr/share/sounds/freedesktop/stereo ] || missing="$$missing sound-theme-freedesktop"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing (apt-get)" >&2; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; } >&2 || exit 1; \
+	  else \
+	    echo "bench_barge_in_noise needs$$missing: apt-get install -y$$missing (as root)" >&2; exit 1; \
+	  fi; \
+	fi
+
 test-livekit: install browser redis-server
 	@if [ -x $(LIVEKIT_SERVER_BIN) ] || command -v livekit-server >/dev/null 2>&1 || command -v go >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory livekit-server && \
@@ -141,7 +157,7 @@ $(CHECKOV):
 demo: install
 	@$(PY) -m app.demo
 
-bench: install
+bench: install bench-sounds
 	@for b in bench/bench_*.py; do \
 	  [ "$$b" = bench/bench_voice_to_voice.py ] && continue; \
 	  [ "$$b" = bench/bench_room_density.py ] && continue; \

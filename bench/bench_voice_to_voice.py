@@ -24,7 +24,8 @@ the baseline.
 
 Run: ``.venv/bin/python bench/bench_voice_to_voice.py [rounds] [variant ...]`` (needs ``make
 livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-turn/speech``, ...
-(detector/speculative_answer, optionally /barge_in_fast_ms: ``silence/speech/120``), the first
+(detector/speculative_answer, optionally /barge_in_fast_ms[/barge_in_fast_confidence]:
+``silence/speech/64/0.8``; ``/0`` turns the fast pause off), the first
 one is the baseline.
 """
 
@@ -105,7 +106,8 @@ class Utterance:
 class Run:
     detector: str
     answer: str
-    fast_ms: int = 0
+    fast: str = ""
+    """``barge_in_fast_ms`` and optionally ``/barge_in_fast_confidence`` (empty: the defaults)."""
     latencies: list[float] = field(default_factory=list)
     paused_latencies: list[float] = field(default_factory=list)
     cutoffs: int = 0
@@ -117,7 +119,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        fast = f"/{self.fast_ms}" if self.fast_ms else ""
+        fast = f"/{self.fast}" if self.fast else ""
         return f"{self.detector}/{self.answer}{fast}"
 
 
@@ -178,9 +180,13 @@ async def _quiet(caller: RealCaller, since: float, *, silence_s: float = 1.2) ->
 async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
                        utterances: list[Utterance], barge: np.ndarray, rounds: int) -> Run:
     detector, answer, *fast = variant.split("/")
-    run = Run(detector=detector, answer=answer, fast_ms=int(fast[0]) if fast else 0)
-    tag = f"{detector}-{answer}-{run.fast_ms}"
-    turn = {"detector": detector, "speculative_answer": answer, "barge_in_fast_ms": run.fast_ms}
+    run = Run(detector=detector, answer=answer, fast="/".join(fast))
+    tag = "-".join([detector, answer, *fast])
+    turn: dict[str, Any] = {"detector": detector, "speculative_answer": answer}
+    if fast:
+        turn["barge_in_fast_ms"] = int(fast[0])
+    if len(fast) > 1:
+        turn["barge_in_fast_confidence"] = float(fast[1])
     service = real_service(
         server, workdir / tag,
         agent={"persona": {"greeting": "Hello.", "todo_items": []}, "pipeline": {"turn": turn}},

@@ -32,7 +32,10 @@ AGENT = "ai-agent-AJ_test"
 USER = "user-1"
 
 TURN = {"silence_ms": 200, "min_speech_ms": 100, "barge_in_min_ms": 300,
-        "interim_interval_ms": 200, "prefix_ms": 100}
+        "interim_interval_ms": 200, "prefix_ms": 100,
+        # The fake VAD is sure of every frame: the fast pause would decide every barge-in.
+        # Tests of it set it (tests/test_pipeline_resume.py).
+        "barge_in_fast_ms": 0}
 
 
 def job_spec() -> JobSpec:

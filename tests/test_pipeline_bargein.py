@@ -128,3 +128,22 @@ async def test_noise_that_stops_the_agent_while_thinking_does_not_lose_the_answe
     assert final.text == "The answer."
     assert [m.content for m in llm.requests[1].messages if m.role == "user"] == ["my question"]
     assert kit.pipeline.record()["counters"]["false_interruptions"] == 1
+
+
+def test_pause_due_takes_the_minimum_or_the_fast_rule() -> None:
+    from agents.pipeline.bargein import pause_due
+    from agents.pipeline.config import TurnConfig
+
+    slow = TurnConfig(barge_in_min_ms=200, barge_in_confidence=0.7, barge_in_fast_ms=0)
+    assert not pause_due(slow, 190, 0.99, fast=True)
+    assert pause_due(slow, 200, 0.7, fast=True)
+    assert not pause_due(slow, 400, 0.69, fast=True)  # long but unsure: a noise
+    quick = TurnConfig(barge_in_min_ms=200, barge_in_confidence=0.7, barge_in_fast_ms=64,
+                       barge_in_fast_confidence=0.9)
+    assert pause_due(quick, 64, 0.9, fast=True)
+    assert not pause_due(quick, 64, 0.89, fast=True)  # not sure enough for the fast rule
+    assert not pause_due(quick, 32, 0.99, fast=True)
+    assert pause_due(quick, 200, 0.75, fast=True)  # the minimum rule still holds
+    # Without a pause that can resume, only the minimum rule.
+    assert not pause_due(quick, 64, 0.99, fast=False)
+    assert pause_due(quick, 200, 0.99, fast=False)

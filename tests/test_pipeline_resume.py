@@ -4,7 +4,9 @@ resume): the rest of the answer is played from where the caller stopped hearing 
 from __future__ import annotations
 
 import asyncio
+import math
 
+import pytest
 from fakes import FakeAudioOutput, FakeLLM, FakeSTT, FakeVAD, silence, speech
 from pipeline_kit import USER, Kit, make_kit, running, wait_until
 
@@ -173,8 +175,10 @@ async def test_unconfident_speech_does_not_pause_the_agent() -> None:
         await kit.agent_final()
 
 
-async def test_very_confident_speech_pauses_the_agent_at_barge_in_fast_ms() -> None:
-    kit = _kit(turn={"barge_in_min_ms": 300, "barge_in_fast_ms": 120})
+@pytest.mark.parametrize("fast_ms", [120, TurnConfig().barge_in_fast_ms])  # and the default
+async def test_very_confident_speech_pauses_the_agent_at_barge_in_fast_ms(fast_ms: int) -> None:
+    assert fast_ms > 0
+    kit = _kit(turn={"barge_in_min_ms": 300, "barge_in_fast_ms": fast_ms})
     async with running(kit):
         kit.pipeline.push_text(USER, "tell me")
         await _speaking(kit)
@@ -183,7 +187,8 @@ async def test_very_confident_speech_pauses_the_agent_at_barge_in_fast_ms() -> N
             kit.pipeline.push_audio(USER, f)
             if kit.audio.cleared and paused_at is None:
                 paused_at = i
-        assert paused_at == 11  # 120 ms of 10 ms frames, not barge_in_min_ms (300)
+        # fast_ms of 10 ms frames, not barge_in_min_ms (300)
+        assert paused_at == math.ceil(fast_ms / 10) - 1
         kit.feed(silence(250))  # a noise after all: it resumes
         await wait_until(lambda: kit.audio.queued_duration > 0)
         kit.audio.release()

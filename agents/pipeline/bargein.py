@@ -17,7 +17,7 @@ from typing import Any
 
 from agents.messages import AgentState, OutboundMessage
 from agents.messages import transcript_chunk as transcript_msg
-from agents.pipeline.config import PipelineConfig
+from agents.pipeline.config import PipelineConfig, TurnConfig
 from agents.pipeline.interim import InterimTranscripts
 from agents.pipeline.interruptions import Interruptions
 from agents.pipeline.journal import Journal
@@ -25,6 +25,16 @@ from agents.pipeline.reply import Reply, ReplyOutcome
 from agents.pipeline.trace import INTERRUPTIONS
 from agents.pipeline.turns import TurnDetector, TurnEnded
 from agents.providers.base import LLM, Transcript
+
+
+def pause_due(turn: TurnConfig, speech_ms: float, confidence: float, *, fast: bool) -> bool:
+    """Whether ``speech_ms`` of speech at mean voice probability ``confidence``, over the agent's
+    speech, takes the floor: ``barge_in_min_ms`` at ``barge_in_confidence``, or (``fast``: the
+    agent can pause and resume) ``barge_in_fast_ms`` at ``barge_in_fast_confidence``."""
+    if (fast and turn.barge_in_fast_ms > 0 and speech_ms >= turn.barge_in_fast_ms
+            and confidence >= turn.barge_in_fast_confidence):
+        return True  # very confident speech pauses sooner (a pause can still resume)
+    return speech_ms >= turn.barge_in_min_ms and confidence >= turn.barge_in_confidence
 
 
 class BargeIn:
@@ -74,15 +84,11 @@ class BargeIn:
             return  # paused already: the turn's words decide
         turn = self._cfg.turn
         speaking = self._status == "speaking"
-        need = turn.barge_in_min_ms if speaking else turn.min_speech_ms
-        fast = (  # very confident speech pauses sooner (a pause can still resume)
-            speaking and self._interrupts.enabled and turn.barge_in_fast_ms > 0
-            and det.speech_ms >= turn.barge_in_fast_ms
-            and det.speech_confidence >= turn.barge_in_fast_confidence
-        )
-        if not fast and (
-            det.speech_ms < need or (speaking and det.speech_confidence < turn.barge_in_confidence)
-        ):
+        if speaking:
+            if not pause_due(turn, det.speech_ms, det.speech_confidence,
+                             fast=self._interrupts.enabled):
+                return
+        elif det.speech_ms < turn.min_speech_ms:
             return
         if speaking and self._reply is not None and self._interrupts.enabled:
             if self._interrupts.hold(self._reply):

@@ -172,8 +172,9 @@ class TurnConfig(BaseModel):
         "the agent (louder, clearer speech than a cough or a click).",
     )
     barge_in_fast_ms: int = Field(
-        0, ge=0, le=5000, description="Speech over the agent at barge_in_fast_confidence that "
-        "pauses it sooner than barge_in_min_ms (0: off). Only pauses: a noise still resumes.",
+        64, ge=0, le=5000, description="Speech over the agent at barge_in_fast_confidence that "
+        "pauses it sooner than barge_in_min_ms (0: off; two VAD windows by default). Only "
+        "pauses: a noise still resumes (needs false_interruption_timeout > 0).",
     )
     barge_in_fast_confidence: float = Field(
         0.9, ge=0.0, lt=1.0, description="Mean voice probability that barge_in_fast_ms needs.",
