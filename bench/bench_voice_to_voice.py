@@ -25,13 +25,15 @@ the baseline.
 Run: ``.venv/bin/python bench/bench_voice_to_voice.py [rounds] [variant ...]`` (needs ``make
 livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-turn/speech``, ...
 (detector/speculative_answer, optionally /barge_in_fast_ms[/barge_in_fast_confidence]:
-``silence/speech/64/0.8``; ``/0`` turns the fast pause off), the first
+``silence/speech/64/0.8``; ``/0`` turns the fast pause off; ``@2``: speech recognition and
+synthesis on 2 onnxruntime threads each), the first
 one is the baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import statistics
@@ -108,6 +110,8 @@ class Run:
     answer: str
     fast: str = ""
     """``barge_in_fast_ms`` and optionally ``/barge_in_fast_confidence`` (empty: the defaults)."""
+    threads: int = 1
+    """onnxruntime threads of speech recognition and synthesis (``@N``)."""
     latencies: list[float] = field(default_factory=list)
     paused_latencies: list[float] = field(default_factory=list)
     cutoffs: int = 0
@@ -120,7 +124,8 @@ class Run:
     @property
     def label(self) -> str:
         fast = f"/{self.fast}" if self.fast else ""
-        return f"{self.detector}/{self.answer}{fast}"
+        threads = f"@{self.threads}" if self.threads != 1 else ""
+        return f"{self.detector}/{self.answer}{fast}{threads}"
 
 
 class _Voice:
@@ -179,17 +184,23 @@ async def _quiet(caller: RealCaller, since: float, *, silence_s: float = 1.2) ->
 
 async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
                        utterances: list[Utterance], barge: np.ndarray, rounds: int) -> Run:
+    variant, _, threads = variant.partition("@")
     detector, answer, *fast = variant.split("/")
-    run = Run(detector=detector, answer=answer, fast="/".join(fast))
-    tag = "-".join([detector, answer, *fast])
+    run = Run(detector=detector, answer=answer, fast="/".join(fast), threads=int(threads or 1))
+    tag = "-".join([detector, answer, *fast, f"t{run.threads}"])
     turn: dict[str, Any] = {"detector": detector, "speculative_answer": answer}
     if fast:
         turn["barge_in_fast_ms"] = int(fast[0])
     if len(fast) > 1:
         turn["barge_in_fast_confidence"] = float(fast[1])
+    pipeline: dict[str, Any] = {"turn": turn}
+    if threads:
+        pipeline["providers"] = {
+            "moonshine": {"type": "moonshine", "model": "base", "threads": run.threads},
+            "piper": {"type": "piper", "threads": run.threads}}
     service = real_service(
         server, workdir / tag,
-        agent={"persona": {"greeting": "Hello.", "todo_items": []}, "pipeline": {"turn": turn}},
+        agent={"persona": {"greeting": "Hello.", "todo_items": []}, "pipeline": pipeline},
     )
     await service.start(within=120)
     stage = RealStage(server=server, service=service, mic_queue_ms=MIC_QUEUE_MS)
@@ -296,7 +307,9 @@ async def main(rounds: int, variants: tuple[str, ...]) -> int:
         await voice.tts.aclose()
     binary = server_binary()
     assert binary is not None
-    with tempfile.TemporaryDirectory(prefix="bench-v2v-") as tmp:
+    keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory: the services' logs stay there
+    with (contextlib.nullcontext(tempfile.mkdtemp(prefix="v2v-", dir=keep)) if keep
+          else tempfile.TemporaryDirectory(prefix="bench-v2v-")) as tmp:
         server = LiveKitServer(binary=binary, workdir=Path(tmp) / "server")
         server.start()
         try:
