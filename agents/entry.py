@@ -25,9 +25,9 @@ from agents.providers.errors import ProviderUnavailable
 from agents.transport.backlog import AudioBacklog
 from agents.transport.base import RoomTransport
 from agents.transport.ffi_routing import AudioEventRouter
-from agents.transport.native_logs import set_native_log_capture
 from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
+from agents.transport.native_logs import set_native_log_capture
 
 __all__ = [
     "AgentJobBody", "AgentUnavailable", "ListeningConversation", "default_hub", "load_models",
