@@ -91,3 +91,14 @@ def test_too_late_says_so_and_leaves_the_sdk_as_it_was() -> None:
     assert "in effect False" in stdout
     assert "native_log_capture_too_late" in stdout + stderr
     assert python_records(stdout) > 0
+
+
+def test_an_unknown_sdk_layout_is_left_as_it_was() -> None:
+    code = ("from livekit.rtc import _ffi_client\n"
+            "del _ffi_client.get_ffi_lib\n"
+            "from agents.transport.native_logs import set_native_log_capture as capture\n"
+            "print('in effect', capture(False), capture(True))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert "in effect False True" in proc.stdout
+    assert "native_log_capture_unsupported" in proc.stdout + proc.stderr

@@ -42,6 +42,7 @@ def set_native_log_capture(capture: bool) -> bool:
     client = getattr(_ffi_client, "FfiClient", None)
     if loader is None or client is None or not hasattr(client, "_instance"):
         log.warning("native_log_capture_unsupported")
+        _applied = True  # the SDK's own choice stays
         return capture
     if client._instance is not None:  # already initialised, with the SDK's choice
         if not capture:
