@@ -4,9 +4,9 @@ Offline, through what the service's ears do to a caller's audio: 16 kHz 10 ms fr
 noise suppression (``agents.audio_frontend.AudioFrontend``), Silero VAD and the turn detector
 (``agents.pipeline.turns.TurnDetector``); after every frame the barge-in rule itself
 (``agents.pipeline.bargein.pause_due``) is asked, for the rule without the fast pause (the
-baseline: ``barge_in_min_ms`` 200 at ``barge_in_confidence`` 0.7) and for fast settings (``barge_in_fast_ms`` F at
-``barge_in_fast_confidence`` C). Every clip starts after 1 s of room tone (the suppressor adapts)
-and is mixed over it.
+baseline: ``barge_in_min_ms`` 200 at ``barge_in_confidence`` 0.7) and for fast settings
+(``barge_in_fast_ms`` F at ``barge_in_fast_confidence`` C). Every clip starts after 1 s of room
+tone (the suppressor adapts) and is mixed over it.
 
 The corpus, all offline:
 
