@@ -58,9 +58,9 @@ class RoomConfig(BaseModel):
     )
     sdk_frame_ms: Literal[10, 20, 30] = Field(
         30,
-        description="Audio the SDK hands over per event (ms), cut into 10 ms frames here: "
-        "fewer native events and loop wake-ups per second; turn decisions move by at most "
-        "20 ms.",
+        description="Audio the SDK hands over per event (ms), handed on whole to the noise "
+        "suppressor (one call) and the pipeline: fewer native events, loop wake-ups and calls "
+        "per second; turn decisions move by at most 20 ms.",
     )
     participant_wait: float = Field(
         30.0, gt=0,

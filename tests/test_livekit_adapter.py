@@ -22,6 +22,7 @@ from room_kit import (
 )
 
 from agents.job import JobFailed
+from agents.transport.audio_reader import SDK_FRAME_MS
 from agents.transport.base import (
     DisconnectCause,
     TrackAudioOutput,
@@ -71,7 +72,7 @@ async def silent_server() -> AsyncIterator[tuple[int, list[int]]]:
     await server.wait_closed()
 
 
-async def test_audio_stream_from_a_real_track_delivers_16k_mono_10ms_frames() -> None:
+async def test_audio_stream_from_a_real_track_delivers_16k_mono_frames_of_sdk_frame_ms() -> None:
     source = rtc.AudioSource(48000, 1, queue_size_ms=200)
     track = rtc.LocalAudioTrack.create_audio_track("mic", source)
     listener = Frames()
@@ -79,14 +80,15 @@ async def test_audio_stream_from_a_real_track_delivers_16k_mono_10ms_frames() ->
     for i in range(30):
         await source.capture_frame(tone_frame(i))
     async with asyncio.timeout(3):
-        while sum(1 for f in listener.frames if any(f.data)) < 20:
+        while sum(f.samples_per_channel for f in listener.frames if any(f.data)) < 16 * 200:
             listener.arrived.clear()
             await listener.arrived.wait()
     await reader.aclose()
     await reader.aclose()  # idempotent
     await source.aclose()
+    # The SDK's events, handed on whole (SDK_FRAME_MS: 30 ms, three 10 ms units).
     assert {(f.sample_rate, f.num_channels, f.samples_per_channel) for f in listener.frames} == {
-        (16000, 1, 160)
+        (16000, 1, 16 * SDK_FRAME_MS)
     }
 
 

@@ -46,8 +46,21 @@ def test_off_passes_frames_through_untouched() -> None:
     assert frontend.speakers == 0
 
 
-def test_frames_that_are_not_10ms_are_passed_through_and_counted() -> None:
+def test_a_frame_of_several_10ms_units_is_processed_as_they_would_be_one_by_one() -> None:
+    one_by_one, whole = AudioFrontend(noise_suppression=True), AudioFrontend(noise_suppression=True)
+    frames = noise_frames(90)
+    tens = [bytes(one_by_one.process("alice", f).data) for f in noise_frames(90)]
+    thirties = []
+    for i in range(0, 90, 3):
+        frame = rtc.AudioFrame(b"".join(bytes(f.data) for f in frames[i:i + 3]), 16000, 1, 480)
+        thirties.append(bytes(whole.process("alice", frame).data))
+    assert b"".join(thirties) == b"".join(tens)
+    assert b"".join(tens) != b"".join(bytes(f.data) for f in frames)  # it did suppress
+    assert whole.frames_skipped == 0
+
+
+def test_frames_that_are_not_whole_10ms_units_are_passed_through_and_counted() -> None:
     frontend = AudioFrontend(noise_suppression=True)
-    odd = rtc.AudioFrame.create(16000, 1, 320)
+    odd = rtc.AudioFrame.create(16000, 1, 250)
     assert frontend.process("bob", odd) is odd
     assert frontend.frames_skipped == 1

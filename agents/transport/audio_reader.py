@@ -1,5 +1,6 @@
-"""Reading one remote audio track: 16 kHz mono 10 ms frames from ``rtc.AudioStream`` to the
-transport's listener, kept in real time by a :class:`~agents.transport.backlog.StaleAudioGuard`."""
+"""Reading one remote audio track: 16 kHz mono frames of whole 10 ms units (the SDK's events,
+``sdk_frame_ms`` each) from ``rtc.AudioStream`` to the transport's listener, kept in real time by
+a :class:`~agents.transport.backlog.StaleAudioGuard`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ MAX_AUDIO_BACKLOG_MS = 300.0
 
 
 class AudioReader:
-    """Reads one audio track as 16 kHz mono 10 ms frames and hands them to ``listener``."""
+    """Reads one audio track as 16 kHz mono frames of whole 10 ms units and hands them to
+    ``listener``."""
 
     def __init__(
         self,
@@ -40,9 +42,10 @@ class AudioReader:
         self.identity = identity
         self._listener = listener
         # The SDK delivers sdk_frame_ms at a time (one native event, one loop wake-up, one frame
-        # object each), cut here into the 10 ms frames the pipeline and the noise suppressor
-        # take. Its ring holds at most a few limits' worth: memory stays bounded even when this
-        # reader is not scheduled at all; the guard keeps it in real time before that.
+        # object each), handed on whole: the noise suppressor takes any number of 10 ms units
+        # in one call, and the pipeline any length. Its ring holds at most a few limits' worth:
+        # memory stays bounded even when this reader is not scheduled at all; the guard keeps
+        # it in real time before that.
         self._stream = rtc.AudioStream.from_track(
             track=track, sample_rate=INBOUND_SAMPLE_RATE, num_channels=1,
             frame_size_ms=sdk_frame_ms,
@@ -74,9 +77,10 @@ class AudioReader:
                 except Exception:
                     log.exception("audio_listener_failed", identity=self.identity)
             frame = event.frame
-            if frame.samples_per_channel == INBOUND_SAMPLES_PER_FRAME and frame.num_channels == 1:
+            if (frame.num_channels == 1 and frame.samples_per_channel
+                    and frame.samples_per_channel % INBOUND_SAMPLES_PER_FRAME == 0):
                 frames = [frame]
-            else:
+            else:  # not seen from the SDK; cut to 10 ms rather than pass an odd length on
                 frames = self._chunker.push(frame.data)
             for f in frames:
                 if self._closed:

@@ -75,7 +75,8 @@ class RoomListener(abc.ABC):
 
     @abc.abstractmethod
     def audio_frame(self, identity: str, frame: rtc.AudioFrame) -> None:
-        """A 16 kHz mono 10 ms frame (hot path)."""
+        """16 kHz mono audio, a whole number of 10 ms (the LiveKit transport hands on the
+        SDK's ``sdk_frame_ms`` events, the in-memory one 10 ms frames; hot path)."""
 
     @abc.abstractmethod
     def video_frame(self, identity: str, source: str, frame: rtc.VideoFrame) -> None:
