@@ -72,46 +72,19 @@ browser: $(BROWSER_STAMP)
 
 $(BROWSER_STAMP): pyproject.toml $(STAMP)
 	@$(PY) -m pip install --quiet -e '.[browser]' >&2
-	@missing=""; \
-	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
-	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" -eq 0 ]; then \
-	    echo "installing$$missing with apt-get" >&2; \
-	    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >&2; \
-	  else \
-	    echo "the browser tests need$$missing: apt-get install -y$$missing (as root)" >&2; exit 1; \
-	  fi; \
-	fi
+	@scripts/need-debian "the browser tests" chromium=/usr/bin/chromium espeak-ng=espeak-ng
 	@touch $@
 
 # The replica tests share a real redis-server (Debian package), installed here when missing and
 # running as root (as CI does); otherwise those tests say how to get it.
 redis-server:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing redis-server (apt-get)" >&2; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; } >&2 || exit 1; \
-	  else \
-	    echo "the replica tests need redis-server: apt-get install -y redis-server (as root)" >&2; exit 1; \
-	  fi; \
-	fi
+	@scripts/need-debian --no-recommends "the replica tests" redis-server=redis-server
 
 # bench_barge_in_noise's corpus: sox, espeak-ng voices and the recorded sounds of Debian's
 # sound-theme-freedesktop, installed here when missing and running as root.
 bench-sounds:
-	@missing=""; \
-	command -v sox >/dev/null 2>&1 || missing="$$missing sox"; \
-	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
-	[ -d /usr/share/sounds/freedesktop/stereo ] || missing="$$missing sound-theme-freedesktop"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing$$missing (apt-get)" >&2; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; } >&2 || exit 1; \
-	  else \
-	    echo "bench_barge_in_noise needs$$missing: apt-get install -y$$missing (as root)" >&2; exit 1; \
-	  fi; \
-	fi
+	@scripts/need-debian --no-recommends bench_barge_in_noise sox=sox espeak-ng=espeak-ng \
+	  sound-theme-freedesktop=/usr/share/sounds/freedesktop/stereo
 
 test-livekit: install browser redis-server
 	@if [ -x $(LIVEKIT_SERVER_BIN) ] || command -v livekit-server >/dev/null 2>&1 || command -v go >/dev/null 2>&1; then \
@@ -129,9 +102,8 @@ test: lint typecheck pytest test-packaging test-deploy test-livekit
 # by uv from its machine-wide cache (tests/packaging/envs.py). The image test runs the image's
 # command under tini (the Debian package, installed here when missing).
 test-packaging: install
-	@command -v tini >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq >/dev/null \
-		&& apt-get install -y -qq --no-install-recommends tini >/dev/null; } \
-		|| echo "tini not installed (apt-get install tini): the image test will fail" >&2
+	@scripts/need-debian --no-recommends "the image test" tini=tini \
+		|| echo "tini not installed: the image test will fail" >&2
 	$(VENV)/bin/pytest -q -m packaging tests/packaging
 
 # The Dockerfile and deploy/k8s: kustomize build of every overlay, Kubernetes schemas
