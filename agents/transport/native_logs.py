@@ -25,52 +25,48 @@ import structlog
 
 log = structlog.get_logger("agents.transport.native_logs")
 
-_applied: bool | None = None
+_captured: bool | None = None
+"""Whether the SDK's library captures (or will capture) its records; None: not decided yet."""
 
 
 def set_native_log_capture(capture: bool) -> bool:
     """Have the SDK's native library initialise with log capture ``capture`` (the SDK's own
     choice is ``True``). Returns whether the choice is in effect: ``False`` when the library
     was already initialised with another choice, or the SDK's layout is not the one known
-    here. Idempotent."""
-    global _applied
-    if _applied is not None:
-        return _applied == capture
+    here. The first call decides for the process."""
+    global _captured
+    if _captured is None:
+        _captured = capture or not _keep_records_native()
+    return _captured == capture
+
+
+def _keep_records_native() -> bool:
+    """Wrap the SDK's library loader so that the library initialises with capture off;
+    ``False`` (and a warning) when that is no longer possible or the layout is unknown."""
     from livekit.rtc import _ffi_client
 
     loader = getattr(_ffi_client, "get_ffi_lib", None)
     client = getattr(_ffi_client, "FfiClient", None)
     if loader is None or client is None or not hasattr(client, "_instance"):
         log.warning("native_log_capture_unsupported")
-        _applied = True  # the SDK's own choice stays
-        return capture
+        return False
     if client._instance is not None:  # already initialised, with the SDK's choice
-        if not capture:
-            log.warning("native_log_capture_too_late")
-        _applied = True
-        return capture
+        log.warning("native_log_capture_too_late")
+        return False
 
     def load_library() -> Any:
         lib = loader()
         initialize = lib.livekit_ffi_initialize
         initialize.argtypes = [_ffi_client.ffi_cb_fnc, ctypes.c_bool, ctypes.c_char_p,
                                ctypes.c_char_p]
-        lib.livekit_ffi_initialize = _Initialize(initialize, capture)
+
+        def initialize_without_capture(callback: Any, _capture: bool, sdk: bytes,
+                                       version: bytes) -> Any:
+            return initialize(callback, False, sdk, version)
+
+        # The SDK sets argtypes on what it finds here; the real function's are set above.
+        lib.livekit_ffi_initialize = initialize_without_capture
         return lib
 
     _ffi_client.get_ffi_lib = load_library
-    _applied = capture
     return True
-
-
-class _Initialize:
-    """``livekit_ffi_initialize`` with the capture flag decided here; the SDK may set
-    ``argtypes`` on it (kept: the real function's are set above)."""
-
-    def __init__(self, initialize: Any, capture: bool) -> None:
-        self._initialize = initialize
-        self._capture = capture
-        self.argtypes: Any = None
-
-    def __call__(self, callback: Any, _capture: bool, sdk: bytes, version: bytes) -> Any:
-        return self._initialize(callback, self._capture, sdk, version)
