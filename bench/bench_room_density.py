@@ -113,14 +113,25 @@ def pss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+class TreeCpu:
+    """CPU seconds of ``root``'s process tree since this was made (children that end meanwhile
+    are missed; the trees measured here keep their processes)."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.pids = tree_pids(root)
+        self.start = cpu_seconds(self.pids)
+        self.t0 = time.monotonic()
+
+    def seconds(self) -> float:
+        return cpu_seconds(sorted(set(self.pids) | set(tree_pids(self.root)))) - self.start
+
+
 async def cpu_over(root: int, seconds: float) -> float:
-    """Cores used by ``root``'s process tree over ``seconds`` (children that end meanwhile are
-    missed; the trees measured here keep their processes)."""
-    pids = tree_pids(root)
-    start, t0 = cpu_seconds(pids), time.monotonic()
+    """Cores used by ``root``'s process tree over ``seconds``."""
+    meter = TreeCpu(root)
     await asyncio.sleep(seconds)
-    pids = sorted(set(pids) | set(tree_pids(root)))
-    return (cpu_seconds(pids) - start) / (time.monotonic() - t0)
+    return meter.seconds() / (time.monotonic() - meter.t0)
 
 
 # -- the systems under test -------------------------------------------------------------------
@@ -301,15 +312,13 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         if joins_only and profile is not None:  # the burst itself, not paused by the sampler
             spy = start_py_spy(system.pid, 4, profile, native=False, nonblocking=True)
             await asyncio.sleep(0.5)
-        burst_pids = tree_pids(system.pid)
-        burst_cpu = cpu_seconds(burst_pids)
+        burst = TreeCpu(system.pid)
         t0, t0_wall = time.monotonic(), time.time()
         await asyncio.gather(*(lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
             agent_name=system.agent_name, room=c.room_name)) for c in callers))
         joins = await asyncio.gather(*(asyncio.wait_for(agent_joined(c, t0), 30)
                                        for c in callers), return_exceptions=True)
-        result.burst_cpu_s = cpu_seconds(
-            sorted(set(burst_pids) | set(tree_pids(system.pid)))) - burst_cpu
+        result.burst_cpu_s = burst.seconds()
         result.join_ms = [j for j in joins if isinstance(j, float)]
         result.joins = len(result.join_ms)
         if isinstance(system, Ours):
