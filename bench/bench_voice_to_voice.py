@@ -26,8 +26,8 @@ Run: ``.venv/bin/python bench/bench_voice_to_voice.py [rounds] [variant ...]`` (
 livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-turn/speech``, ...
 (detector/speculative_answer, optionally /barge_in_fast_ms[/barge_in_fast_confidence]:
 ``silence/speech/64/0.8``; ``/0`` turns the fast pause off; ``@2``: speech recognition and
-synthesis on 2 onnxruntime threads each), the first
-one is the baseline. ``BENCH_KEEP_LOGS=DIR`` keeps the services' and the server's logs there.
+synthesis on 2 onnxruntime threads each), the first one is the baseline.
+``BENCH_KEEP_LOGS=DIR`` keeps the services' and the server's logs there.
 """
 
 from __future__ import annotations
