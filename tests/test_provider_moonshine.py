@@ -37,14 +37,10 @@ def words(text: str) -> list[str]:
 
 
 def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level edit distance over the reference length."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(1, len(ref))
+    """Word error rate (``jiwer``) over :func:`words`."""
+    import jiwer
+
+    return float(jiwer.wer(" ".join(words(reference)), " ".join(words(hypothesis)) or "-"))
 
 
 def speak(text: str) -> PCM:
@@ -261,7 +257,7 @@ async def test_without_the_rebuild_the_shipped_files_decode_the_same_tokens(
         shipped = await asyncio.to_thread(
             moonshine_decoder.MoonshineRunner, model_dir("base"), threads=1
         )
-    assert not shipped.optimised
+    assert not shipped.optimised and not shipped.int8
     assert shipped.fallback_reason is not None and "onnx" in shipped.fallback_reason
     assert [e["event"] for e in logs] == ["moonshine_rebuild_failed"]
     audio = speech.astype(np.float32) / 32768.0
@@ -269,6 +265,38 @@ async def test_without_the_rebuild_the_shipped_files_decode_the_same_tokens(
     got = await asyncio.to_thread(shipped.decode, audio, max_tokens=64)
     assert got.tokens == want.tokens
     assert got.confidence == pytest.approx(want.confidence, abs=0.01)
+
+
+@pytest.mark.embedded
+async def test_the_int8_decoder_decodes_what_the_float32_one_does(
+    stt: MoonshineSTT, speech: PCM, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    int8 = await asyncio.to_thread(stt.load_runner)
+    assert int8.optimised and int8.int8  # the default
+    import onnx
+
+    decoder = onnx.load_from_string(moonshine_decoder.quantize_matmuls(
+        moonshine_decoder.ort_to_onnx(model_dir("base") / "decoder_model_merged.ort")))
+    branches = [a.g for n in decoder.graph.node for a in n.attribute if a.type == a.GRAPH]
+    types = [n.op_type for g in branches for n in g.node]
+    assert len(branches) == 2 and types.count("MatMulInteger") >= 2 * 8 * 4  # 8 layers
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # no pre-processing hint
+
+    def broken(model: bytes) -> bytes:
+        raise RuntimeError("quantizer says no")
+
+    monkeypatch.setattr(moonshine_decoder, "quantize_matmuls", broken)
+    with structlog.testing.capture_logs() as logs:
+        plain = await asyncio.to_thread(moonshine_decoder.MoonshineRunner, model_dir("base"))
+    assert plain.optimised and not plain.int8
+    assert plain.fallback_reason == "RuntimeError: quantizer says no"
+    assert [e["event"] for e in logs] == ["moonshine_int8_failed"]
+    audio = speech.astype(np.float32) / 32768.0
+    want = await asyncio.to_thread(plain.decode, audio, max_tokens=64)
+    got = await asyncio.to_thread(int8.decode, audio, max_tokens=64)
+    assert got.tokens == want.tokens
+    assert got.confidence == pytest.approx(want.confidence, abs=0.02)
 
 
 @pytest.mark.embedded

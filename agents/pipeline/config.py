@@ -54,6 +54,10 @@ class ProviderSpec(BaseModel):
     )
     attempts: int = Field(2, ge=1, le=5, description="Attempts for retryable errors.")
     threads: int = Field(1, ge=1, le=16, description="onnxruntime threads (embedded providers).")
+    int8: bool = Field(
+        True, description="moonshine: the decoder's matrix products in int8 (dynamic "
+        "quantization, about twice as fast); false keeps them float32.",
+    )
     gate_dbfs: float | None = Field(
         -70.0, lt=0, description="silero: windows quieter than this (dBFS) are silence without "
         "running the model; null runs it on every window.",

@@ -57,7 +57,7 @@ def _build(nickname: str, spec: ProviderSpec) -> Provider:
 
         stt: Provider = MoonshineSTT(
             name=nickname, model="tiny" if spec.model == "tiny" else "base",
-            threads=spec.threads, policy=policy,
+            threads=spec.threads, int8=spec.int8, policy=policy,
         )
         return stt
     if spec.type == "piper":

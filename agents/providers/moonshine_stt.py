@@ -66,6 +66,7 @@ class MoonshineSTT(STT):
         name: str = "moonshine",
         model: Literal["base", "tiny"] = "base",
         threads: int = 1,
+        int8: bool = True,
         policy: CallPolicy | None = None,
     ) -> None:
         super().__init__(name=name, policy=policy)
@@ -77,6 +78,7 @@ class MoonshineSTT(STT):
             )
         self.model = model
         self.threads = threads
+        self.int8 = int8
         self._dir = model_dir(model, provider=name)
         self._runner: MoonshineRunner | None = None
         self._load_lock = threading.Lock()
@@ -189,7 +191,7 @@ class MoonshineSTT(STT):
             if self._runner is None:
                 started = time.perf_counter()
                 try:
-                    runner = shared_runner(self._dir, threads=self.threads)
+                    runner = shared_runner(self._dir, threads=self.threads, int8=self.int8)
                 except Exception as e:
                     raise ProviderUnavailable(
                         f"could not load Moonshine {self.model} from {self._dir}: "
@@ -201,6 +203,7 @@ class MoonshineSTT(STT):
                     provider=self.name,
                     model=self.model,
                     optimised=runner.optimised,
+                    int8=runner.int8,
                     threads=self.threads,
                     load_ms=round((time.perf_counter() - started) * 1000),
                 )
