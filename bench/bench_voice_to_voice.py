@@ -26,7 +26,9 @@ Run: ``.venv/bin/python bench/bench_voice_to_voice.py [rounds] [variant ...]`` (
 livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-turn/speech``, ...
 (detector/speculative_answer, optionally /barge_in_fast_ms[/barge_in_fast_confidence]:
 ``silence/speech/64/0.8``; ``/0`` turns the fast pause off; ``@2``: speech recognition and
-synthesis on 2 onnxruntime threads each), the first one is the baseline.
+synthesis on 2 onnxruntime threads each, ``@1,2``: recognition on 1, synthesis on 2;
+``:float32``: Moonshine's decoder in float32, as before it ran in int8), the first one is the
+baseline.
 ``BENCH_KEEP_LOGS=DIR`` keeps the services' and the server's logs there.
 """
 
@@ -110,8 +112,10 @@ class Run:
     answer: str
     fast: str = ""
     """``barge_in_fast_ms`` and optionally ``/barge_in_fast_confidence`` (empty: the defaults)."""
-    threads: int = 1
-    """onnxruntime threads of speech recognition and synthesis (``@N``)."""
+    threads: tuple[int, int] = (1, 1)
+    """onnxruntime threads of speech recognition and of synthesis (``@N`` or ``@N,M``)."""
+    float32: bool = False
+    """Moonshine's decoder in float32 (``:float32``; default int8)."""
     latencies: list[float] = field(default_factory=list)
     paused_latencies: list[float] = field(default_factory=list)
     cutoffs: int = 0
@@ -124,8 +128,8 @@ class Run:
     @property
     def label(self) -> str:
         fast = f"/{self.fast}" if self.fast else ""
-        threads = f"@{self.threads}" if self.threads != 1 else ""
-        return f"{self.detector}/{self.answer}{fast}{threads}"
+        threads = "" if self.threads == (1, 1) else "@" + ",".join(map(str, self.threads))
+        return f"{self.detector}/{self.answer}{fast}{threads}{':float32' if self.float32 else ''}"
 
 
 class _Voice:
@@ -184,20 +188,27 @@ async def _quiet(caller: RealCaller, since: float, *, silence_s: float = 1.2) ->
 
 async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
                        utterances: list[Utterance], barge: np.ndarray, rounds: int) -> Run:
+    variant, _, precision = variant.partition(":")
+    if precision not in ("", "float32"):
+        raise SystemExit(f"unknown precision {precision!r}: only :float32")
     variant, _, threads = variant.partition("@")
     detector, answer, *fast = variant.split("/")
-    run = Run(detector=detector, answer=answer, fast="/".join(fast), threads=int(threads or 1))
-    tag = "-".join([detector, answer, *fast, f"t{run.threads}"])
+    stt_threads, _, tts_threads = (threads or "1").partition(",")
+    run = Run(detector=detector, answer=answer, fast="/".join(fast), float32=bool(precision),
+              threads=(int(stt_threads), int(tts_threads or stt_threads)))
+    tag = "-".join([detector, answer, *fast, "t{}-{}".format(*run.threads),
+                    *[precision][:bool(precision)]])
     turn: dict[str, Any] = {"detector": detector, "speculative_answer": answer}
     if fast:
         turn["barge_in_fast_ms"] = int(fast[0])
     if len(fast) > 1:
         turn["barge_in_fast_confidence"] = float(fast[1])
     pipeline: dict[str, Any] = {"turn": turn}
-    if threads:
+    if threads or precision:
         pipeline["providers"] = {
-            "moonshine": {"type": "moonshine", "model": "base", "threads": run.threads},
-            "piper": {"type": "piper", "threads": run.threads}}
+            "moonshine": {"type": "moonshine", "model": "base", "threads": run.threads[0],
+                          "int8": not run.float32},
+            "piper": {"type": "piper", "threads": run.threads[1]}}
     service = real_service(
         server, workdir / tag,
         agent={"persona": {"greeting": "Hello.", "todo_items": []}, "pipeline": pipeline},
