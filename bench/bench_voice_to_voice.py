@@ -27,8 +27,8 @@ livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-tur
 (detector/speculative_answer, optionally /barge_in_fast_ms[/barge_in_fast_confidence]:
 ``silence/speech/64/0.8``; ``/0`` turns the fast pause off; ``@2``: speech recognition and
 synthesis on 2 onnxruntime threads each, ``@1,2``: recognition on 1, synthesis on 2;
-``:float32``: Moonshine's decoder in float32, as before it ran in int8), the first one is the
-baseline.
+``~96``: the final transcript starts after 96 ms of silence, ``turn.speculate_ms``; ``:float32``:
+Moonshine's decoder in float32, as before it ran in int8), the first one is the baseline.
 ``BENCH_KEEP_LOGS=DIR`` keeps the services' and the server's logs there.
 """
 
@@ -116,6 +116,8 @@ class Run:
     """onnxruntime threads of speech recognition and of synthesis (``@N`` or ``@N,M``)."""
     float32: bool = False
     """Moonshine's decoder in float32 (``:float32``; default int8)."""
+    speculate_ms: int | None = None
+    """``turn.speculate_ms`` (``~N``; default: at ``pause_ms``)."""
     latencies: list[float] = field(default_factory=list)
     paused_latencies: list[float] = field(default_factory=list)
     cutoffs: int = 0
@@ -129,7 +131,9 @@ class Run:
     def label(self) -> str:
         fast = f"/{self.fast}" if self.fast else ""
         threads = "" if self.threads == (1, 1) else "@" + ",".join(map(str, self.threads))
-        return f"{self.detector}/{self.answer}{fast}{threads}{':float32' if self.float32 else ''}"
+        early = f"~{self.speculate_ms}" if self.speculate_ms else ""
+        return (f"{self.detector}/{self.answer}{fast}{early}{threads}"
+                f"{':float32' if self.float32 else ''}")
 
 
 class _Voice:
@@ -192,17 +196,21 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
     if precision not in ("", "float32"):
         raise SystemExit(f"unknown precision {precision!r}: only :float32")
     variant, _, threads = variant.partition("@")
+    variant, _, early = variant.partition("~")
     detector, answer, *fast = variant.split("/")
     stt_threads, _, tts_threads = (threads or "1").partition(",")
     run = Run(detector=detector, answer=answer, fast="/".join(fast), float32=bool(precision),
-              threads=(int(stt_threads), int(tts_threads or stt_threads)))
-    tag = "-".join([detector, answer, *fast, "t{}-{}".format(*run.threads),
-                    *[precision][:bool(precision)]])
+              threads=(int(stt_threads), int(tts_threads or stt_threads)),
+              speculate_ms=int(early) if early else None)
+    tag = "-".join([detector, answer, *fast, *[f"s{early}"][:bool(early)],
+                    "t{}-{}".format(*run.threads), *[precision][:bool(precision)]])
     turn: dict[str, Any] = {"detector": detector, "speculative_answer": answer}
     if fast:
         turn["barge_in_fast_ms"] = int(fast[0])
     if len(fast) > 1:
         turn["barge_in_fast_confidence"] = float(fast[1])
+    if early:
+        turn["speculate_ms"] = int(early)
     pipeline: dict[str, Any] = {"turn": turn}
     if threads or precision:
         pipeline["providers"] = {

@@ -100,6 +100,38 @@ def test_no_pauses_without_smart_turn_or_speculation() -> None:
     assert events[-1].pause_id is None
 
 
+def test_the_transcript_stage_of_a_pause_can_come_before_the_models() -> None:
+    det = _detector(detector="smart-turn", max_silence_ms=1000, speculate_ms=96)
+    events = _run(det, speech(300) + silence(250))
+    assert [type(e) for e in events] == [SpeechStarted, Paused, Paused]
+    early, late = events[1], events[2]
+    assert (early.speculate, early.decide) == (True, False)
+    assert (late.speculate, late.decide) == (False, True)
+    assert early.pause_id == late.pause_id and early.pcm.size < late.pcm.size
+    assert late.pcm.size - early.pcm.size >= 16 * 96  # the 96 ms window more of silence
+    events = _run(det, speech(100) + silence(120))  # went on, paused again: a new pause
+    assert [type(e) for e in events] == [Resumed, Paused]
+    assert events[1].speculate and not events[1].decide and events[1].pause_id > late.pause_id
+    assert det.end_now(late.pause_id) is None
+    # The silence detector has no model stage: one event, at speculate_ms.
+    det = _detector(speculate_ms=96)
+    events = _run(det, speech(300) + silence(150))
+    assert [type(e) for e in events] == [SpeechStarted, Paused] and events[1].speculate
+    # At pause_ms (the default), one event carries both stages, as before.
+    det = _detector(detector="smart-turn", max_silence_ms=1000)
+    events = _run(det, speech(300) + silence(250))
+    assert [(e.speculate, e.decide) for e in events[1:]] == [(True, True)]
+
+
+def test_speculate_ms_may_not_exceed_the_pause() -> None:
+    try:
+        TurnConfig(pause_ms=200, speculate_ms=300)
+    except ValueError as e:
+        assert "speculate_ms" in str(e)
+    else:
+        raise AssertionError("accepted speculate_ms > pause_ms")
+
+
 def test_max_silence_must_exceed_the_pause() -> None:
     try:
         TurnConfig(detector="smart-turn", pause_ms=500, max_silence_ms=400)
@@ -174,6 +206,24 @@ async def test_smart_turn_waits_on_an_incomplete_turn_and_takes_the_rest() -> No
     # the audio after it, recognised alone (incremental recognition)
     assert len(final) == 1 and final[0].text == "5 tenths 8 tenths"
     assert len(stt.calls) == 2 and stt.calls[1] < eot.calls[1] - 16 * 400
+
+
+async def test_an_early_transcript_is_kept_when_the_model_ends_the_turn_at_its_pause() -> None:
+    eot = FakeEndOfTurn(probabilities=[0.9])
+    stt = FakeSTT(delay=0.05)
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
+                   turn={"detector": "smart-turn", "pause_ms": 200, "speculate_ms": 96,
+                         "max_silence_ms": 3000})
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(150))
+        await wait_until(lambda: len(stt.calls) == 1)  # the transcript at 96 ms: no model yet
+        assert eot.calls == []
+        await kit.feed_live(silence(150))
+        await kit.agent_final()
+    assert len(eot.calls) == 1 and stt.calls[0] < eot.calls[0]  # asked later, on more silence
+    assert len(stt.calls) == 1, "the final transcript was computed twice"
+    assert [u.text for u in kit.msgs.transcripts(USER) if u.is_final] == ["hello there"]
+    assert kit.pipeline.record()["speculation"] == {"started": 1, "kept": 1, "dropped": 0}
 
 
 async def test_a_failing_end_of_turn_model_falls_back_to_the_silence_window() -> None:

@@ -196,6 +196,11 @@ class TurnConfig(BaseModel):
         200, ge=64, le=2000, description="Silence after which a pause counts: smart-turn asks "
         "its model, and the final transcript starts speculatively (see speculative).",
     )
+    speculate_ms: int | None = Field(
+        None, ge=32, le=2000, description="With speculative: silence after which the final "
+        "transcript (and the speculative answer) starts, before smart-turn asks its model at "
+        "pause_ms; null: at pause_ms. No longer than pause_ms.",
+    )
     end_threshold: float = Field(
         0.5, gt=0.0, lt=1.0, description="smart-turn: completion probability that ends a turn.",
     )
@@ -228,6 +233,8 @@ class TurnConfig(BaseModel):
     def _pause_before_max_silence(self) -> TurnConfig:
         if self.detector == "smart-turn" and self.max_silence_ms <= self.pause_ms:
             raise ValueError("turn.max_silence_ms must be longer than turn.pause_ms")
+        if self.speculate_ms is not None and self.speculate_ms > self.pause_ms:
+            raise ValueError("turn.speculate_ms must not be longer than turn.pause_ms")
         return self
 
 

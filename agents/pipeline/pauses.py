@@ -1,6 +1,7 @@
 """What runs while a speaker pauses: the end-of-turn decision and the speculative transcript.
 
-At a :class:`~agents.pipeline.turns.Paused` event two things may start, each in a task this object
+At a pause (:class:`~agents.pipeline.turns.Paused`, reported once per stage: the transcript's at
+``speculate_ms``, the model's at ``pause_ms``) two things may start, each in a task this object
 owns:
 
 - with ``turn.detector: smart-turn``, the end-of-turn model scores the utterance so far; when it
@@ -82,13 +83,22 @@ class PauseWork:
         self._dropped: dict[str, str] = {}  # by speaker: the utterance whose draft was dropped
 
     def paused(self, ev: Paused) -> None:
-        self.cancel(ev.speaker)
-        pause = _Pause(transcript_id=ev.transcript_id, pause_id=ev.pause_id, samples=ev.pcm.size)
-        if self._eot is not None:
+        """A stage of a pause: ``ev.speculate`` starts the transcript (and the answer),
+        ``ev.decide`` asks the end-of-turn model; a later stage of the same pause adds to what
+        the first one started."""
+        pause = self._pauses.get(ev.speaker)
+        if pause is None or (pause.transcript_id, pause.pause_id) != (ev.transcript_id,
+                                                                       ev.pause_id):
+            self.cancel(ev.speaker)
+            pause = _Pause(transcript_id=ev.transcript_id, pause_id=ev.pause_id,
+                           samples=ev.pcm.size)
+            self._pauses[ev.speaker] = pause
+        if ev.decide and self._eot is not None:
             pause.tasks.append(self._spawn(
                 self._decide(ev), f"pipeline-end-of-turn-{ev.speaker}"
             ))
-        if self._cfg.speculative:
+        if ev.speculate and self._cfg.speculative:
+            pause.samples = ev.pcm.size
             pause.transcript = self._spawn(
                 self._segments.transcribe(ev.speaker, ev.transcript_id, ev.pcm),
                 f"pipeline-speculative-stt-{ev.speaker}",
@@ -96,7 +106,6 @@ class PauseWork:
             pause.tasks.append(pause.transcript)
             self.speculations["started"] += 1
             pause.draft = self._draft(ev.speaker, pause.transcript)
-        self._pauses[ev.speaker] = pause
 
     def resumed(self, speaker: str) -> None:
         """The speaker went on: what the pause started is moot, but a transcript of the

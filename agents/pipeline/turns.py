@@ -5,11 +5,12 @@ threshold, and ends after ``silence_ms`` of windows below the (slightly lower) r
 Speech shorter than ``min_speech_ms`` in total is not a turn (a cough, a click). The detector keeps
 the utterance's audio, with ``prefix_ms`` from before the onset, for speech recognition.
 
-A pause (``pause_ms`` of silence inside an utterance) is reported as :class:`Paused`, and speech
-after it as :class:`Resumed`: at a pause the pipeline may ask an end-of-turn model and start the
-final transcript speculatively. With ``detector: smart-turn`` the silence that ends a turn on its
-own is ``max_silence_ms`` (the model ends complete turns earlier through :meth:`end_now`); with
-``silence`` it is ``silence_ms``.
+A pause (silence inside an utterance) is reported as :class:`Paused`, and speech after it as
+:class:`Resumed`: at a pause the pipeline may start the final transcript speculatively (after
+``speculate_ms``, default ``pause_ms``) and ask an end-of-turn model (after ``pause_ms``). When
+the two differ, one pause is reported twice, with the same ``pause_id``: once per stage. With
+``detector: smart-turn`` the silence that ends a turn on its own is ``max_silence_ms`` (the model
+ends complete turns earlier through :meth:`end_now`); with ``silence`` it is ``silence_ms``.
 
 ``push`` is synchronous and cheap: it runs for every 10 ms frame of every speaker. ``feed`` is
 its deferred twin for VAD streams that score windows in batches (:class:`BatchedVADStream`, e.g.
@@ -60,14 +61,18 @@ class TurnEnded:
 
 @dataclass(frozen=True, slots=True)
 class Paused:
-    """The speaker paused (``pause_ms`` of silence) inside an utterance. ``pcm`` is the
-    utterance so far; ``pause_id`` tells this pause from the speaker's others."""
+    """The speaker paused inside an utterance. ``pcm`` is the utterance so far; ``pause_id``
+    tells this pause from the speaker's others. ``speculate``: the silence reached
+    ``speculate_ms`` (start the final transcript); ``decide``: it reached ``pause_ms`` (ask the
+    end-of-turn model). Each is true in exactly one event of a pause."""
 
     speaker: str
     transcript_id: str
     pause_id: int
     pcm: PCM
     end_of_speech_ms: float
+    speculate: bool = True
+    decide: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,15 +156,19 @@ class TurnDetector:
         self._last_speech_at = 0.0
         self._transcript_id = ""
         self._paused = False
+        self._speculated = self._decided = False  # the current pause's stages reported
         self._pause_id = 0
         self._prob_sum = 0.0
         smart = config.detector == "smart-turn"
         self._end_silence_ms = config.max_silence_ms if smart else config.silence_ms
-        self._pause_ms = (
-            config.pause_ms
-            if (smart or config.speculative) and config.pause_ms < self._end_silence_ms
-            else None
+        self._decide_ms = config.pause_ms if smart else None
+        self._speculate_ms = (
+            (config.speculate_ms or config.pause_ms) if config.speculative else None
         )
+        if self._decide_ms is not None and self._decide_ms >= self._end_silence_ms:
+            self._decide_ms = None
+        if self._speculate_ms is not None and self._speculate_ms >= self._end_silence_ms:
+            self._speculate_ms = None
 
     @property
     def in_speech(self) -> bool:
@@ -188,7 +197,7 @@ class TurnDetector:
 
     @property
     def paused(self) -> bool:
-        """In an utterance, silent for at least ``pause_ms`` (a :class:`Paused` went out)."""
+        """In an utterance, silent long enough that a :class:`Paused` went out."""
         return self._in_speech and self._paused
 
     @property
@@ -276,7 +285,7 @@ class TurnDetector:
                 self._silence_ms = 0.0
                 self._last_speech_at = now
                 if self._paused:
-                    self._paused = False
+                    self._paused = self._speculated = self._decided = False
                     events.append(Resumed(self.speaker, self._transcript_id, self._pause_id))
             else:
                 self._silence_ms += self._window_ms
@@ -289,17 +298,23 @@ class TurnDetector:
         """The utterance has been silent for ``_silence_ms``: a pause, or the end of the turn."""
         if self._silence_ms >= self._end_silence_ms:
             events.append(self._finish(now, truncated=False))
-        elif (
-            not self._paused and self._pause_ms is not None
-            and self._silence_ms >= self._pause_ms
-        ):
+            return
+        speculate = (not self._speculated and self._speculate_ms is not None
+                     and self._silence_ms >= self._speculate_ms)
+        decide = (not self._decided and self._decide_ms is not None
+                  and self._silence_ms >= self._decide_ms)
+        if not (speculate or decide):
+            return
+        if not self._paused:
             self._paused = True
             self._pause_id += 1
-            events.append(Paused(
-                speaker=self.speaker, transcript_id=self._transcript_id,
-                pause_id=self._pause_id, pcm=self.utterance(),
-                end_of_speech_ms=self._last_speech_at,
-            ))
+        self._speculated |= speculate
+        self._decided |= decide
+        events.append(Paused(
+            speaker=self.speaker, transcript_id=self._transcript_id,
+            pause_id=self._pause_id, pcm=self.utterance(),
+            end_of_speech_ms=self._last_speech_at, speculate=speculate, decide=decide,
+        ))
 
     def gap(self, ms: float) -> list[TurnEvent]:
         """``ms`` of this speaker's audio, after what was fed so far, were dropped (the process
@@ -339,7 +354,7 @@ class TurnDetector:
         self._waiting.clear()
         self._probs = []
         self._in_speech = False
-        self._paused = False
+        self._paused = self._speculated = self._decided = False
         self._chunks = []
         self._samples = 0
         self._prefix.clear()
@@ -359,7 +374,7 @@ class TurnDetector:
         self._speech_ms = self._window_ms
         self._silence_ms = 0.0
         self._last_speech_at = now
-        self._paused = False
+        self._paused = self._speculated = self._decided = False
         self._transcript_id = new_id("TR")
         self._chunks = list(self._prefix)
         self._samples = self._prefix_samples
@@ -372,7 +387,7 @@ class TurnDetector:
         tid = self._transcript_id
         pause_id = self._pause_id if self._paused else None
         self._in_speech = False
-        self._paused = False
+        self._paused = self._speculated = self._decided = False
         self._chunks = []
         self._samples = 0
         self._speech_ms = 0.0
