@@ -27,7 +27,8 @@ livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-tur
 (detector/speculative_answer, optionally /barge_in_fast_ms[/barge_in_fast_confidence]:
 ``silence/speech/64/0.8``; ``/0`` turns the fast pause off; ``@2``: speech recognition and
 synthesis on 2 onnxruntime threads each, ``@1,2``: recognition on 1, synthesis on 2;
-``~96``: the final transcript starts after 96 ms of silence, ``turn.speculate_ms``; ``:float32``:
+``~96``: the final transcript starts after 96 ms of silence, ``turn.speculate_ms``;
+``+key=value``: any other ``turn`` setting, e.g. ``+sentence_end_ms=500``; ``:float32``:
 Moonshine's decoder in float32, as before it ran in int8), the first one is the baseline.
 ``BENCH_KEEP_LOGS=DIR`` keeps the services' and the server's logs there.
 """
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -118,6 +120,8 @@ class Run:
     """Moonshine's decoder in float32 (``:float32``; default int8)."""
     speculate_ms: int | None = None
     """``turn.speculate_ms`` (``~N``; default: at ``pause_ms``)."""
+    overrides: tuple[str, ...] = ()
+    """Other ``turn`` settings (``+key=value``)."""
     latencies: list[float] = field(default_factory=list)
     paused_latencies: list[float] = field(default_factory=list)
     cutoffs: int = 0
@@ -132,7 +136,8 @@ class Run:
         fast = f"/{self.fast}" if self.fast else ""
         threads = "" if self.threads == (1, 1) else "@" + ",".join(map(str, self.threads))
         early = f"~{self.speculate_ms}" if self.speculate_ms else ""
-        return (f"{self.detector}/{self.answer}{fast}{early}{threads}"
+        more = "".join(f"+{o}" for o in self.overrides)
+        return (f"{self.detector}/{self.answer}{fast}{early}{more}{threads}"
                 f"{':float32' if self.float32 else ''}")
 
 
@@ -196,13 +201,15 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
     if precision not in ("", "float32"):
         raise SystemExit(f"unknown precision {precision!r}: only :float32")
     variant, _, threads = variant.partition("@")
+    variant, *overrides = variant.split("+")
     variant, _, early = variant.partition("~")
     detector, answer, *fast = variant.split("/")
     stt_threads, _, tts_threads = (threads or "1").partition(",")
     run = Run(detector=detector, answer=answer, fast="/".join(fast), float32=bool(precision),
               threads=(int(stt_threads), int(tts_threads or stt_threads)),
-              speculate_ms=int(early) if early else None)
+              speculate_ms=int(early) if early else None, overrides=tuple(overrides))
     tag = "-".join([detector, answer, *fast, *[f"s{early}"][:bool(early)],
+                    *(o.replace("=", "") for o in overrides),
                     "t{}-{}".format(*run.threads), *[precision][:bool(precision)]])
     turn: dict[str, Any] = {"detector": detector, "speculative_answer": answer}
     if fast:
@@ -211,6 +218,9 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
         turn["barge_in_fast_confidence"] = float(fast[1])
     if early:
         turn["speculate_ms"] = int(early)
+    for o in overrides:
+        key, _, value = o.partition("=")
+        turn[key] = yaml.safe_load(value)
     pipeline: dict[str, Any] = {"turn": turn}
     if threads or precision:
         pipeline["providers"] = {

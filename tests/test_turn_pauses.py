@@ -226,6 +226,32 @@ async def test_an_early_transcript_is_kept_when_the_model_ends_the_turn_at_its_p
     assert kit.pipeline.record()["speculation"] == {"started": 1, "kept": 1, "dropped": 0}
 
 
+async def test_a_sentence_the_model_misjudged_ends_at_sentence_end_ms_and_a_clause_waits() -> None:
+    async def decided(words: str) -> float | None:
+        """When the turn ended after the end of speech (ms), with 300 ms of silence fed and
+        then none for a second (fed faster than real time, the wall clock decides); None if
+        it did not end by then."""
+        eot = FakeEndOfTurn(probabilities=[0.1])  # "not done"
+        kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot,
+                       stt=FakeSTT(script=lambda pcm: words),
+                       turn={"detector": "smart-turn", "pause_ms": 200, "sentence_end_ms": 500,
+                             "max_silence_ms": 1500})
+        async with running(kit):
+            await kit.feed_live(speech(300) + silence(300))
+            await asyncio.sleep(1.0)
+            ended = [u for u in kit.msgs.transcripts(USER) if u.is_final]
+            await kit.feed_live(silence(1300))  # max_silence_ms ends it in any case
+            await kit.agent_final()
+        assert len(eot.calls) == 1
+        return float(kit.pipeline.record()["turns"][-1]["stages"]["turn_decided"]) if ended \
+            else None
+
+    for sentence in ("Yes, that is correct.", "Is it open?"):
+        at = await decided(sentence)
+        assert at is not None and 450 <= at < 900, (sentence, at)
+    assert await decided("My number is,") is None  # the model's judgement stands
+
+
 async def test_a_failing_end_of_turn_model_falls_back_to_the_silence_window() -> None:
     eot = FakeEndOfTurn(probabilities=[ProviderError("broken", provider="fake-eot")])
     kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot,

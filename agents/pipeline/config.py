@@ -208,6 +208,11 @@ class TurnConfig(BaseModel):
         2000, ge=200, le=10000, description="smart-turn: silence that ends a turn the model "
         "judged incomplete.",
     )
+    sentence_end_ms: int | None = Field(
+        None, ge=100, le=10000, description="smart-turn: when the model judges a turn "
+        "incomplete but the pause's transcript ends a sentence (. ! ?), the turn ends after "
+        "this much silence instead of max_silence_ms (needs speculative); null: off.",
+    )
     smart_turn_model: str | None = Field(
         None, description="smart-turn: path of the .onnx file (default: the one `make install` "
         "fetches into agents/providers/models).",

@@ -22,6 +22,7 @@ Nothing here speaks, publishes or calls tools: speculation only ever computes.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,13 +33,16 @@ from agents.pipeline.segments import Heard, Segments
 from agents.pipeline.speculation import Draft, DraftStatus
 from agents.pipeline.trace import TurnTrace
 from agents.pipeline.turns import Paused, TurnEnded
-from agents.providers.base import STT, EndOfTurnModel, Transcript
+from agents.providers.base import STT, EndOfTurnModel, Transcript, monotonic_ms
 from agents.providers.errors import ProviderError
 
 if TYPE_CHECKING:
     from agents.pipeline.reply import ReplyEnv
 
 CompleteCallback = Callable[[str, int], None]
+
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*\s*$")
+"""A transcript that ends a sentence (its last words closed by . ! ? or an ellipsis)."""
 
 
 @dataclass(slots=True)
@@ -216,5 +220,31 @@ class PauseWork:
         self._log.debug("end_of_turn", speaker=ev.speaker, probability=round(p, 3),
                         pause_id=ev.pause_id)
         pause = self._pauses.get(ev.speaker)
-        if p >= self._cfg.end_threshold and pause is not None and pause.pause_id == ev.pause_id:
+        if pause is None or pause.pause_id != ev.pause_id:
+            return
+        if p >= self._cfg.end_threshold:
+            self._on_complete(ev.speaker, ev.pause_id)
+        elif self._cfg.sentence_end_ms is not None and pause.transcript is not None:
+            await self._end_at_sentence(ev, pause.transcript, self._cfg.sentence_end_ms)
+
+    async def _end_at_sentence(self, ev: Paused, transcript: asyncio.Task[Transcript],
+                               after_ms: int) -> None:
+        """The model judged the turn incomplete: if the pause's transcript ends a sentence,
+        end the turn ``after_ms`` after the end of speech rather than at ``max_silence_ms`` (a
+        model that misjudges a complete sentence then costs that, not seconds)."""
+        me = asyncio.current_task()
+        try:
+            heard = await asyncio.shield(transcript)
+        except ProviderError:
+            return  # no words to judge by: the model's judgement stands
+        except asyncio.CancelledError:
+            if me is not None and me.cancelling():
+                raise
+            return  # the transcript was cancelled, not this task: as above
+        if not _SENTENCE_END.search(heard.text):
+            return
+        await asyncio.sleep(max(0.0, (ev.end_of_speech_ms + after_ms - monotonic_ms()) / 1000.0))
+        pause = self._pauses.get(ev.speaker)
+        if pause is not None and pause.pause_id == ev.pause_id:
+            self._log.debug("end_of_turn_at_sentence", speaker=ev.speaker, pause_id=ev.pause_id)
             self._on_complete(ev.speaker, ev.pause_id)
