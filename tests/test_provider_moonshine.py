@@ -64,6 +64,17 @@ def speak(text: str) -> PCM:
     return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
 
 
+async def assert_decode_alike(want: moonshine_decoder.MoonshineRunner,
+                              got: moonshine_decoder.MoonshineRunner, speech: PCM, *,
+                              confidence_within: float) -> None:
+    """Both runners decode ``speech`` to the same tokens, at about the same confidence."""
+    audio = speech.astype(np.float32) / 32768.0
+    a = await asyncio.to_thread(want.decode, audio, max_tokens=64)
+    b = await asyncio.to_thread(got.decode, audio, max_tokens=64)
+    assert b.tokens == a.tokens
+    assert b.confidence == pytest.approx(a.confidence, abs=confidence_within)
+
+
 @pytest.fixture(scope="module")
 def speech() -> PCM:
     return speak(SENTENCE)
@@ -260,11 +271,7 @@ async def test_without_the_rebuild_the_shipped_files_decode_the_same_tokens(
     assert not shipped.optimised and not shipped.int8
     assert shipped.fallback_reason is not None and "onnx" in shipped.fallback_reason
     assert [e["event"] for e in logs] == ["moonshine_rebuild_failed"]
-    audio = speech.astype(np.float32) / 32768.0
-    want = await asyncio.to_thread(fast.decode, audio, max_tokens=64)
-    got = await asyncio.to_thread(shipped.decode, audio, max_tokens=64)
-    assert got.tokens == want.tokens
-    assert got.confidence == pytest.approx(want.confidence, abs=0.01)
+    await assert_decode_alike(fast, shipped, speech, confidence_within=0.01)
 
 
 @pytest.mark.embedded
@@ -281,7 +288,7 @@ async def test_the_int8_decoder_decodes_what_the_float32_one_does(
     branches = [a.g for n in decoder.graph.node for a in n.attribute if a.type == a.GRAPH]
     types = [n.op_type for g in branches for n in g.node]
     assert len(branches) == 2 and types.count("MatMulInteger") >= 2 * 8 * 4  # 8 layers
-    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # no pre-processing hint
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # quantized quietly
 
     def broken(model: bytes) -> bytes:
         raise RuntimeError("quantizer says no")
@@ -292,11 +299,7 @@ async def test_the_int8_decoder_decodes_what_the_float32_one_does(
     assert plain.optimised and not plain.int8
     assert plain.fallback_reason == "RuntimeError: quantizer says no"
     assert [e["event"] for e in logs] == ["moonshine_int8_failed"]
-    audio = speech.astype(np.float32) / 32768.0
-    want = await asyncio.to_thread(plain.decode, audio, max_tokens=64)
-    got = await asyncio.to_thread(int8.decode, audio, max_tokens=64)
-    assert got.tokens == want.tokens
-    assert got.confidence == pytest.approx(want.confidence, abs=0.02)
+    await assert_decode_alike(plain, int8, speech, confidence_within=0.02)
 
 
 @pytest.mark.embedded
