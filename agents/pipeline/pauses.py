@@ -102,7 +102,6 @@ class PauseWork:
                 self._decide(ev), f"pipeline-end-of-turn-{ev.speaker}"
             ))
         if ev.speculate and self._cfg.speculative:
-            pause.samples = ev.pcm.size
             pause.transcript = self._spawn(
                 self._segments.transcribe(ev.speaker, ev.transcript_id, ev.pcm),
                 f"pipeline-speculative-stt-{ev.speaker}",

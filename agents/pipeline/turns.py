@@ -155,20 +155,19 @@ class TurnDetector:
         self._silence_ms = 0.0
         self._last_speech_at = 0.0
         self._transcript_id = ""
-        self._paused = False
         self._speculated = self._decided = False  # the current pause's stages reported
         self._pause_id = 0
         self._prob_sum = 0.0
         smart = config.detector == "smart-turn"
         self._end_silence_ms = config.max_silence_ms if smart else config.silence_ms
-        self._decide_ms = config.pause_ms if smart else None
-        self._speculate_ms = (
+
+        def before_the_end(ms: int | None) -> int | None:  # a stage the end of turn would pass
+            return ms if ms is not None and ms < self._end_silence_ms else None
+
+        self._decide_ms = before_the_end(config.pause_ms if smart else None)
+        self._speculate_ms = before_the_end(
             (config.speculate_ms or config.pause_ms) if config.speculative else None
         )
-        if self._decide_ms is not None and self._decide_ms >= self._end_silence_ms:
-            self._decide_ms = None
-        if self._speculate_ms is not None and self._speculate_ms >= self._end_silence_ms:
-            self._speculate_ms = None
 
     @property
     def in_speech(self) -> bool:
@@ -199,6 +198,11 @@ class TurnDetector:
     def paused(self) -> bool:
         """In an utterance, silent long enough that a :class:`Paused` went out."""
         return self._in_speech and self._paused
+
+    @property
+    def _paused(self) -> bool:
+        """A stage of the current pause was reported."""
+        return self._speculated or self._decided
 
     @property
     def transcript_id(self) -> str:
@@ -285,7 +289,7 @@ class TurnDetector:
                 self._silence_ms = 0.0
                 self._last_speech_at = now
                 if self._paused:
-                    self._paused = self._speculated = self._decided = False
+                    self._speculated = self._decided = False
                     events.append(Resumed(self.speaker, self._transcript_id, self._pause_id))
             else:
                 self._silence_ms += self._window_ms
@@ -306,7 +310,6 @@ class TurnDetector:
         if not (speculate or decide):
             return
         if not self._paused:
-            self._paused = True
             self._pause_id += 1
         self._speculated |= speculate
         self._decided |= decide
@@ -354,7 +357,7 @@ class TurnDetector:
         self._waiting.clear()
         self._probs = []
         self._in_speech = False
-        self._paused = self._speculated = self._decided = False
+        self._speculated = self._decided = False
         self._chunks = []
         self._samples = 0
         self._prefix.clear()
@@ -374,7 +377,7 @@ class TurnDetector:
         self._speech_ms = self._window_ms
         self._silence_ms = 0.0
         self._last_speech_at = now
-        self._paused = self._speculated = self._decided = False
+        self._speculated = self._decided = False
         self._transcript_id = new_id("TR")
         self._chunks = list(self._prefix)
         self._samples = self._prefix_samples
@@ -387,7 +390,7 @@ class TurnDetector:
         tid = self._transcript_id
         pause_id = self._pause_id if self._paused else None
         self._in_speech = False
-        self._paused = self._speculated = self._decided = False
+        self._speculated = self._decided = False
         self._chunks = []
         self._samples = 0
         self._speech_ms = 0.0
