@@ -95,7 +95,8 @@ async def _render_lines(lines: list[str]) -> list[np.ndarray]:
     """The caller's lines, spoken by the embedded voice and resampled to 48 kHz."""
     from agents.providers.piper_tts import PiperTTS
 
-    tts = PiperTTS(name="caller-voice", length_scale=1.05)
+    # Whole sentences, each at full peak: the caller's lines are rendered ahead, not streamed.
+    tts = PiperTTS(name="caller-voice", length_scale=1.05, streaming=False)
     try:
         out: list[np.ndarray] = []
         for line in lines:

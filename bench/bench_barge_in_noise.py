@@ -137,7 +137,8 @@ async def piper(phrases: list[str]) -> tuple[int, list[bytes]]:
     """The embedded Piper voice's rate, and each phrase in it (16-bit PCM)."""
     from agents.providers.piper_tts import PiperTTS
 
-    tts = PiperTTS(name="caller-voice", noise_scale=0.0, noise_w_scale=0.0)  # the same every run
+    # the same every run (no variation), whole sentences at full peak as before
+    tts = PiperTTS(name="caller-voice", noise_scale=0.0, noise_w_scale=0.0, streaming=False)
     try:
         return tts.sample_rate, [np.concatenate([c async for c in tts.synthesize(text)]).tobytes()
                                  for text in phrases]

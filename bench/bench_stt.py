@@ -124,7 +124,7 @@ async def accuracy(models: dict[str, MoonshineSTT]) -> dict[str, float]:
         clips = {k: (v * 32768.0).astype(np.int16) for k, v in rendered.items()}
     else:
         print("  (espeak-ng and sox not installed, `make bench-sounds`: Piper's voice only)")
-        tts = PiperTTS(noise_scale=0.0, noise_w_scale=0.0)
+        tts = PiperTTS(noise_scale=0.0, noise_w_scale=0.0, streaming=False)
         try:
             clips = {f"piper: {t}": await speak(tts, t) for t in CORPUS}
         finally:
@@ -151,7 +151,7 @@ async def accuracy(models: dict[str, MoonshineSTT]) -> dict[str, float]:
 
 
 async def main(repeats: int, shipped: bool) -> None:
-    tts = PiperTTS()
+    tts = PiperTTS(streaming=False)
     try:
         clips = {label: await speak(tts, text) for label, text in TEXTS.items()}
     finally:

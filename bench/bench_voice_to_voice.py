@@ -29,7 +29,9 @@ livekit-server``); variants are ``silence/off``, ``silence/speech``, ``smart-tur
 synthesis on 2 onnxruntime threads each, ``@1,2``: recognition on 1, synthesis on 2;
 ``~96``: the final transcript starts after 96 ms of silence, ``turn.speculate_ms``;
 ``+key=value``: any other ``turn`` setting, e.g. ``+sentence_end_ms=500``; ``:float32``:
-Moonshine's decoder in float32, as before it ran in int8), the first one is the baseline.
+Moonshine's decoder in float32, as before it ran in int8; ``:whole``: Piper synthesises whole
+sentences, as before it streamed windows; ``:float32,whole``: both), the first one is the
+baseline.
 ``BENCH_KEEP_LOGS=DIR`` keeps the services' and the server's logs there.
 """
 
@@ -118,6 +120,8 @@ class Run:
     """onnxruntime threads of speech recognition and of synthesis (``@N`` or ``@N,M``)."""
     float32: bool = False
     """Moonshine's decoder in float32 (``:float32``; default int8)."""
+    whole: bool = False
+    """Piper synthesises whole sentences (``:whole``; default streamed windows)."""
     speculate_ms: int | None = None
     """``turn.speculate_ms`` (``~N``; default: at ``pause_ms``)."""
     overrides: tuple[str, ...] = ()
@@ -137,8 +141,9 @@ class Run:
         threads = "" if self.threads == (1, 1) else "@" + ",".join(map(str, self.threads))
         early = f"~{self.speculate_ms}" if self.speculate_ms else ""
         more = "".join(f"+{o}" for o in self.overrides)
-        return (f"{self.detector}/{self.answer}{fast}{early}{more}{threads}"
-                f"{':float32' if self.float32 else ''}")
+        flags = ",".join(f for f, on in (("float32", self.float32), ("whole", self.whole)) if on)
+        flags = f":{flags}" if flags else ""
+        return f"{self.detector}/{self.answer}{fast}{early}{more}{threads}{flags}"
 
 
 class _Voice:
@@ -147,7 +152,7 @@ class _Voice:
     def __init__(self) -> None:
         from agents.providers.piper_tts import PiperTTS
 
-        self.tts = PiperTTS(name="caller-voice", length_scale=1.05)
+        self.tts = PiperTTS(name="caller-voice", length_scale=1.05, streaming=False)
 
     async def say(self, text: str) -> np.ndarray:
         from livekit import rtc
@@ -197,20 +202,23 @@ async def _quiet(caller: RealCaller, since: float, *, silence_s: float = 1.2) ->
 
 async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
                        utterances: list[Utterance], barge: np.ndarray, rounds: int) -> Run:
-    variant, _, precision = variant.partition(":")
-    if precision not in ("", "float32"):
-        raise SystemExit(f"unknown precision {precision!r}: only :float32")
+    variant, _, flagged = variant.partition(":")
+    flags = set(filter(None, flagged.split(",")))
+    if flags - {"float32", "whole"}:
+        raise SystemExit(f"unknown flags {sorted(flags - {'float32', 'whole'})}: "
+                         ":float32 and :whole")
     variant, _, threads = variant.partition("@")
     variant, *overrides = variant.split("+")
     variant, _, early = variant.partition("~")
     detector, answer, *fast = variant.split("/")
     stt_threads, _, tts_threads = (threads or "1").partition(",")
-    run = Run(detector=detector, answer=answer, fast="/".join(fast), float32=bool(precision),
+    run = Run(detector=detector, answer=answer, fast="/".join(fast), float32="float32" in flags,
+              whole="whole" in flags,
               threads=(int(stt_threads), int(tts_threads or stt_threads)),
               speculate_ms=int(early) if early else None, overrides=tuple(overrides))
     tag = "-".join([detector, answer, *fast, *[f"s{early}"][:bool(early)],
                     *(o.replace("=", "") for o in overrides),
-                    "t{}-{}".format(*run.threads), *[precision][:bool(precision)]])
+                    "t{}-{}".format(*run.threads), *sorted(flags)])
     turn: dict[str, Any] = {"detector": detector, "speculative_answer": answer}
     if fast:
         turn["barge_in_fast_ms"] = int(fast[0])
@@ -222,11 +230,11 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
         key, _, value = o.partition("=")
         turn[key] = yaml.safe_load(value)
     pipeline: dict[str, Any] = {"turn": turn}
-    if threads or precision:
+    if threads or flags:
         pipeline["providers"] = {
             "moonshine": {"type": "moonshine", "model": "base", "threads": run.threads[0],
                           "int8": not run.float32},
-            "piper": {"type": "piper", "threads": run.threads[1]}}
+            "piper": {"type": "piper", "threads": run.threads[1], "streaming": not run.whole}}
     service = real_service(
         server, workdir / tag,
         agent={"persona": {"greeting": "Hello.", "todo_items": []}, "pipeline": pipeline},

@@ -291,7 +291,7 @@ async def render_speech(text: str, *, length_scale: float = 1.05) -> np.ndarray:
 
     from agents.providers.piper_tts import PiperTTS
 
-    tts = PiperTTS(name="caller-voice", length_scale=length_scale)
+    tts = PiperTTS(name="caller-voice", length_scale=length_scale, streaming=False)
     try:
         chunks = [c async for c in tts.synthesize(text)]
     finally:

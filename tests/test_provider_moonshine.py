@@ -51,7 +51,7 @@ def speak(text: str) -> PCM:
     from agents.providers.piper_tts import PiperTTS
 
     async def synth() -> tuple[PCM, int]:
-        tts = PiperTTS()
+        tts = PiperTTS(streaming=False)
         try:
             chunks = [c async for c in tts.synthesize(text)]
             return np.concatenate(chunks), tts.sample_rate

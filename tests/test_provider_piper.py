@@ -30,7 +30,7 @@ async def piper() -> AsyncIterator[PiperTTS]:
 
 
 class Spy:
-    """Wraps the loaded voice's ``synthesize`` to count sentences made and note the thread."""
+    """Wraps the loaded voice's ``synthesize`` to count pieces made and note the thread."""
 
     def __init__(self, provider: PiperTTS) -> None:
         voice: Any = provider._voice
@@ -87,11 +87,18 @@ async def test_without_noise_the_same_text_renders_the_same_audio() -> None:
     assert not (c.size == d.size and np.array_equal(c, d))  # the voice's default variation
 
 
-async def test_sentences_stream_one_by_one_from_a_worker_thread(piper: PiperTTS) -> None:
-    spy = Spy(piper)
-    chunks = [c async for c in piper.synthesize("Hello there. How are you today? Goodbye.")]
-    assert len(chunks) == 3
-    assert spy.produced == 3
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_pieces_stream_one_by_one_from_a_worker_thread(streaming: bool) -> None:
+    piper = PiperTTS(streaming=streaming)
+    await piper.prewarm()
+    try:
+        spy = Spy(piper)
+        chunks = [c async for c in piper.synthesize("Hello there. How are you today? Goodbye.")]
+    finally:
+        await piper.aclose()
+    # a chunk per sentence, or (streaming) per window of each sentence
+    assert len(chunks) > 3 if streaming else len(chunks) == 3
+    assert spy.produced == len(chunks)
     assert spy.threads and all(t.startswith("piper-") for t in spy.threads)
     assert threading.current_thread().name not in spy.threads
 
@@ -101,7 +108,7 @@ async def test_stopping_the_consumer_stops_synthesis(piper: PiperTTS) -> None:
     stream = piper.synthesize(MANY)
     first = await anext(stream)
     assert first.size > 0
-    await stream.aclose()  # the consumer stops after one of ten sentences
+    await stream.aclose()  # the consumer stops after the first window of ten sentences
     await piper.aclose()  # waits for the worker to finish
     assert 1 <= spy.produced <= 1 + LOOKAHEAD < 10
 

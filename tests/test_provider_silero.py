@@ -34,7 +34,7 @@ def spoken() -> PCM:
     from agents.providers.piper_tts import PiperTTS
 
     async def make() -> PCM:
-        tts = PiperTTS()
+        tts = PiperTTS(streaming=False)
         try:
             chunks = [c async for c in tts.synthesize("Hello, I would like to book a table.")]
         finally:

@@ -58,6 +58,10 @@ class ProviderSpec(BaseModel):
         True, description="moonshine: the decoder's matrix products in int8 (dynamic "
         "quantization, about twice as fast); false keeps them float32.",
     )
+    streaming: bool = Field(
+        True, description="piper: a sentence's audio a window at a time as the vocoder makes "
+        "it (first audio after about a third of the sentence's work); false: whole sentences.",
+    )
     gate_dbfs: float | None = Field(
         -70.0, lt=0, description="silero: windows quieter than this (dBFS) are silence without "
         "running the model; null runs it on every window.",

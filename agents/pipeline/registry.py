@@ -65,7 +65,8 @@ def _build(nickname: str, spec: ProviderSpec) -> Provider:
 
         return PiperTTS(
             name=nickname, model_path=spec.model_path, speaker_id=spec.speaker_id,
-            length_scale=spec.length_scale, threads=spec.threads, policy=policy,
+            length_scale=spec.length_scale, threads=spec.threads, streaming=spec.streaming,
+            policy=policy,
         )
     if spec.type == "scripted-intake":
         from agents.providers.scripted_intake import ScriptedIntakeLLM

