@@ -33,12 +33,13 @@ async def _speaking(kit: Kit) -> float:
 
 
 async def test_a_short_noise_pauses_the_agent_which_then_resumes_where_it_was() -> None:
-    kit = _kit()
+    stt = FakeSTT()
+    kit = _kit(stt=stt, turn={"paused_min_speech_ms": 200})
     async with running(kit):
         kit.pipeline.push_text(USER, "tell me")
         total = await _speaking(kit)
         kit.audio.advance(kit.tts.duration(S1))
-        for f in speech(150):  # over barge_in_min_ms, under min_speech_ms: a noise
+        for f in speech(150):  # over barge_in_min_ms, under paused_min_speech_ms: a noise
             kit.pipeline.push_audio(USER, f)
         assert kit.audio.cleared == 1 and kit.audio.queued_duration == 0.0  # paused at once
         kit.feed(silence(250))
@@ -54,6 +55,65 @@ async def test_a_short_noise_pauses_the_agent_which_then_resumes_where_it_was() 
     counters = kit.pipeline.record()["counters"]
     assert counters["barge_ins"] == 0 and counters["false_interruptions"] == 1
     assert kit.msgs.statuses()[-3:] == ["listening", "speaking", "listening"]
+    assert stt.calls == []  # too short to be a turn even over the paused agent: not recognised
+
+
+async def test_a_quick_word_over_the_paused_agent_stops_it() -> None:
+    # 150 ms: under min_speech_ms (250), so not a turn over a speaking agent; over the paused
+    # agent a turn from paused_min_speech_ms (64) on, and its words decide.
+    stt = FakeSTT(responses=["Wait."])
+    kit = _kit(stt=stt)
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        kit.audio.advance(kit.tts.duration(S1))
+        kit.feed(speech(150) + silence(250))
+        first = await kit.agent_final()
+        kit.audio.release()
+        second = await kit.agent_final(2)
+    assert first.text == S1 and first.interrupted is True
+    assert second.text == "Okay."
+    assert len(stt.calls) == 1
+    history = [(m.role, m.content) for m in kit.llm.requests[1].messages[1:]]
+    assert history[-1] == ("user", "Wait.")
+    counters = kit.pipeline.record()["counters"]
+    assert counters["barge_ins"] == 1 and counters["false_interruptions"] == 0
+
+
+async def test_a_backchannel_over_the_paused_agent_lets_it_resume() -> None:
+    stt = FakeSTT(responses=["Mm-hmm, okay."])
+    kit = _kit(stt=stt)
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        kit.audio.advance(kit.tts.duration(S1))
+        kit.feed(speech(400) + silence(250))
+        assert kit.audio.cleared == 1  # paused
+        await wait_until(lambda: kit.audio.queued_duration > 0)  # and resumed
+        assert abs(kit.audio.queued_duration - kit.tts.duration(S2)) < 0.03
+        kit.audio.release()
+        final = await kit.agent_final()
+    assert final.text == ANSWER and final.interrupted is None
+    # what the caller said is shown, but it is no turn: not answered, not in the history
+    said = [t.text for t in kit.msgs.transcripts(USER) if t.is_final]
+    assert said[-1] == "Mm-hmm, okay."
+    assert len(kit.llm.requests) == 1
+    counters = kit.pipeline.record()["counters"]
+    assert counters["barge_ins"] == 0 and counters["false_interruptions"] == 1
+
+
+async def test_without_backchannels_any_words_stop_the_paused_agent() -> None:
+    stt = FakeSTT(responses=["Mm-hmm."])
+    kit = _kit(stt=stt, turn={"backchannels": []})
+    async with running(kit):
+        kit.pipeline.push_text(USER, "tell me")
+        await _speaking(kit)
+        kit.audio.advance(kit.tts.duration(S1))
+        kit.feed(speech(400) + silence(250))
+        first = await kit.agent_final()
+        kit.audio.release()
+        await kit.agent_final(2)
+    assert first.interrupted is True
 
 
 async def test_a_wordless_turn_over_the_agent_resumes_it_too() -> None:
@@ -112,7 +172,7 @@ async def test_with_a_full_room_queue_the_cut_is_still_at_what_was_heard() -> No
 
 async def test_speech_after_the_noise_holds_the_pause_until_it_is_known() -> None:
     stt = FakeSTT(responses=["stop please"])
-    kit = _kit(stt=stt)
+    kit = _kit(stt=stt, turn={"paused_min_speech_ms": 250})  # the 150 ms sound is a noise
     async with running(kit):
         kit.pipeline.push_text(USER, "tell me")
         await _speaking(kit)
@@ -178,7 +238,9 @@ async def test_unconfident_speech_does_not_pause_the_agent() -> None:
 @pytest.mark.parametrize("fast_ms", [120, TurnConfig().barge_in_fast_ms])  # and the default
 async def test_very_confident_speech_pauses_the_agent_at_barge_in_fast_ms(fast_ms: int) -> None:
     assert fast_ms > 0
-    kit = _kit(turn={"barge_in_min_ms": 300, "barge_in_fast_ms": fast_ms})
+    # 200 ms of sound, too short to be recognised even over the paused agent: a noise
+    kit = _kit(turn={"barge_in_min_ms": 300, "barge_in_fast_ms": fast_ms,
+                     "paused_min_speech_ms": 250})
     async with running(kit):
         kit.pipeline.push_text(USER, "tell me")
         await _speaking(kit)
@@ -212,3 +274,37 @@ async def test_fast_pause_needs_its_own_confidence() -> None:
         kit.feed(silence(300))
         kit.audio.release()
         await kit.agent_final(2)
+
+
+def test_only_backchannels_are_whole_words_and_phrases_of_the_list() -> None:
+    from agents.pipeline.bargein import only_backchannels
+    from agents.pipeline.config import BACKCHANNELS
+
+    words = list(BACKCHANNELS)
+    for text in ("Mm-hmm.", "Mm-hmm, okay.", "Uh-huh, yeah!", "I see.", "HM?"):
+        assert only_backchannels(text, words), text
+    for text in ("Wait.", "Okay, wait.", "I see a problem.", "see", "", "...", "Ohh no"):
+        assert not only_backchannels(text, words), text
+    assert not only_backchannels("Mm-hmm.", [])
+
+
+def test_a_detector_over_the_paused_agent_keeps_a_short_utterance_once() -> None:
+    import numpy as np
+
+    from agents.pipeline.turns import SpeechDiscarded, TurnEnded
+
+    det = TurnDetector(speaker=USER, vad=_Probs(0.9),
+                       config=TurnConfig(min_speech_ms=250, paused_min_speech_ms=64))
+
+    def utterance(ms: int) -> list[object]:
+        events: list[object] = []
+        for f in speech(ms) + silence(600):
+            events += det.push(np.frombuffer(f.data, dtype=np.int16))
+        return [e for e in events if isinstance(e, TurnEnded | SpeechDiscarded)]
+
+    det.words_decide = True  # as the pipeline sets it while the agent is paused
+    assert [type(e) for e in utterance(150)] == [TurnEnded]
+    assert not det.words_decide  # for that utterance only
+    assert [type(e) for e in utterance(150)] == [SpeechDiscarded]
+    det.words_decide = True
+    assert [type(e) for e in utterance(40)] == [SpeechDiscarded]  # under 64 ms: still a noise

@@ -2,9 +2,10 @@
 
 Over the agent's speech, ``turn.barge_in_min_ms`` of confident speech (or, when set,
 ``turn.barge_in_fast_ms`` of very confident speech) pauses it at once
-(:class:`~agents.pipeline.interruptions.Interruptions`): the turn's words then stop it, a noise
-lets it resume. Over the agent's thinking, ``turn.min_speech_ms`` of speech cancels the answer in
-flight. Speech over the agent too short for either is a false interruption: the agent goes on.
+(:class:`~agents.pipeline.interruptions.Interruptions`): the turn's words then stop it (a turn
+from ``turn.paused_min_speech_ms`` while it is paused), a noise or a backchannel lets it
+resume. Over the agent's thinking, ``turn.min_speech_ms`` of speech cancels the answer in flight.
+Speech over the agent too short for either is a false interruption: the agent goes on.
 
 A mixin of :class:`~agents.pipeline.voice.VoicePipeline` (kept apart so each file stays small);
 the attributes below are the pipeline's.
@@ -13,6 +14,7 @@ the attributes below are the pipeline's.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from agents.messages import AgentState, OutboundMessage
@@ -26,6 +28,8 @@ from agents.pipeline.trace import INTERRUPTIONS
 from agents.pipeline.turns import TurnDetector, TurnEnded
 from agents.providers.base import LLM, Transcript
 
+_WORDS = re.compile(r"[\w'-]+")
+
 
 def pause_due(turn: TurnConfig, speech_ms: float, confidence: float, *, fast: bool) -> bool:
     """Whether ``speech_ms`` of speech at mean voice probability ``confidence``, over the agent's
@@ -35,6 +39,23 @@ def pause_due(turn: TurnConfig, speech_ms: float, confidence: float, *, fast: bo
             and confidence >= turn.barge_in_fast_confidence):
         return True  # very confident speech pauses sooner (a pause can still resume)
     return speech_ms >= turn.barge_in_min_ms and confidence >= turn.barge_in_confidence
+
+
+def only_backchannels(text: str, backchannels: list[str]) -> bool:
+    """Whether ``text`` says nothing but ``backchannels`` ("Mm-hmm, okay."), compared without
+    case and punctuation (hyphens and apostrophes kept), whole words only."""
+    words = _WORDS.findall(text.lower())
+    if not words:
+        return False
+    phrases = sorted((tuple(_WORDS.findall(b.lower())) for b in backchannels), key=len,
+                     reverse=True)
+    i = 0
+    while i < len(words):
+        match = next((p for p in phrases if p and tuple(words[i : i + len(p)]) == p), None)
+        if match is None:
+            return False
+        i += len(match)
+    return True
 
 
 class BargeIn:
@@ -81,7 +102,8 @@ class BargeIn:
         if self._llm is None or not self._agent_active() or self._interrupting():
             return
         if self._interrupts.held is not None:
-            return  # paused already: the turn's words decide
+            det.words_decide = True  # paused already: the turn's words decide, however short
+            return
         turn = self._cfg.turn
         speaking = self._status == "speaking"
         if speaking:
@@ -92,6 +114,7 @@ class BargeIn:
             return
         if speaking and self._reply is not None and self._interrupts.enabled:
             if self._interrupts.hold(self._reply):
+                det.words_decide = True
                 self._log.info("agent_paused", speaker=det.speaker, speech_ms=round(det.speech_ms))
                 self._set_status("listening", None)
             return
@@ -104,18 +127,22 @@ class BargeIn:
                 self._heard[ev.transcript_id] = result
             self._inbox.put_nowait(ev)  # the held answer is gone: an ordinary turn
             return
-        if result is None or result.text.strip():
+        text = result.text.strip() if result is not None else ""
+        if result is None or (text and not only_backchannels(text, self._cfg.turn.backchannels)):
             if result is not None:
                 self._heard[ev.transcript_id] = result
             self._interrupts.release()
             self._barge_in(ev.speaker, ev.speech_ms)
             self._inbox.put_nowait(ev)
             return
-        if self._interims.take_sent(ev.transcript_id):
+        # A noise, or only a listener's "mm-hmm": shown as said (or closed), not answered.
+        if text or self._interims.take_sent(ev.transcript_id):
             self._publish(transcript_msg(
-                text="", is_final=True, participant_id=ev.speaker,
+                text=text, is_final=True, participant_id=ev.speaker,
                 transcript_id=ev.transcript_id, confidence=result.confidence,
             ))
+        if text:
+            self._log.info("backchannel", speaker=ev.speaker, text=text)
         self._false_interruption(ev.speaker, ev.speech_ms)
         self._interrupts.noise_ended()
 

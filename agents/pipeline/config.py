@@ -160,6 +160,11 @@ class VisionPipelineConfig(VisionConfig):
         return self
 
 
+BACKCHANNELS = ("hm", "hmm", "mm", "mhm", "mm-hmm", "mmhmm", "uh-huh", "uh", "um", "ah", "oh",
+                "ha", "aha", "yeah", "yep", "okay", "ok", "right", "sure", "i see")
+"""The default ``turn.backchannels`` (English): a listener's acknowledgements and fillers."""
+
+
 class TurnConfig(BaseModel):
     """When a user turn ends, and when the user takes the floor from the agent."""
 
@@ -186,6 +191,16 @@ class TurnConfig(BaseModel):
     )
     barge_in_fast_confidence: float = Field(
         0.9, ge=0.0, lt=1.0, description="Mean voice probability that barge_in_fast_ms needs.",
+    )
+    paused_min_speech_ms: int = Field(
+        64, ge=0, le=5000, description="Speech over the paused agent (after a barge-in pause) is "
+        "a turn whose words decide from this much speech on, when that is less than "
+        "min_speech_ms: a quick 'Wait.' stops the agent instead of counting as a noise.",
+    )
+    backchannels: list[str] = Field(
+        default_factory=lambda: list(BACKCHANNELS), description="Words that, alone, are no "
+        "interruption: a turn over the paused agent with only these lets it resume "
+        "(compared without case and punctuation; [] : any words stop it).",
     )
     false_interruption_timeout: float = Field(
         1.0, ge=0.0, le=10.0, description="Seconds after a barge-in pause within which words "

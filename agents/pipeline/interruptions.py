@@ -5,10 +5,13 @@ probability of at least ``turn.barge_in_confidence``), the agent's answer is pau
 unheard audio is taken back from the room's queue. What happens next depends on the caller:
 
 - their sound becomes a turn with words: a true interruption. The paused answer is stopped (its
-  transcript cut at what was heard) and the caller's turn is answered;
-- it was a noise (too short to be a turn, or a turn without words) and no new speech starts
-  within ``turn.false_interruption_timeout`` of the pause: a false interruption. The answer
-  resumes where the caller stopped hearing it.
+  transcript cut at what was heard) and the caller's turn is answered. Over the paused agent a
+  sound is a turn from ``turn.paused_min_speech_ms`` of speech (a quick "Wait."), not only from
+  ``turn.min_speech_ms``;
+- it was a noise (too short even for that, a turn without words, or only
+  ``turn.backchannels``: "mm-hmm, okay") and no new speech starts within
+  ``turn.false_interruption_timeout`` of the pause: a false interruption. The answer resumes
+  where the caller stopped hearing it.
 
 The words are checked with the turn's transcript (the speculative one from the pause when there
 is one), in a task this object owns; so are the resume timers.

@@ -158,6 +158,9 @@ class TurnDetector:
         self._speculated = self._decided = False  # the current pause's stages reported
         self._pause_id = 0
         self._prob_sum = 0.0
+        self.words_decide = False
+        """Set while the agent is paused for this speaker: the utterance is a turn from
+        ``paused_min_speech_ms`` of speech (its words decide); cleared when it ends."""
         smart = config.detector == "smart-turn"
         self._end_silence_ms = config.max_silence_ms if smart else config.silence_ms
 
@@ -395,7 +398,11 @@ class TurnDetector:
         self._samples = 0
         self._speech_ms = 0.0
         self._silence_ms = 0.0
-        if speech_ms < self._cfg.min_speech_ms:
+        least = self._cfg.min_speech_ms
+        if self.words_decide:
+            least = min(least, self._cfg.paused_min_speech_ms)
+            self.words_decide = False
+        if speech_ms < least:
             return SpeechDiscarded(self.speaker, tid, speech_ms)
         return TurnEnded(
             speaker=self.speaker, transcript_id=tid, pcm=pcm, speech_ms=speech_ms,
