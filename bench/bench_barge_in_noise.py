@@ -30,9 +30,17 @@ room adds its own delay to the decision (``bench_voice_to_voice.py``'s barge-in 
 
     python bench/bench_barge_in_noise.py [F/C ...]   # fast settings; default: see DEFAULT_FAST
 
-Last line: ``bench_barge_in_noise: fast F/C decides <ratio>x sooner than without (p50 a vs b
+Then what the words decide, for every clip the default setting pauses on: the utterance it
+paused in is recognised by Moonshine, as the service would, and two rules are applied: the one
+before ``turn.paused_min_speech_ms`` and ``turn.backchannels`` (a turn from ``min_speech_ms``,
+250 ms; any words stop the agent) and today's (a turn from 64 ms; words other than
+backchannels stop it). Printed: how many interruptions, short vocal sounds and noises stop the
+agent under each, and the clips the two rules disagree on.
+
+Last lines: ``bench_barge_in_noise: fast F/C decides <ratio>x sooner than without (p50 a vs b
 ms), pauses on noise x vs y of n, on short vocal sounds ...``, for the fastest setting that
-pauses on no more noises and short vocal sounds than the baseline. The embedded voice renders
+pauses on no more noises and short vocal sounds than the baseline; and ``after the pause,
+interruptions that stop the agent a vs b before of n; short vocal sounds ...``. The embedded voice renders
 without its random variation (``noise_scale`` 0), so every run hears the same clips.
 """
 
@@ -55,9 +63,9 @@ sys.path.insert(0, str(ROOT))
 from livekit import rtc  # noqa: E402
 
 from agents.audio_frontend import AudioFrontend  # noqa: E402
-from agents.pipeline.bargein import pause_due  # noqa: E402
+from agents.pipeline.bargein import only_backchannels, pause_due  # noqa: E402
 from agents.pipeline.config import TurnConfig  # noqa: E402
-from agents.pipeline.turns import TurnDetector  # noqa: E402
+from agents.pipeline.turns import TurnDetector, TurnEnded  # noqa: E402
 from agents.providers.silero_vad import SileroVAD  # noqa: E402
 
 RATE = 16000
@@ -181,9 +189,18 @@ def onset_s(pcm: Pcm) -> float:
 
 @dataclass
 class Trajectory:
-    """After each frame: (end of that frame in s, speech ms, mean voice probability)."""
+    """After each frame: (end of that frame in s, speech ms, mean voice probability); and each
+    utterance that ended: (end in s, speech ms, its audio)."""
 
     points: list[tuple[float, float, float]] = field(default_factory=list)
+    utterances: list[tuple[float, float, npt.NDArray[np.int16]]] = field(default_factory=list)
+
+    def after_pause(self, turn: TurnConfig) -> tuple[float, npt.NDArray[np.int16]] | None:
+        """The utterance the rule paused the agent in: (its speech ms, its audio)."""
+        at = self.decided(turn)
+        if at is None:
+            return None
+        return next(((ms, pcm) for end, ms, pcm in self.utterances if end >= at), None)
 
     def decided(self, turn: TurnConfig, *, after: float = 0.0) -> float | None:
         for at, ms, conf in self.points:
@@ -198,28 +215,71 @@ def hear(vad: SileroVAD, clip: Pcm, rng: np.random.Generator) -> Trajectory:
     audio[int(LEAD_S * RATE): int(LEAD_S * RATE) + clip.size] += clip
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
     frontend = AudioFrontend(noise_suppression=True)
-    det = TurnDetector(speaker="caller", vad=vad.stream(), config=TurnConfig())
+    # every utterance kept (min_speech_ms 0): what is a turn is decided after, per rule
+    det = TurnDetector(speaker="caller", vad=vad.stream(), config=TurnConfig(min_speech_ms=0))
     out = Trajectory()
     for i in range(pcm.size // FRAME):
         frame = rtc.AudioFrame(pcm[i * FRAME:(i + 1) * FRAME].tobytes(), RATE, 1, FRAME)
         frame = frontend.process("caller", frame)
-        det.push(np.frombuffer(frame.data, np.int16).copy())
+        for ev in det.push(np.frombuffer(frame.data, np.int16).copy()):
+            if isinstance(ev, TurnEnded):
+                out.utterances.append(((i + 1) * 0.01, ev.speech_ms, ev.pcm))
         out.points.append(((i + 1) * 0.01, det.speech_ms, det.speech_confidence))
+    return out
+
+
+@dataclass
+class Held:
+    """What the words over the paused agent decide, for the clips that paused it."""
+
+    stop_before: list[str] = field(default_factory=list)
+    """Stopped by the rule before ``paused_min_speech_ms``: a turn from ``min_speech_ms``, any
+    words stop."""
+    stop_now: list[str] = field(default_factory=list)
+    """Stopped by today's rule: a turn from ``paused_min_speech_ms``, words other than
+    backchannels stop."""
+    paused: int = 0
+
+
+async def words_decide(held: list[tuple[str, float, npt.NDArray[np.int16]]]) -> Held:
+    """Recognise each utterance that paused the agent (Moonshine, as the service would) and
+    apply both rules."""
+    from agents.providers.moonshine_stt import MoonshineSTT
+
+    turn = TurnConfig()
+    stt = MoonshineSTT(policy=None)
+    out = Held(paused=len(held))
+    try:
+        for name, ms, pcm in held:
+            text = (await stt.transcribe(pcm)).text.strip()
+            if ms >= turn.min_speech_ms and text:
+                out.stop_before.append(f"{name}: {text!r}")
+            if (ms >= min(turn.min_speech_ms, turn.paused_min_speech_ms) and text
+                    and not only_backchannels(text, turn.backchannels)):
+                out.stop_now.append(f"{name}: {text!r}")
+    finally:
+        await stt.aclose()
     return out
 
 
 def paused_on(vad: SileroVAD, rng: np.random.Generator, clips: dict[str, Pcm],
               levels: dict[str, tuple[float, ...]], names: list[str],
-              turns: list[TurnConfig]) -> dict[str, list[str]]:
-    """Per setting, the clips (at each level: ``scaled``'s one keyword) that pause the agent."""
+              turns: list[TurnConfig], held: list[tuple[str, float, npt.NDArray[np.int16]]],
+              ) -> dict[str, list[str]]:
+    """Per setting, the clips (at each level: ``scaled``'s one keyword) that pause the agent.
+    Those the default setting pauses on go to ``held`` with the utterance it paused in."""
     (key, values), = levels.items()
     out: dict[str, list[str]] = {n: [] for n in names}
+    default = TurnConfig()
     for name, clip in clips.items():
         for level in values:
             traj = hear(vad, scaled(clip, **{key: level}), rng)
             for n, turn in zip(names, turns, strict=True):
                 if traj.decided(turn) is not None:
                     out[n].append(f"{name} @{level:.0f}")
+            utterance = traj.after_pause(default)
+            if utterance is not None:
+                held.append((f"{name} @{level:.0f}", *utterance))
     return out
 
 
@@ -245,11 +305,15 @@ def main(specs: list[str]) -> int:
     settings: list[str | None] = [None, *specs]
     names = ["fast off" if s is None else f"fast {s}" for s in settings]
     turns = [setting(s) for s in settings]
-    false = paused_on(vad, rng, noises, {"peak_dbfs": NOISE_PEAKS_DBFS}, names, turns)
-    sounds = paused_on(vad, rng, vocal, {"rms_dbfs": SPEECH_RMS_DBFS}, names, turns)
+    held_noise: list[tuple[str, float, npt.NDArray[np.int16]]] = []
+    held_vocal: list[tuple[str, float, npt.NDArray[np.int16]]] = []
+    held_speech: list[tuple[str, float, npt.NDArray[np.int16]]] = []
+    false = paused_on(vad, rng, noises, {"peak_dbfs": NOISE_PEAKS_DBFS}, names, turns,
+                      held_noise)
+    sounds = paused_on(vad, rng, vocal, {"rms_dbfs": SPEECH_RMS_DBFS}, names, turns, held_vocal)
     delays = {n: [] for n in names}  # type: dict[str, list[float]]
     misses = {n: 0 for n in names}
-    for clip in speech.values():
+    for name, clip in speech.items():
         for level in SPEECH_RMS_DBFS:
             loud = scaled(clip, rms_dbfs=level)
             onset = onset_s(loud)
@@ -260,7 +324,13 @@ def main(specs: list[str]) -> int:
                     misses[n] += 1
                 else:
                     delays[n].append((at - onset) * 1000)
+            utterance = traj.after_pause(TurnConfig())
+            if utterance is not None:
+                held_speech.append((f"{name} @{level:.0f}", *utterance))
     asyncio.run(vad.aclose())
+    decided = {kind: asyncio.run(words_decide(h)) for kind, h in
+               (("noises", held_noise), ("short vocal sounds", held_vocal),
+                ("interruptions", held_speech))}
     n_noise, n_speech = len(noises) * len(NOISE_PEAKS_DBFS), len(speech) * len(SPEECH_RMS_DBFS)
     n_vocal = len(vocal) * len(SPEECH_RMS_DBFS)
     print(f"{n_noise} noise clips ({len(noises)} sounds x {len(NOISE_PEAKS_DBFS)} levels), "
@@ -277,6 +347,14 @@ def main(specs: list[str]) -> int:
     for n in names:
         if false[n]:
             print(f"  {n} paused on: {', '.join(false[n])}")
+    print("after a pause (default setting), the words decide: clips that stop the agent, by the "
+          "rule before paused_min_speech_ms and backchannels (a turn from 250 ms, any words) "
+          "and by today's (from 64 ms, words other than backchannels):")
+    for kind, d in decided.items():
+        print(f"  {kind}: {len(d.stop_before)} before vs {len(d.stop_now)} now, of {d.paused} "
+              "that paused it")
+        for clip in sorted(set(d.stop_before) ^ set(d.stop_now)):
+            print(f"    {'now stops' if clip in d.stop_now else 'now resumes'}: {clip}")
     base = names[0]
     # The fastest setting that pauses on no more noises and vocal sounds than the baseline.
     fair = [n for n in names[1:] if delays[n] and len(false[n]) <= len(false[base])
@@ -290,6 +368,13 @@ def main(specs: list[str]) -> int:
           f"(p50 {f50:.0f} vs {b50:.0f} ms), pauses on noise {len(false[pick])} vs "
           f"{len(false[base])} of {n_noise}, on short vocal sounds {len(sounds[pick])} vs "
           f"{len(sounds[base])} of {n_vocal}")
+    words = decided["interruptions"]
+    vocal_held = decided["short vocal sounds"]
+    print(f"bench_barge_in_noise: after the pause, interruptions that stop the agent "
+          f"{len(words.stop_now)} vs {len(words.stop_before)} before of {words.paused}; short "
+          f"vocal sounds {len(vocal_held.stop_now)} vs {len(vocal_held.stop_before)} of "
+          f"{vocal_held.paused}; noises {len(decided['noises'].stop_now)} vs "
+          f"{len(decided['noises'].stop_before)}")
     return 0
 
 
