@@ -40,8 +40,9 @@ agent under each, and the clips the two rules disagree on.
 Last lines: ``bench_barge_in_noise: fast F/C decides <ratio>x sooner than without (p50 a vs b
 ms), pauses on noise x vs y of n, on short vocal sounds ...``, for the fastest setting that
 pauses on no more noises and short vocal sounds than the baseline; and ``after the pause,
-interruptions that stop the agent a vs b before of n; short vocal sounds ...``. The embedded voice renders
-without its random variation (``noise_scale`` 0), so every run hears the same clips.
+interruptions that stop the agent a vs b before of n; short vocal sounds ...``. The embedded
+voice renders without its random variation (``noise_scale`` 0), so every run hears the same
+clips.
 """
 
 from __future__ import annotations
