@@ -136,40 +136,6 @@ async def test_the_streaming_gain_keeps_calibration_sentences_under_full_scale()
     assert abs(peak - piper_stream.HEADROOM * 32767) < 0.01 * 32767, peak
 
 
-async def test_a_voice_that_cannot_be_split_is_synthesised_whole(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(piper_tts, "split_voice", lambda *a, **k: None)
-    tts = PiperTTS()
-    try:
-        with capture_logs() as logs:
-            pieces = [c async for c in tts.synthesize("Hello there. Goodbye.")]
-        assert isinstance(tts._voice, WholeSentences)
-    finally:
-        await tts.aclose()
-    assert len(pieces) == 2  # a sentence each
-    warned = [e for e in logs if e["event"] == "piper_streaming_unavailable"]
-    assert warned and "no node /dec/conv_pre/Conv" in warned[0]["reason"]
-
-
-async def test_a_failed_calibration_falls_back_to_whole_sentences(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def broken(self: Any) -> float:
-        raise ValueError("the vocoder made 3 samples for 2 frames, not 256 per frame")
-
-    monkeypatch.setattr(StreamingVoice, "calibrate", broken)
-    tts = PiperTTS()
-    try:
-        with capture_logs() as logs:
-            pieces = [c async for c in tts.synthesize("Hello there.")]
-    finally:
-        await tts.aclose()
-    assert len(pieces) == 1 and pieces[0].size > 0
-    warned = [e for e in logs if e["event"] == "piper_streaming_unavailable"]
-    assert warned and "ValueError: the vocoder made 3 samples" in warned[0]["reason"]
-
-
 def test_a_vocoder_with_another_hop_is_refused() -> None:
     voice, halves = _streaming_voice()
     inputs = _inputs(voice, "Hello.")
@@ -178,3 +144,32 @@ def test_a_vocoder_with_another_hop_is_refused() -> None:
                         latent=halves._latent, hop=halves.hop * 2)
     with pytest.raises(ValueError, match="not 512 per frame"):
         list(wrong.samples(latent, inputs, Windows()))
+
+
+@pytest.mark.parametrize(("broken", "reason"), [
+    ("no node", "the voice's graph has no node /dec/conv_pre/Conv"),
+    ("split", "RuntimeError: Extractor: the graph has a cycle"),
+    ("calibrate", "ValueError: the vocoder made 3 samples for 2 frames, not 256 per frame"),
+])
+async def test_a_voice_that_cannot_stream_is_synthesised_whole(
+    monkeypatch: pytest.MonkeyPatch, broken: str, reason: str,
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        if broken == "no node":
+            return None  # another exporter's graph: split_voice says so
+        raise (RuntimeError if broken == "split" else ValueError)(reason.split(": ", 1)[1])
+
+    if broken == "calibrate":
+        monkeypatch.setattr(StreamingVoice, "calibrate", fail)
+    else:
+        monkeypatch.setattr(piper_tts, "split_voice", fail)
+    tts = PiperTTS()
+    try:
+        with capture_logs() as logs:
+            pieces = [c async for c in tts.synthesize("Hello there. Goodbye.")]
+        assert isinstance(tts._voice, WholeSentences)
+    finally:
+        await tts.aclose()
+    assert len(pieces) == 2 and all(p.size > 0 for p in pieces)  # a sentence each
+    warned = [e for e in logs if e["event"] == "piper_streaming_unavailable"]
+    assert warned and warned[0]["reason"] == reason

@@ -196,22 +196,30 @@ class PiperTTS(TTS):
         from piper import PiperVoice
 
         if self.streaming:
-            halves = split_voice(self.model_path, threads=self.threads,
-                                 hop=int(self._config.hop_length))
-            if halves is None:
-                reason = f"the voice's graph has no node {VOCODER_NODE}"
+            try:
+                streaming = self._load_halves()
+            except Exception as e:  # noqa: BLE001 (an unusual graph: then Piper's own way)
+                reason = f"{type(e).__name__}: {e}"
             else:
-                # Phonemes only: the halves hold the model.
-                voice = StreamingVoice(PiperVoice(session=None, config=self._config), halves)
-                try:
-                    voice.calibrate()
-                    return voice
-                except Exception as e:  # noqa: BLE001 (then Piper's own way, below)
-                    reason = f"{type(e).__name__}: {e}"
+                if streaming is not None:
+                    return streaming
+                reason = f"the voice's graph has no node {VOCODER_NODE}"
             log.warning("piper_streaming_unavailable", provider=self.name,
                         model=self.model_path.name, reason=reason)
         session = load_session(self.model_path, threads=self.threads)
         return WholeSentences(PiperVoice(session=session, config=self._config))
+
+    def _load_halves(self) -> StreamingVoice | None:
+        from piper import PiperVoice
+
+        halves = split_voice(self.model_path, threads=self.threads,
+                             hop=int(self._config.hop_length))
+        if halves is None:
+            return None
+        # Phonemes only: the halves hold the model.
+        voice = StreamingVoice(PiperVoice(session=None, config=self._config), halves)
+        voice.calibrate()
+        return voice
 
     def accepts_voice(self, voice: str) -> bool:
         try:
