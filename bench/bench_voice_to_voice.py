@@ -13,7 +13,9 @@ real time at 48 kHz: plain sentences, and sentences with a mid-sentence pause or
 - **cut-off**: the agent took the turn (its ``thinking`` status reached the caller) before the
   caller had finished the utterance: a premature end of turn at the pause;
 - **barge-in** (every other turn): the caller says "Wait." over the answer; from that word's
-  onset to the agent's last voiced frame before it falls silent.
+  onset to the agent's last voiced frame before it falls silent (0.5 s of silence, or its next
+  ``thinking`` status: the answer to "Wait." can follow sooner than that). The job's count of
+  false interruptions is printed with it: a "Wait." the agent resumed from would look fast.
 
 Three runs of the same utterances, each with a fresh service: ``turn.detector: silence`` with
 only the transcript speculative (``speculative_answer: off``: the baseline, as before the model's
@@ -131,6 +133,9 @@ class Run:
     cutoffs: int = 0
     paused_utterances: int = 0
     barge_ins: list[float] = field(default_factory=list)
+    false_interruptions: int = 0
+    """The job's count: a barge-in the agent resumed from counts as one (and its stop time is
+    the pause, which the figure alone would not tell)."""
     missed: int = 0
     traces: list[dict[str, Any]] = field(default_factory=list)
     speculation: dict[str, int] = field(default_factory=dict)
@@ -277,8 +282,7 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
                     await asyncio.sleep(1.0)
                     onset = loop.time()
                     await caller.say(barge)
-                    stopped = await caller.audio.wait_silent_after(onset, silence_s=0.5,
-                                                                   within=10)
+                    stopped = await _stopped(caller, onset)
                     run.barge_ins.append(max(0.0, stopped - onset) * 1000.0)
                 await _quiet(caller, ended)
                 await asyncio.sleep(0.5)  # late transcripts
@@ -290,10 +294,31 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
         await caller.leave()
         job = await stage.wait_job(job_id, within=30)
         run.speculation = _speculation(job)
+        counters = (job.get("record", {}).get("conversation") or {}).get("counters") or {}
+        run.false_interruptions = int(counters.get("false_interruptions", 0))
     finally:
         await stage.aclose()
         await service.stop()
     return run
+
+
+async def _stopped(caller: RealCaller, onset: float) -> float:
+    """When the answer the caller spoke over fell silent at the caller: its last voiced frame
+    before 0.5 s of silence, or, when the agent's next status ``thinking`` (its answer to the
+    interruption, which can follow the stop with less silence than that) comes first, its last
+    voiced frame before that status."""
+    async with asyncio.timeout(10):
+        while True:
+            at = caller.audio.last_voiced_before_silence(onset, silence_s=0.5)
+            if at is not None:
+                return at
+            thinking = next((m.at for m in caller.received if m.at >= onset
+                             and m.type == "agent_status" and m.data["status"] == "thinking"),
+                            None)
+            if thinking is not None:
+                return max((t for t, v in caller.audio.frames if v and onset <= t < thinking),
+                           default=onset)
+            await asyncio.sleep(0.02)
 
 
 def _speculation(job: dict[str, Any]) -> dict[str, int]:
@@ -320,7 +345,8 @@ def _report(run: Run) -> None:
     if run.barge_ins:
         barge = statistics.median(run.barge_ins)
         print(f"  barge-in: voice onset -> agent silent  p50 {barge:6.0f}"
-              f" ms  p95 {_pct(run.barge_ins, 0.95):6.0f} ms  ({len(run.barge_ins)} times)")
+              f" ms  p95 {_pct(run.barge_ins, 0.95):6.0f} ms  ({len(run.barge_ins)} times; "
+              f"false interruptions in the call: {run.false_interruptions})")
     print(f"  premature cut-offs: {run.cutoffs} of {run.paused_utterances} paused utterances")
     stages = ("turn_decided", "final_transcript", "first_token", "first_audio")
     medians = {st: statistics.median([t[st] for t in run.traces if st in t] or [float("nan")])
