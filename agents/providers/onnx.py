@@ -74,34 +74,27 @@ def load_session(path: str | Path, *, threads: int = 1) -> Any:
     onnxruntime cannot load it.
     """
     resolved = Path(path).expanduser().resolve()
-    key = (str(resolved), threads)
-    with _lock:
-        session = _sessions.get(key)
-        if session is not None:
-            return session
+
+    def load() -> Any:
         if not resolved.is_file():
             raise ProviderUnavailable(f"model file not found: {resolved}", provider="onnx")
-        session = new_session(str(resolved), threads=threads, what=resolved.name)
-        _sessions[key] = session
-        return session
+        return new_session(str(resolved), threads=threads, what=resolved.name)
 
-
-_built_lock = threading.Lock()
-_built: weakref.WeakValueDictionary[tuple[str, int], Any] = weakref.WeakValueDictionary()
+    return shared_build(str(resolved), threads, load)
 
 
 def shared_build(key: str, threads: int, build: Callable[[], T | None]) -> T | None:
-    """What ``build()`` makes for ``(key, threads)``, made once and shared like a session (a weak
-    cache: the last holder going away frees it). For sessions built from a model derived in
-    memory (e.g. one split in two), which :func:`load_session` cannot name by a file. ``build``
-    runs under a lock of its own, so two providers never build the same thing at once. A None
-    from ``build`` (nothing to make) is not kept."""
-    with _built_lock:
-        made = _built.get((key, threads))
+    """What ``build()`` makes for ``(key, threads)``, made once and shared (a weak cache: the
+    last holder going away frees it). :func:`load_session` keeps a model file's session here by
+    its path; a provider that derives sessions in memory (e.g. one model split in two) keeps
+    them under a key of its own. ``build`` runs under the cache's lock, so two providers never
+    build the same thing at once. A None from ``build`` (nothing to make) is not kept."""
+    with _lock:
+        made = _sessions.get((key, threads))
         if made is None:
             made = build()
             if made is not None:
-                _built[(key, threads)] = made
+                _sessions[(key, threads)] = made
         return cast("T | None", made)
 
 
@@ -122,6 +115,6 @@ def new_session(model: str | bytes, *, threads: int = 1, what: str) -> Any:
 
 
 def loaded_sessions() -> int:
-    """How many shared sessions are alive (for tests and metrics)."""
+    """How many shared sessions (and sets of sessions) are alive (for tests and metrics)."""
     with _lock:
         return len(_sessions)
