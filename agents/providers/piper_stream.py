@@ -171,21 +171,21 @@ class StreamingVoice:
         from piper import SynthesisConfig
 
         still = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-        peak = 0.0
-        for inputs in self._sentences(CALIBRATION, still):
-            latent = self._halves.frames(inputs)
-            for window in self._halves.samples(latent, inputs, self.windows):
-                peak = max(peak, float(np.abs(window).max(initial=0.0)))
+        peak = max((float(np.abs(w).max(initial=0.0)) for w in self._windows(CALIBRATION, still)),
+                   default=0.0)
         self.gain = HEADROOM / peak if peak > 1e-3 else 1.0
         return self.gain
 
     def synthesize(self, text: str, config: Any) -> Generator[npt.NDArray[np.int16]]:
         """Each sentence of ``text``, window by window (``config``: a ``SynthesisConfig``)."""
+        for window in self._windows(text, config):
+            yield (np.clip(window * self.gain, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+    def _windows(self, text: str, config: Any) -> Generator[Float]:
+        """The vocoder's float samples of each sentence of ``text``, window by window."""
         for inputs in self._sentences(text, config):
             latent = self._halves.frames(inputs)
-            for window in self._halves.samples(latent, inputs, self.windows):
-                scaled = np.clip(window * self.gain, -1.0, 1.0) * 32767.0
-                yield scaled.astype(np.int16)
+            yield from self._halves.samples(latent, inputs, self.windows)
 
     def _sentences(self, text: str, config: Any) -> Iterator[dict[str, np.ndarray]]:
         """The whole graph's inputs for each sentence of ``text``, as Piper makes them."""
