@@ -3,20 +3,23 @@
 A Piper voice is one VITS graph. Its text encoder, duration predictor and flow turn a
 sentence's phonemes into latent frames (one per ``hop_length`` samples: 11.6 ms at 22.05 kHz);
 its HiFi-GAN vocoder turns the frames into samples. The vocoder is most of the time (for
-"I'm a scripted offline responder,", 1.9 s of speech: frames about 45 ms, vocoder about 150 ms
-on one core), and it is convolutional: a sample depends only on frames near it. So:
+"I'm a scripted offline responder,", 2.2 s of speech: the frames took 45 ms of the whole
+graph's 160 ms on one core, measured once), and it is convolutional: a sample depends only on
+frames near it. So:
 
 - at load the graph is cut in two in memory (``onnx.utils.Extractor``) at the vocoder's input,
   the first input of node ``/dec/conv_pre/Conv`` in Piper's export. Both halves are onnxruntime
   sessions shared by every provider on the same voice file and thread count;
 - a sentence's frames are made at once (the duration predictor needs the whole sentence);
 - then the vocoder runs on :class:`Windows` of them: a short first one (24 frames, 0.28 s of
-  speech), then each twice as long, up to 96 frames. Each window is run with ``context`` frames
-  of its neighbours on both sides, and their samples are cut away again. With 12 frames the
-  windows' samples are those of the whole sentence to within 1e-6 (tested); with 8, -78 dB.
+  speech), then each twice as long, up to 160 frames. Each window is run with ``context``
+  frames of its neighbours on both sides, and their samples are cut away again. With the default
+  10 frames the windows' samples are those of the whole sentence to within 1e-4 (tested); with
+  12, 3e-7, and with 8, -78 dB (measured once).
 
 The first audio of a sentence is then ready after its frames and one short window instead of
-after the whole sentence: for that clause about 65 ms instead of 160 on one core.
+after the whole sentence: for that clause 66 ms instead of 160-180 ms on one core, quiet
+(``bench/bench_tts.py``: 89 vs 222 ms in its run, the whole sentence 1.1-1.2x the time).
 
 Loudness: Piper scales each sentence to full peak (``normalize_audio``), which needs the whole
 sentence. Streaming uses one gain per voice instead, measured at load on
