@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 from livekit import rtc  # noqa: E402
 
 from agents.audio_frontend import AudioFrontend  # noqa: E402
-from agents.pipeline.bargein import only_backchannels, pause_due  # noqa: E402
+from agents.pipeline.bargein import pause_due, words_stop  # noqa: E402
 from agents.pipeline.config import TurnConfig  # noqa: E402
 from agents.pipeline.turns import TurnDetector, TurnEnded  # noqa: E402
 from agents.providers.silero_vad import SileroVAD  # noqa: E402
@@ -242,22 +242,24 @@ class Held:
     paused: int = 0
 
 
-async def words_decide(held: list[tuple[str, float, npt.NDArray[np.int16]]]) -> Held:
-    """Recognise each utterance that paused the agent (Moonshine, as the service would) and
-    apply both rules."""
+async def words_decide(
+    held: dict[str, list[tuple[str, float, npt.NDArray[np.int16]]]],
+) -> dict[str, Held]:
+    """Recognise each utterance that paused the agent, by kind of clip (one Moonshine, as the
+    service would), and apply both rules."""
     from agents.providers.moonshine_stt import MoonshineSTT
 
     turn = TurnConfig()
     stt = MoonshineSTT(policy=None)
-    out = Held(paused=len(held))
+    out = {kind: Held(paused=len(clips)) for kind, clips in held.items()}
     try:
-        for name, ms, pcm in held:
-            text = (await stt.transcribe(pcm)).text.strip()
-            if ms >= turn.min_speech_ms and text:
-                out.stop_before.append(f"{name}: {text!r}")
-            if (ms >= min(turn.min_speech_ms, turn.paused_min_speech_ms) and text
-                    and not only_backchannels(text, turn.backchannels)):
-                out.stop_now.append(f"{name}: {text!r}")
+        for kind, clips in held.items():
+            for name, ms, pcm in clips:
+                text = (await stt.transcribe(pcm)).text.strip()
+                if ms >= turn.min_speech_ms and text:
+                    out[kind].stop_before.append(f"{name}: {text!r}")
+                if ms >= turn.paused_turn_ms and words_stop(turn, text):
+                    out[kind].stop_now.append(f"{name}: {text!r}")
     finally:
         await stt.aclose()
     return out
@@ -329,9 +331,8 @@ def main(specs: list[str]) -> int:
             if utterance is not None:
                 held_speech.append((f"{name} @{level:.0f}", *utterance))
     asyncio.run(vad.aclose())
-    decided = {kind: asyncio.run(words_decide(h)) for kind, h in
-               (("noises", held_noise), ("short vocal sounds", held_vocal),
-                ("interruptions", held_speech))}
+    decided = asyncio.run(words_decide({"noises": held_noise, "short vocal sounds": held_vocal,
+                                        "interruptions": held_speech}))
     n_noise, n_speech = len(noises) * len(NOISE_PEAKS_DBFS), len(speech) * len(SPEECH_RMS_DBFS)
     n_vocal = len(vocal) * len(SPEECH_RMS_DBFS)
     print(f"{n_noise} noise clips ({len(noises)} sounds x {len(NOISE_PEAKS_DBFS)} levels), "

@@ -58,6 +58,12 @@ def only_backchannels(text: str, backchannels: list[str]) -> bool:
     return True
 
 
+def words_stop(turn: TurnConfig, text: str) -> bool:
+    """Whether a turn over the paused agent that says ``text`` stops it: words, and not only
+    ``turn.backchannels``. (Whether the sound is a turn at all: ``turn.paused_turn_ms``.)"""
+    return bool(text) and not only_backchannels(text, turn.backchannels)
+
+
 class BargeIn:
     _cfg: PipelineConfig
     _llm: LLM | None
@@ -128,7 +134,7 @@ class BargeIn:
             self._inbox.put_nowait(ev)  # the held answer is gone: an ordinary turn
             return
         text = result.text.strip() if result is not None else ""
-        if result is None or (text and not only_backchannels(text, self._cfg.turn.backchannels)):
+        if result is None or words_stop(self._cfg.turn, text):
             if result is not None:
                 self._heard[ev.transcript_id] = result
             self._interrupts.release()

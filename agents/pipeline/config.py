@@ -253,6 +253,12 @@ class TurnConfig(BaseModel):
         "the speaker goes on. Tool calls never run speculatively.",
     )
 
+    @property
+    def paused_turn_ms(self) -> int:
+        """Speech over the paused agent that is a turn (its words decide): the shorter of
+        ``min_speech_ms`` and ``paused_min_speech_ms``."""
+        return min(self.min_speech_ms, self.paused_min_speech_ms)
+
     @model_validator(mode="after")
     def _pause_before_max_silence(self) -> TurnConfig:
         if self.detector == "smart-turn" and self.max_silence_ms <= self.pause_ms:

@@ -398,10 +398,8 @@ class TurnDetector:
         self._samples = 0
         self._speech_ms = 0.0
         self._silence_ms = 0.0
-        least = self._cfg.min_speech_ms
-        if self.words_decide:
-            least = min(least, self._cfg.paused_min_speech_ms)
-            self.words_decide = False
+        least = self._cfg.paused_turn_ms if self.words_decide else self._cfg.min_speech_ms
+        self.words_decide = False
         if speech_ms < least:
             return SpeechDiscarded(self.speaker, tid, speech_ms)
         return TurnEnded(
