@@ -55,8 +55,9 @@ def test_silence_detector_ends_the_turn_in_the_pause_it_started() -> None:
 def test_smart_turn_detector_waits_for_max_silence_unless_ended_now() -> None:
     det = _detector(detector="smart-turn", max_silence_ms=1000)
     events = _run(det, speech(300) + silence(600))
-    assert [type(e) for e in events] == [SpeechStarted, Paused]  # 600 ms: not over yet
-    pause = events[1]
+    # 600 ms: not over yet; the model was asked at 200 and 400 ms (twice pause_ms)
+    assert [type(e) for e in events] == [SpeechStarted, Paused, Paused]
+    pause = events[2]
     assert det.end_now(pause.pause_id + 1) is None  # another pause: refused
     end = det.end_now(pause.pause_id)
     assert isinstance(end, TurnEnded) and end.pause_id == pause.pause_id
@@ -98,6 +99,44 @@ def test_no_pauses_without_smart_turn_or_speculation() -> None:
     events = _run(det, speech(300) + silence(500))
     assert [type(e) for e in events] == [SpeechStarted, TurnEnded]
     assert events[-1].pause_id is None
+
+
+def test_an_incomplete_pause_is_looked_at_again_on_the_longer_silence() -> None:
+    det = _detector(detector="smart-turn", max_silence_ms=1000, recheck_ms=[400, 700])
+    events = _run(det, speech(300) + silence(800))
+    assert [type(e) for e in events] == [SpeechStarted, Paused, Paused, Paused]
+    looks = events[1:]
+    assert [(e.look, e.decide, e.speculate) for e in looks] == [
+        (0, True, True), (1, True, False), (2, True, False)]
+    assert len({e.pause_id for e in looks}) == 1  # one pause, three looks
+    # each look hears the silence so far: 200, 400, 700 ms of it
+    assert [round((e.pcm.size - looks[0].pcm.size) / 16) for e in looks] == [0, 200, 500]
+    assert isinstance(det.end_now(looks[0].pause_id), TurnEnded)  # any look may end it
+    # speech again: the looks start over in the next pause
+    det = _detector(detector="smart-turn", max_silence_ms=1000)
+    events = _run(det, speech(300) + silence(450) + speech(100) + silence(250))
+    assert [(type(e), getattr(e, "look", None)) for e in events] == [
+        (SpeechStarted, None), (Paused, 0), (Paused, 1), (Resumed, None), (Paused, 0)]
+    # a gap that passes two looks reports the later one; [] asks only at pause_ms
+    det = _detector(detector="smart-turn", max_silence_ms=1000, recheck_ms=[300, 400])
+    _run(det, speech(300) + silence(100))
+    assert [(e.look, e.decide) for e in det.gap(350)] == [(2, True)]
+    det = _detector(detector="smart-turn", max_silence_ms=1000, recheck_ms=[])
+    assert [type(e) for e in _run(det, speech(300) + silence(900))] == [SpeechStarted, Paused]
+    # the default: twice pause_ms, only while shorter than max_silence_ms
+    assert TurnConfig(detector="smart-turn", pause_ms=250).looks_ms == (250, 500)
+    assert TurnConfig(detector="smart-turn", pause_ms=250, max_silence_ms=500).looks_ms == (250,)
+
+
+def test_rechecks_must_rise_above_the_pause_and_stay_below_max_silence() -> None:
+    for recheck, word in (([200], "rise"), ([500, 400], "rise"), ([2000], "max_silence_ms")):
+        try:
+            TurnConfig(detector="smart-turn", pause_ms=200, max_silence_ms=2000,
+                       recheck_ms=recheck)
+        except ValueError as e:
+            assert word in str(e), (recheck, str(e))
+        else:
+            raise AssertionError(f"accepted recheck_ms {recheck}")
 
 
 def test_the_transcript_stage_of_a_pause_can_come_before_the_models() -> None:
@@ -190,22 +229,38 @@ async def test_smart_turn_ends_a_complete_turn_at_the_first_pause() -> None:
 
 
 async def test_smart_turn_waits_on_an_incomplete_turn_and_takes_the_rest() -> None:
-    eot = FakeEndOfTurn(probabilities=[0.1, 0.95])
+    eot = FakeEndOfTurn(probabilities=[0.1, 0.2, 0.95])
     stt = FakeSTT(script=lambda pcm: f"{pcm.size // 1600} tenths")
     kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
                    turn={"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000})
     async with running(kit):
         await kit.feed_live(speech(300) + silence(500))  # "my number is, um..."
         await asyncio.sleep(0.05)
-        assert kit.msgs.transcripts(USER) == [] and len(eot.calls) == 1
+        # asked at 200 and at 400 ms: incomplete both times
+        assert kit.msgs.transcripts(USER) == [] and len(eot.calls) == 2
         await kit.feed_live(speech(300) + silence(300))
         await kit.agent_final()
-    assert len(eot.calls) == 2
+    assert len(eot.calls) == 3
     final = [u for u in kit.msgs.transcripts(USER) if u.is_final]
     # the whole utterance: the first pause's transcript (kept when the speaker went on) and
     # the audio after it, recognised alone (incremental recognition)
     assert len(final) == 1 and final[0].text == "5 tenths 8 tenths"
-    assert len(stt.calls) == 2 and stt.calls[1] < eot.calls[1] - 16 * 400
+    assert len(stt.calls) == 2 and stt.calls[1] < eot.calls[2] - 16 * 400
+
+
+async def test_a_turn_judged_incomplete_at_the_pause_ends_at_the_second_look() -> None:
+    eot = FakeEndOfTurn(probabilities=[0.1, 0.9])
+    stt = FakeSTT(delay=0.05)
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
+                   turn={"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000})
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(500))
+        await kit.agent_final()
+    # Only 500 ms of silence came (max_silence_ms is 3000): the second look ended the turn,
+    # on 200 ms more of the silence than the first.
+    assert len(eot.calls) == 2 and eot.calls[1] - eot.calls[0] >= 16 * 200
+    # the transcript started at the first look is the final one
+    assert len(stt.calls) == 1 and kit.pipeline.record()["speculation"]["kept"] == 1
 
 
 async def test_an_early_transcript_is_kept_when_the_model_ends_the_turn_at_its_pause() -> None:
@@ -227,11 +282,11 @@ async def test_an_early_transcript_is_kept_when_the_model_ends_the_turn_at_its_p
 
 
 async def test_a_sentence_the_model_misjudged_ends_at_sentence_end_ms_and_a_clause_waits() -> None:
-    async def decided(words: str) -> float | None:
+    async def decided(words: str) -> tuple[float | None, int]:
         """When the turn ended after the end of speech (ms), with 300 ms of silence fed and
-        then none for a second (fed faster than real time, the wall clock decides); None if
-        it did not end by then."""
-        eot = FakeEndOfTurn(probabilities=[0.1])  # "not done"
+        then none for a second (fed faster than real time, the wall clock decides), or None if
+        it did not end by then; and how often the model was asked."""
+        eot = FakeEndOfTurn(default=0.1)  # "not done", at every look
         kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot,
                        stt=FakeSTT(script=lambda pcm: words),
                        turn={"detector": "smart-turn", "pause_ms": 200, "sentence_end_ms": 500,
@@ -242,14 +297,14 @@ async def test_a_sentence_the_model_misjudged_ends_at_sentence_end_ms_and_a_clau
             ended = [u for u in kit.msgs.transcripts(USER) if u.is_final]
             await kit.feed_live(silence(1300))  # max_silence_ms ends it in any case
             await kit.agent_final()
-        assert len(eot.calls) == 1
-        return float(kit.pipeline.record()["turns"][-1]["stages"]["turn_decided"]) if ended \
-            else None
+        at = kit.pipeline.record()["turns"][-1]["stages"]["turn_decided"] if ended else None
+        return at, len(eot.calls)
 
     for sentence in ("Yes, that is correct.", "Is it open?"):
-        at = await decided(sentence)
-        assert at is not None and 450 <= at < 900, (sentence, at)
-    assert await decided("My number is,") is None  # the model's judgement stands
+        at, looks = await decided(sentence)
+        assert at is not None and 450 <= at < 900 and looks == 1, (sentence, at, looks)
+    # the model's judgement stands, at both looks (pause_ms, then twice that)
+    assert await decided("My number is,") == (None, 2)
 
 
 async def test_a_failing_end_of_turn_model_falls_back_to_the_silence_window() -> None:

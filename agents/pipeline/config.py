@@ -227,6 +227,13 @@ class TurnConfig(BaseModel):
         2000, ge=200, le=10000, description="smart-turn: silence that ends a turn the model "
         "judged incomplete.",
     )
+    recheck_ms: list[int] | None = Field(
+        None, max_length=8, description="smart-turn: longer silences (ms after the end of "
+        "speech, rising, each above pause_ms) at which the model is asked again while it "
+        "judges the turn incomplete: its judgement changes with the silence it hears. A look "
+        "at or after silence_ms ends a turn only in a pause the silence detector would have "
+        "ended it in too. null: once more at twice pause_ms; []: only at pause_ms.",
+    )
     sentence_end_ms: int | None = Field(
         None, ge=100, le=10000, description="smart-turn: when the model judges a turn "
         "incomplete but the pause's transcript ends a sentence (. ! ?), the turn ends after "
@@ -259,10 +266,25 @@ class TurnConfig(BaseModel):
         ``min_speech_ms`` and ``paused_min_speech_ms``."""
         return min(self.min_speech_ms, self.paused_min_speech_ms)
 
+    @property
+    def looks_ms(self) -> tuple[int, ...]:
+        """smart-turn: the silences (ms) at which a pause asks the end-of-turn model: pause_ms,
+        then recheck_ms (by default twice pause_ms), those shorter than max_silence_ms."""
+        later = [2 * self.pause_ms] if self.recheck_ms is None else self.recheck_ms
+        return tuple(ms for ms in (self.pause_ms, *later) if ms < self.max_silence_ms)
+
     @model_validator(mode="after")
     def _pause_before_max_silence(self) -> TurnConfig:
         if self.detector == "smart-turn" and self.max_silence_ms <= self.pause_ms:
             raise ValueError("turn.max_silence_ms must be longer than turn.pause_ms")
+        looks = [self.pause_ms, *(self.recheck_ms or ())]
+        if any(b <= a for a, b in zip(looks, looks[1:], strict=False)):
+            raise ValueError(f"turn.recheck_ms must rise, each above pause_ms ({self.pause_ms}): "
+                             f"{self.recheck_ms}")
+        if self.detector == "smart-turn" and looks[-1] >= self.max_silence_ms \
+                and self.recheck_ms:
+            raise ValueError(f"turn.recheck_ms must stay below max_silence_ms "
+                             f"({self.max_silence_ms}): {self.recheck_ms}")
         if self.speculate_ms is not None and self.speculate_ms > self.pause_ms:
             raise ValueError("turn.speculate_ms must not be longer than turn.pause_ms")
         return self

@@ -1,13 +1,15 @@
 """What runs while a speaker pauses: the end-of-turn decision and the speculative transcript.
 
 At a pause (:class:`~agents.pipeline.turns.Paused`, reported once per stage: the transcript's at
-``speculate_ms``, the model's at ``pause_ms``) two things may start, each in a task this object
-owns:
+``speculate_ms``, the model's at ``pause_ms`` and each ``recheck_ms``) two things may start, each
+in a task this object owns:
 
-- with ``turn.detector: smart-turn``, the end-of-turn model scores the utterance so far; when it
-  judges the turn complete, ``on_complete(speaker, pause_id)`` asks the pipeline to end the turn
-  now (the detector refuses if the speaker has spoken again since). If the model fails, the turn
-  ends after ``silence_ms`` instead, as with the silence detector;
+- with ``turn.detector: smart-turn``, the end-of-turn model scores the utterance so far, silence
+  included; when it judges the turn complete, ``on_complete(speaker, pause_id)`` asks the
+  pipeline to end the turn now (the detector refuses if the speaker has spoken again since).
+  When it judges it incomplete, the next look (``recheck_ms``) asks again, on the longer
+  silence. If the model fails, the turn ends at ``silence_ms`` instead, as with the silence
+  detector;
 - with ``turn.speculative``, the final transcript of the utterance so far. When the turn ends in
   that same pause, :meth:`take_transcript` hands the running transcription to the turn, which
   then waits only for what is left of it; when the speaker goes on (:meth:`resumed`) or the turn
@@ -212,18 +214,21 @@ class PauseWork:
         try:
             p = await self._eot.completion(ev.pcm)
         except ProviderError as e:
-            self._log.warning("end_of_turn_failed", speaker=ev.speaker, error=str(e))
+            self._log.warning("end_of_turn_failed", speaker=ev.speaker, error=str(e),
+                              look=ev.look)
             # Decide as the silence detector would: silence_ms after the end of speech.
-            await asyncio.sleep(max(0.0, (self._cfg.silence_ms - self._cfg.pause_ms) / 1000.0))
+            await asyncio.sleep(max(0.0, (ev.end_of_speech_ms + self._cfg.silence_ms
+                                          - monotonic_ms()) / 1000.0))
             p = 1.0
         self._log.debug("end_of_turn", speaker=ev.speaker, probability=round(p, 3),
-                        pause_id=ev.pause_id)
+                        pause_id=ev.pause_id, look=ev.look)
         pause = self._pauses.get(ev.speaker)
         if pause is None or pause.pause_id != ev.pause_id:
             return
         if p >= self._cfg.end_threshold:
             self._on_complete(ev.speaker, ev.pause_id)
-        elif self._cfg.sentence_end_ms is not None and pause.transcript is not None:
+        elif self._cfg.sentence_end_ms is not None and pause.transcript is not None \
+                and ev.look == 0:
             await self._end_at_sentence(ev, pause.transcript, self._cfg.sentence_end_ms)
 
     async def _end_at_sentence(self, ev: Paused, transcript: asyncio.Task[Transcript],

@@ -7,8 +7,9 @@ the utterance's audio, with ``prefix_ms`` from before the onset, for speech reco
 
 A pause (silence inside an utterance) is reported as :class:`Paused`, and speech after it as
 :class:`Resumed`: at a pause the pipeline may start the final transcript speculatively (after
-``speculate_ms``, default ``pause_ms``) and ask an end-of-turn model (after ``pause_ms``). When
-the two differ, one pause is reported twice, with the same ``pause_id``: once per stage. With
+``speculate_ms``, default ``pause_ms``) and ask an end-of-turn model (after ``pause_ms``, and
+again at each ``recheck_ms``). One pause is reported once per stage, with the same
+``pause_id``; stages that fall on the same silence share one event. With
 ``detector: smart-turn`` the silence that ends a turn on its own is ``max_silence_ms`` (the model
 ends complete turns earlier through :meth:`end_now`); with ``silence`` it is ``silence_ms``.
 
@@ -63,8 +64,9 @@ class TurnEnded:
 class Paused:
     """The speaker paused inside an utterance. ``pcm`` is the utterance so far; ``pause_id``
     tells this pause from the speaker's others. ``speculate``: the silence reached
-    ``speculate_ms`` (start the final transcript); ``decide``: it reached ``pause_ms`` (ask the
-    end-of-turn model). Each is true in exactly one event of a pause."""
+    ``speculate_ms`` (start the final transcript; true in exactly one event of a pause);
+    ``decide``: it reached ``pause_ms`` or one of ``recheck_ms`` (ask the end-of-turn model),
+    ``look`` telling which (0: ``pause_ms``)."""
 
     speaker: str
     transcript_id: str
@@ -73,6 +75,7 @@ class Paused:
     end_of_speech_ms: float
     speculate: bool = True
     decide: bool = True
+    look: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,8 @@ class TurnDetector:
         self._silence_ms = 0.0
         self._last_speech_at = 0.0
         self._transcript_id = ""
-        self._speculated = self._decided = False  # the current pause's stages reported
+        self._speculated = False  # the current pause's transcript stage reported
+        self._looks = 0  # the current pause's end-of-turn stages reported
         self._pause_id = 0
         self._prob_sum = 0.0
         self.words_decide = False
@@ -167,7 +171,7 @@ class TurnDetector:
         def before_the_end(ms: int | None) -> int | None:  # a stage the end of turn would pass
             return ms if ms is not None and ms < self._end_silence_ms else None
 
-        self._decide_ms = before_the_end(config.pause_ms if smart else None)
+        self._looks_ms = config.looks_ms if smart else ()
         self._speculate_ms = before_the_end(
             (config.speculate_ms or config.pause_ms) if config.speculative else None
         )
@@ -205,7 +209,7 @@ class TurnDetector:
     @property
     def _paused(self) -> bool:
         """A stage of the current pause was reported."""
-        return self._speculated or self._decided
+        return self._speculated or self._looks > 0
 
     @property
     def transcript_id(self) -> str:
@@ -292,7 +296,7 @@ class TurnDetector:
                 self._silence_ms = 0.0
                 self._last_speech_at = now
                 if self._paused:
-                    self._speculated = self._decided = False
+                    self._speculated, self._looks = False, 0
                     events.append(Resumed(self.speaker, self._transcript_id, self._pause_id))
             else:
                 self._silence_ms += self._window_ms
@@ -308,18 +312,19 @@ class TurnDetector:
             return
         speculate = (not self._speculated and self._speculate_ms is not None
                      and self._silence_ms >= self._speculate_ms)
-        decide = (not self._decided and self._decide_ms is not None
-                  and self._silence_ms >= self._decide_ms)
+        looks = sum(self._silence_ms >= ms for ms in self._looks_ms)  # a gap may pass two
+        decide = looks > self._looks
         if not (speculate or decide):
             return
         if not self._paused:
             self._pause_id += 1
         self._speculated |= speculate
-        self._decided |= decide
+        self._looks = looks
         events.append(Paused(
             speaker=self.speaker, transcript_id=self._transcript_id,
             pause_id=self._pause_id, pcm=self.utterance(),
             end_of_speech_ms=self._last_speech_at, speculate=speculate, decide=decide,
+            look=max(0, looks - 1),
         ))
 
     def gap(self, ms: float) -> list[TurnEvent]:
@@ -360,7 +365,7 @@ class TurnDetector:
         self._waiting.clear()
         self._probs = []
         self._in_speech = False
-        self._speculated = self._decided = False
+        self._speculated, self._looks = False, 0
         self._chunks = []
         self._samples = 0
         self._prefix.clear()
@@ -380,7 +385,7 @@ class TurnDetector:
         self._speech_ms = self._window_ms
         self._silence_ms = 0.0
         self._last_speech_at = now
-        self._speculated = self._decided = False
+        self._speculated, self._looks = False, 0
         self._transcript_id = new_id("TR")
         self._chunks = list(self._prefix)
         self._samples = self._prefix_samples
@@ -393,7 +398,7 @@ class TurnDetector:
         tid = self._transcript_id
         pause_id = self._pause_id if self._paused else None
         self._in_speech = False
-        self._speculated = self._decided = False
+        self._speculated, self._looks = False, 0
         self._chunks = []
         self._samples = 0
         self._speech_ms = 0.0
