@@ -1,0 +1,164 @@
+"""Smart Turn's looks at a pause: how soon complete utterances end, how often unfinished ones do.
+
+Offline, through the model the service runs (``agents.providers.smart_turn.SmartTurn``, the
+bundled Smart Turn v3.2) on clips that end in room tone, as the turn detector hands them over at
+each look. A *look* is a silence after the end of speech at which the model is asked
+(``turn.pause_ms``, then each of ``turn.recheck_ms``; :attr:`TurnConfig.looks_ms`); the first
+look that scores ``end_threshold`` or more ends the turn, and a turn no look ends waits
+``max_silence_ms``.
+
+The corpus, all offline, in the embedded Piper voice (without its random variation, so every run
+hears the same clips) and three espeak-ng voices:
+
+- **complete** utterances: whole sentences, and unfinished ones finished after a 0.7 s pause
+  ("Um, ... I think my account is locked."), as ``bench_voice_to_voice.py``'s caller says them;
+- **unfinished** fragments ("My phone number is", "I would like to, um,"): a look that ends one
+  of these cuts the speaker off, if they go on after a pause that long.
+
+Per setting: complete utterances ended by a look and the silence they waited (mean, p90), and
+unfinished fragments ended: before ``silence_ms`` (where the silence detector would still wait)
+and at all. Baseline in the same run: one look at ``pause_ms`` (``recheck_ms: []``).
+
+    python bench/bench_end_of_turn.py [LOOKS ...]   # e.g. 200,400,800; default: the default
+
+Last line: ``bench_end_of_turn: looks at A ms end x of n complete utterances vs y with one look
+(mean silence waited a vs b ms, <ratio>x), unfinished fragments ended x vs y of m``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_barge_in_noise import scaled, speech_clips  # noqa: E402
+
+from agents.pipeline.config import TurnConfig  # noqa: E402
+
+SENTENCES = [
+    "I would like to book a table for two people tonight.", "My name is Ada Lovelace.",
+    "Can you tell me what time you open tomorrow morning?",
+    "The order number is four five six seven.", "Yes, that is correct.", "Thank you, goodbye.",
+    "Please send it to my office address.", "I forgot my password and cannot log in.",
+    "Could you repeat that more slowly, please?",
+    "My internet connection drops every few minutes.",
+]
+PAUSED = [  # (unfinished, its end after the pause): bench_voice_to_voice's, and three more
+    ("My phone number is", "five five five, one two three four."),
+    ("I would like to, um,", "book a table for Friday."),
+    ("So the problem is that", "the screen stays black."),
+    ("Um,", "I think my account is locked."),
+    ("I was wondering if", "you could call me back."),
+    ("Can you tell me about the", "opening hours?"),
+    ("The order number is four five", "six seven."),
+]
+UNFINISHED = [first for first, _ in PAUSED] + ["and then I went to the", "My name is"]
+GAP_S = 0.7
+RATE = 16000
+
+
+@dataclass
+class Clip:
+    name: str
+    complete: bool
+    pcm: np.ndarray  # int16, speech only
+
+
+@dataclass
+class Outcome:
+    looks: tuple[int, ...]
+    waits: list[int]  # complete: silence (ms) until a look ended it, or max_silence_ms
+    unfinished: list[int]  # unfinished: the same
+
+
+def corpus() -> list[Clip]:
+    ends = [end for _, end in PAUSED]
+    clips = speech_clips(SENTENCES + UNFINISHED + ends, recorded=False)
+    voices = sorted({name.split(": ", 1)[0] for name in clips})
+
+    def pcm(voice: str, text: str) -> np.ndarray:
+        x = scaled(clips[f"{voice}: {text}"], rms_dbfs=-26.0)
+        return np.clip(x * 32767, -32768, 32767).astype(np.int16)
+
+    out: list[Clip] = []
+    gap = np.zeros(int(GAP_S * RATE), np.int16)
+    for voice in voices:
+        out += [Clip(f"{voice}: {t}", True, pcm(voice, t)) for t in SENTENCES]
+        out += [Clip(f"{voice}: {a} ... {b}", True,
+                     np.concatenate([pcm(voice, a), gap, pcm(voice, b)])) for a, b in PAUSED]
+        out += [Clip(f"{voice}: {t}", False, pcm(voice, t)) for t in UNFINISHED]
+    return out
+
+
+async def scores(clips: list[Clip], silences: list[int]) -> list[dict[int, float]]:
+    """Each clip's completion probability with each silence (ms of room tone) after it."""
+    from agents.providers.smart_turn import SmartTurn
+
+    model = SmartTurn()
+    rng = np.random.default_rng(7)
+    try:
+        out = []
+        for clip in clips:
+            tone = rng.normal(0.0, 3.0, max(silences) * RATE // 1000).astype(np.int16)
+            out.append({ms: await model.completion(
+                np.concatenate([clip.pcm, tone[: ms * RATE // 1000]])) for ms in silences})
+        return out
+    finally:
+        await model.aclose()
+
+
+def decide(cfg: TurnConfig, looks: tuple[int, ...], clips: list[Clip],
+           scored: list[dict[int, float]]) -> Outcome:
+    out = Outcome(looks=looks, waits=[], unfinished=[])
+    for clip, by_silence in zip(clips, scored, strict=True):
+        ended = next((ms for ms in looks if by_silence[ms] >= cfg.end_threshold),
+                     cfg.max_silence_ms)
+        (out.waits if clip.complete else out.unfinished).append(ended)
+    return out
+
+
+def report(o: Outcome, cfg: TurnConfig) -> None:
+    waits, top = sorted(o.waits), cfg.max_silence_ms
+    print(f"looks at {', '.join(map(str, o.looks))} ms: complete utterances ended by a look "
+          f"{sum(w < top for w in waits)} of {len(waits)}, silence waited mean "
+          f"{statistics.mean(waits):.0f} ms, p90 {waits[int(0.9 * len(waits))]} ms; unfinished "
+          f"fragments ended before silence_ms ({cfg.silence_ms}) "
+          f"{sum(w < cfg.silence_ms for w in o.unfinished)}, at all "
+          f"{sum(w < top for w in o.unfinished)} of {len(o.unfinished)}")
+
+
+def main(specs: list[str]) -> int:
+    cfg = TurnConfig(detector="smart-turn")
+    settings = [(cfg.pause_ms,), cfg.looks_ms]
+    settings += [tuple(int(ms) for ms in spec.split(",")) for spec in specs]
+    for looks in settings[2:]:  # checked as the service would check them
+        TurnConfig(detector="smart-turn", pause_ms=looks[0], recheck_ms=list(looks[1:]))
+    clips = corpus()
+    scored = asyncio.run(scores(clips, sorted({ms for looks in settings for ms in looks})))
+    outcomes = [decide(cfg, looks, clips, scored) for looks in settings]
+    print(f"{sum(c.complete for c in clips)} complete utterances, "
+          f"{sum(not c.complete for c in clips)} unfinished fragments, 4 voices; "
+          f"end_threshold {cfg.end_threshold}, max_silence_ms {cfg.max_silence_ms}")
+    for o in outcomes:
+        report(o, cfg)
+    base, best = outcomes[0], outcomes[1]
+    top = cfg.max_silence_ms
+    print(f"bench_end_of_turn: looks at {', '.join(map(str, best.looks))} ms end "
+          f"{sum(w < top for w in best.waits)} of {len(best.waits)} complete utterances vs "
+          f"{sum(w < top for w in base.waits)} with one look (mean silence waited "
+          f"{statistics.mean(best.waits):.0f} vs {statistics.mean(base.waits):.0f} ms, "
+          f"{statistics.mean(best.waits) / statistics.mean(base.waits):.2f}x), unfinished "
+          f"fragments ended {sum(w < top for w in best.unfinished)} vs "
+          f"{sum(w < top for w in base.unfinished)} of {len(base.unfinished)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
