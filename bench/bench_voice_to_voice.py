@@ -17,6 +17,11 @@ real time at 48 kHz: plain sentences, and sentences with a mid-sentence pause or
   ``thinking`` status: the answer to "Wait." can follow sooner than that). The job's count of
   false interruptions is printed with it: a "Wait." the agent resumed from would look fast.
 
+Each round renders the utterances anew: Piper's voice varies from one rendering to the next, as
+a person's does, and the end-of-turn model's judgement with it, so a p95 over rounds that
+repeated one rendering would count one misjudged rendering once per round. Every variant hears
+the same renderings, in the same order.
+
 Three runs of the same utterances, each with a fresh service: ``turn.detector: silence`` with
 only the transcript speculative (``speculative_answer: off``: the baseline, as before the model's
 answer was speculative), then ``silence`` and ``smart-turn`` with the model's answer and its first
@@ -43,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -206,7 +212,7 @@ async def _quiet(caller: RealCaller, since: float, *, silence_s: float = 1.2) ->
 
 
 async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
-                       utterances: list[Utterance], barge: np.ndarray, rounds: int) -> Run:
+                       rounds: list[list[Utterance]], barge: np.ndarray) -> Run:
     variant, _, flagged = variant.partition(":")
     flags = set(filter(None, flagged.split(",")))
     if flags - {"float32", "whole"}:
@@ -222,7 +228,7 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
               threads=(int(stt_threads), int(tts_threads or stt_threads)),
               speculate_ms=int(early) if early else None, overrides=tuple(overrides))
     tag = "-".join([detector, answer, *fast, *[f"s{early}"][:bool(early)],
-                    *(o.replace("=", "") for o in overrides),
+                    *(re.sub(r"[^A-Za-z0-9_]", "", o) for o in overrides),
                     "t{}-{}".format(*run.threads), *sorted(flags)])
     turn: dict[str, Any] = {"detector": detector, "speculative_answer": answer}
     if fast:
@@ -256,11 +262,11 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
         await caller.audio.wait_voiced_after(0, within=60)  # the greeting
         await _quiet(caller, 0)
         # warm-up: the first answer loads nothing (prewarm) but primes the caches
-        ended = await caller.say(utterances[0].pcm)
+        ended = await caller.say(rounds[0][0].pcm)
         await caller.audio.wait_voiced_after(ended, within=20)
         await _quiet(caller, ended)
         n = 0
-        for _ in range(rounds):
+        for utterances in rounds:
             for utt in utterances:
                 n += 1
                 seen = len(caller.received)
@@ -364,7 +370,7 @@ VARIANTS = ("silence/off", "silence/speech", "smart-turn/speech")
 async def main(rounds: int, variants: tuple[str, ...]) -> int:
     voice = _Voice()
     try:
-        utterances = await _utterances(voice)
+        renderings = [await _utterances(voice) for _ in range(rounds)]
         barge = await voice.say(BARGE)
     finally:
         await voice.tts.aclose()
@@ -376,7 +382,7 @@ async def main(rounds: int, variants: tuple[str, ...]) -> int:
         server = LiveKitServer(binary=binary, workdir=Path(tmp) / "server")
         server.start()
         try:
-            runs = [await run_detector(server, Path(tmp), v, utterances, barge, rounds)
+            runs = [await run_detector(server, Path(tmp), v, renderings, barge)
                     for v in variants]
         finally:
             server.stop()
