@@ -71,6 +71,7 @@ from livekit_env import (  # noqa: E402
     in_private_netns,
     server_binary,
 )
+from percentiles import nearest_rank as _pct  # noqa: E402
 from stage import RealStage, real_service  # noqa: E402
 
 TARGET_P50_MS = 700.0
@@ -145,6 +146,8 @@ class Run:
     missed: int = 0
     traces: list[dict[str, Any]] = field(default_factory=list)
     speculation: dict[str, int] = field(default_factory=dict)
+    ends: dict[str, int] = field(default_factory=dict)
+    """smart-turn: the turns its end-of-turn work ended, by how (``look_0``, ``look_1``, ...)."""
 
     @property
     def label(self) -> str:
@@ -300,6 +303,8 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
         await caller.leave()
         job = await stage.wait_job(job_id, within=30)
         run.speculation = _speculation(job)
+        run.ends = dict((job.get("record", {}).get("conversation") or {}).get("end_of_turn")
+                        or {})
         counters = (job.get("record", {}).get("conversation") or {}).get("counters") or {}
         run.false_interruptions = int(counters.get("false_interruptions", 0))
     finally:
@@ -334,11 +339,6 @@ def _speculation(job: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
-
-
 def _report(run: Run) -> None:
     every = run.latencies + run.paused_latencies
     print(f"== {run.label}: {len(every)} turns ({len(run.paused_latencies)} with a pause), "
@@ -362,6 +362,11 @@ def _report(run: Run) -> None:
     if run.speculation:
         print("  speculative answers: "
               + ", ".join(f"{k} {v}" for k, v in sorted(run.speculation.items())))
+    if run.detector == "smart-turn":
+        voice_turns = sum("end_of_speech" in t for t in run.traces)
+        print(f"  turns ended by the end-of-turn model ({voice_turns} voice turns, warm-up and "
+              "\"Wait.\" included; the rest waited max_silence_ms): "
+              + (", ".join(f"{k} {v}" for k, v in sorted(run.ends.items())) or "none"))
 
 
 VARIANTS = ("silence/off", "silence/speech", "smart-turn/speech")

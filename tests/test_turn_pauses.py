@@ -226,6 +226,7 @@ async def test_smart_turn_ends_a_complete_turn_at_the_first_pause() -> None:
     assert len(eot.calls) == 1 and eot.calls[0] >= 16 * 500
     stages = kit.pipeline.record()["turns"][-1]["stages"]
     assert stages["turn_decided"] < 1000  # far below max_silence_ms
+    assert kit.pipeline.record()["end_of_turn"] == {"look_0": 1}
 
 
 async def test_smart_turn_waits_on_an_incomplete_turn_and_takes_the_rest() -> None:
@@ -261,6 +262,7 @@ async def test_a_turn_judged_incomplete_at_the_pause_ends_at_the_second_look() -
     assert len(eot.calls) == 2 and eot.calls[1] - eot.calls[0] >= 16 * 200
     # the transcript started at the first look is the final one
     assert len(stt.calls) == 1 and kit.pipeline.record()["speculation"]["kept"] == 1
+    assert kit.pipeline.record()["end_of_turn"] == {"look_1": 1}
 
 
 async def test_an_early_transcript_is_kept_when_the_model_ends_the_turn_at_its_pause() -> None:
@@ -298,6 +300,8 @@ async def test_a_sentence_the_model_misjudged_ends_at_sentence_end_ms_and_a_clau
             await kit.feed_live(silence(1300))  # max_silence_ms ends it in any case
             await kit.agent_final()
         at = kit.pipeline.record()["turns"][-1]["stages"]["turn_decided"] if ended else None
+        # the sentence rule ended it, or no one did (max_silence_ms, the detector's own)
+        assert kit.pipeline.record()["end_of_turn"] == ({"sentence": 1} if ended else {})
         return at, len(eot.calls)
 
     for sentence in ("Yes, that is correct.", "Is it open?"):
@@ -317,5 +321,6 @@ async def test_a_failing_end_of_turn_model_falls_back_to_the_silence_window() ->
         await kit.agent_final()
     stages = kit.pipeline.record()["turns"][-1]["stages"]
     # Fed faster than real time, the pause comes right after the end of speech; the turn then
-    # waits what is left of the silence window (silence_ms - pause_ms), not max_silence_ms.
-    assert 180 <= stages["turn_decided"] < 2000
+    # ends silence_ms after the end of speech, not at max_silence_ms.
+    assert 380 <= stages["turn_decided"] < 2000
+    assert kit.pipeline.record()["end_of_turn"] == {"fallback": 1}

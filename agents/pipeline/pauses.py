@@ -41,7 +41,8 @@ from agents.providers.errors import ProviderError
 if TYPE_CHECKING:
     from agents.pipeline.reply import ReplyEnv
 
-CompleteCallback = Callable[[str, int], None]
+CompleteCallback = Callable[[str, int], bool]
+"""``(speaker, pause_id)``: end that turn now; False when it is no longer in that pause."""
 
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*\s*$")
 """A transcript that ends a sentence (its last words closed by . ! ? or an ellipsis)."""
@@ -81,6 +82,9 @@ class PauseWork:
         self._pauses: dict[str, _Pause] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.speculations = {"started": 0, "kept": 0, "dropped": 0}
+        self.ends: dict[str, int] = {}
+        """Turns ended here, by how: ``look_0`` (the model at pause_ms), ``look_1``... (at each
+        recheck_ms), ``sentence`` (sentence_end_ms), ``fallback`` (the model failed)."""
         self._answers = answers if config.speculative_answer != "off" else None
         self._idle = idle
         self.answers: dict[str, int] = {"started": 0}
@@ -219,14 +223,16 @@ class PauseWork:
             # Decide as the silence detector would: silence_ms after the end of speech.
             await asyncio.sleep(max(0.0, (ev.end_of_speech_ms + self._cfg.silence_ms
                                           - monotonic_ms()) / 1000.0))
-            p = 1.0
+            p, how = 1.0, "fallback"
+        else:
+            how = f"look_{ev.look}"
         self._log.debug("end_of_turn", speaker=ev.speaker, probability=round(p, 3),
                         pause_id=ev.pause_id, look=ev.look)
         pause = self._pauses.get(ev.speaker)
         if pause is None or pause.pause_id != ev.pause_id:
             return
         if p >= self._cfg.end_threshold:
-            self._on_complete(ev.speaker, ev.pause_id)
+            self._complete(ev, how)
         elif self._cfg.sentence_end_ms is not None and pause.transcript is not None \
                 and ev.look == 0:
             await self._end_at_sentence(ev, pause.transcript, self._cfg.sentence_end_ms)
@@ -251,4 +257,8 @@ class PauseWork:
         pause = self._pauses.get(ev.speaker)
         if pause is not None and pause.pause_id == ev.pause_id:
             self._log.debug("end_of_turn_at_sentence", speaker=ev.speaker, pause_id=ev.pause_id)
-            self._on_complete(ev.speaker, ev.pause_id)
+            self._complete(ev, "sentence")
+
+    def _complete(self, ev: Paused, how: str) -> None:
+        if self._on_complete(ev.speaker, ev.pause_id):
+            self.ends[how] = self.ends.get(how, 0) + 1

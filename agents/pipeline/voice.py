@@ -191,12 +191,15 @@ class VoicePipeline(BargeIn):
             if not det.paused:  # at a pause the final transcript may be running already
                 self._interims.maybe_run(det)
 
-    def _end_turn_now(self, speaker: str, pause_id: int) -> None:
-        """The end-of-turn model judged ``speaker``'s turn complete at pause ``pause_id``."""
+    def _end_turn_now(self, speaker: str, pause_id: int) -> bool:
+        """The end-of-turn model judged ``speaker``'s turn complete at pause ``pause_id``:
+        end it, unless that pause is over."""
         det = self._hearing.detector(speaker)
         ev = det.end_now(pause_id) if det is not None and not self._closed else None
         if det is not None and ev is not None:
             self._turn_events(det, [ev])
+            return True
+        return False
 
     def _speaking(self, speaker: str, speaking: bool) -> None:
         """Tell the vision side (if any) who talks: it samples faster while they do."""
@@ -292,6 +295,7 @@ class VoicePipeline(BargeIn):
             **self._journal.record(),
             "speculation": dict(self._pauses.speculations),
             "speculative_answers": dict(self._pauses.answers),
+            "end_of_turn": dict(self._pauses.ends),
             "end_reason": self._end_reason,
         }
 
