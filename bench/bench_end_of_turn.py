@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_barge_in_noise import scaled, speech_clips  # noqa: E402
+from percentiles import nearest_rank  # noqa: E402
 
 from agents.pipeline.config import TurnConfig  # noqa: E402
 
@@ -128,7 +129,7 @@ def report(o: Outcome, cfg: TurnConfig) -> None:
     waits, top = sorted(o.waits), cfg.max_silence_ms
     print(f"looks at {', '.join(map(str, o.looks))} ms: complete utterances ended by a look "
           f"{sum(w < top for w in waits)} of {len(waits)}, silence waited mean "
-          f"{statistics.mean(waits):.0f} ms, p90 {waits[int(0.9 * len(waits))]} ms; unfinished "
+          f"{statistics.mean(waits):.0f} ms, p90 {nearest_rank(waits, 0.9):.0f} ms; unfinished "
           f"fragments ended before silence_ms ({cfg.silence_ms}) "
           f"{sum(w < cfg.silence_ms for w in o.unfinished)}, at all "
           f"{sum(w < top for w in o.unfinished)} of {len(o.unfinished)}")

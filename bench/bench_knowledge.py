@@ -32,6 +32,8 @@ import structlog  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from percentiles import nearest_rank as pct  # noqa: E402
+
 from agents.knowledge import KnowledgeBase, KnowledgeConfig  # noqa: E402
 from agents.knowledge.embedder import Embedder  # noqa: E402
 from agents.knowledge.index import CollectionIndex, new_index  # noqa: E402
@@ -52,11 +54,6 @@ QUESTIONS = [
     "Will you match a cheaper price from another shop?",
     "My delivery did not arrive, what can I do?",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def collection(embedder: Embedder) -> tuple[list[Passage], np.ndarray]:

@@ -40,6 +40,7 @@ from livekit_env import (  # noqa: E402
     render_speech,
     server_binary,
 )
+from percentiles import nearest_rank  # noqa: E402
 from stage import GREETING, MemoryStage, RealStage, Stage, real_service  # noqa: E402
 
 LINES = ["Hi, I need some help with an order.", "My name is Alice Johnson.",
@@ -54,9 +55,9 @@ def _agent_final(data: dict[str, Any]) -> bool:
 def _ms(values: list[float]) -> str:
     if not values:
         return "n/a"
-    v = sorted(values)
-    p95 = v[min(len(v) - 1, round(0.95 * (len(v) - 1)))]
-    return f"p50 {statistics.median(v) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms (n={len(v)})"
+    p95 = nearest_rank(values, 0.95)
+    return f"p50 {statistics.median(values) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms " \
+        f"(n={len(values)})"
 
 
 async def _agent_joined(caller: RealCaller) -> float:

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fakes import FakeAudioOutput  # noqa: E402
+from percentiles import nearest_rank  # noqa: E402
 from pipeline_kit import USER, job_spec  # noqa: E402
 
 from agents.config import PersonaConfig  # noqa: E402
@@ -112,7 +113,7 @@ async def run_detector(detector: str, turns: int) -> float:
     for stage in STAGES:
         values = [t[stage] for t in traces if stage in t]
         p50 = statistics.median(values)
-        p95 = sorted(values)[min(len(values) - 1, int(0.95 * len(values)))]
+        p95 = nearest_rank(values, 0.95)
         print(f"  end_of_speech -> {stage:<16} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms")
     first = [t["first_audio"] for t in traces]
     return statistics.median(first)

@@ -24,16 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fakes import FakeLLM, FakeMessageOutput, silence, speech  # noqa: E402
+from percentiles import nearest_rank as pct  # noqa: E402
 from pipeline_kit import AGENT, make_kit  # noqa: E402
 
 from agents.messages import OutboundMessage  # noqa: E402
 
 TARGET_P99_MS = 20.0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def baseline(n: int) -> list[float]:
