@@ -55,6 +55,26 @@ async def test_barge_in_clears_audio_on_the_deciding_frame_and_cuts_the_transcri
                       "turn_id": metrics.turn_id}
 
 
+async def test_a_voice_turn_cut_by_the_next_turn_is_recorded_once_with_what_was_heard() -> None:
+    # The turn task is cancelled inside the voice turn (the caller's next turn): its reply
+    # finished all the same, and the turn is reported as any other.
+    kit = make_kit(llm=FakeLLM(scripts=[[ANSWER]]), audio=FakeAudioOutput(auto_play=False))
+    async with running(kit):
+        kit.feed(speech(300) + silence(600))
+        await speaking_everything(kit)
+        kit.audio.advance(kit.tts.duration(S1) + kit.tts.duration(S2) / 2)
+        kit.feed(speech(400) + silence(600))
+        kit.audio.release()
+        await kit.agent_final(2)
+    metrics = [m.data for m in kit.msgs.of("agent_metrics")]
+    assert len(metrics) == len({m.turn_id for m in metrics}) == 2, metrics
+    assert [m.interrupted for m in metrics] == [True, False]
+    agent = [(t["text"], t["interrupted"]) for t in kit.pipeline.record()["transcript"]
+             if t["role"] == "agent"]
+    assert agent == [(f"{S1} The second sentence", True), ("Okay.", False)]
+    assert len(kit.pipeline.record()["turns"]) == 2
+
+
 async def test_short_sounds_over_the_agent_are_false_interruptions() -> None:
     kit = make_kit(llm=FakeLLM(scripts=[[ANSWER]]), audio=FakeAudioOutput(auto_play=False))
     async with running(kit):

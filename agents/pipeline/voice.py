@@ -343,6 +343,9 @@ class VoicePipeline(BargeIn):
             else:
                 self._failures += 1
         finally:
+            if reply is None and self._reply is not None and self._reply.trace is trace:
+                # cancelled (the next turn) inside _voice_turn: its reply ran all the same
+                reply = self._reply
             self._after_turn(reply, trace)
         return reply.outcome if reply is not None else None
 
