@@ -6,7 +6,9 @@ default provider (``streaming: true``: the vocoder runs on windows of the senten
 the baseline ``streaming: false`` (Piper's own whole-sentence synthesis). Both without the
 voice's random variation, once to warm up and then ``repeats`` times.
 
-Printed per text: the audio's length, time to the first chunk and to the last (median), for both.
+Printed per text: the audio's length, time to the first audible chunk (one with sound left after
+the leading silence the service trims, ``agents.pipeline.speech``: a sentence may begin with a
+whole window of silence) and to the last chunk (median), for both.
 The headline is the median over texts of the first-audio ratio, and the cost of the windows
 (total synthesis time ratio). With ``--busy N``, N processes spin on the cores meanwhile (the
 service's other work: a turn model, the SDK, other calls), bounded by the run.
@@ -28,6 +30,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.pipeline.speech import lstrip_silence  # noqa: E402
 from agents.providers.piper_tts import PiperTTS  # noqa: E402
 
 TEXTS = [
@@ -45,7 +48,7 @@ async def once(tts: PiperTTS, text: str) -> tuple[float, float, int]:
     first = 0.0
     samples = 0
     async for chunk in tts.synthesize(text):
-        if not samples:
+        if not first and lstrip_silence(chunk).size:
             first = time.perf_counter() - started
         samples += chunk.size
     return first, time.perf_counter() - started, samples

@@ -99,10 +99,12 @@ Held = tuple[Chunks, "asyncio.Future[Any]"]
 """Audio synthesised ahead (a speculative answer's first piece) and the work making it."""
 _LEAD_LEVEL = 100
 """Samples quieter than this (about -50 dBFS) before an answer's first sound are dropped: speech
-engines start each synthesis with 40-60 ms of silence, which the caller would wait through."""
+engines start each synthesis with 40-60 ms of silence (Piper some sentences with 250 ms, "I'm a
+scripted offline responder,"), which the caller would wait through."""
 
 
-def _lstrip_silence(pcm: PCM) -> PCM:
+def lstrip_silence(pcm: PCM) -> PCM:
+    """``pcm`` from its first sample louder than the lead level on (empty if none is)."""
     loud = np.flatnonzero(np.abs(pcm) > _LEAD_LEVEL)
     return pcm[loud[0] :] if loud.size else pcm[:0]
 
@@ -295,7 +297,7 @@ class SpeechOut:
         try:
             async for chunk in stream:
                 if self._pushed == 0.0:  # the answer's first sound starts at once
-                    chunk = _lstrip_silence(chunk)
+                    chunk = lstrip_silence(chunk)
                 if chunk.size == 0:
                     continue
                 pcm = np.concatenate((carry, chunk)) if carry.size else chunk
