@@ -83,8 +83,9 @@ class PauseWork:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.speculations = {"started": 0, "kept": 0, "dropped": 0}
         self.ends: dict[str, int] = {}
-        """Turns ended here, by how: ``look_0`` (the model at pause_ms), ``look_1``... (at each
-        recheck_ms), ``sentence`` (sentence_end_ms), ``fallback`` (the model failed)."""
+        """Utterances ended here (turns, and the odd one too short to be a turn), by how:
+        ``look_0`` (the model at pause_ms), ``look_1``... (at each recheck_ms), ``sentence``
+        (sentence_end_ms), ``fallback`` (the model failed)."""
         self._answers = answers if config.speculative_answer != "off" else None
         self._idle = idle
         self.answers: dict[str, int] = {"started": 0}

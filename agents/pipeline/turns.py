@@ -312,7 +312,9 @@ class TurnDetector:
             return
         speculate = (not self._speculated and self._speculate_ms is not None
                      and self._silence_ms >= self._speculate_ms)
-        looks = sum(self._silence_ms >= ms for ms in self._looks_ms)  # a gap may pass two
+        looks = self._looks
+        while looks < len(self._looks_ms) and self._silence_ms >= self._looks_ms[looks]:
+            looks += 1  # a gap of dropped audio may pass two
         decide = looks > self._looks
         if not (speculate or decide):
             return
