@@ -15,6 +15,9 @@ hears the same clips) and three espeak-ng voices:
 - **unfinished** fragments ("My phone number is", "I would like to, um,"): a look that ends one
   of these cuts the speaker off, if they go on after a pause that long.
 
+Each clip is heard after three random draws of faint room tone (the model's score moves even
+with that, so a single draw makes the figures partly luck), and counted once per draw.
+
 Per setting: complete utterances ended by a look and the silence they waited (mean, p90), and
 unfinished fragments ended: before ``silence_ms`` (where the silence detector would still wait)
 and at all. Baseline in the same run: one look at ``pause_ms`` (``recheck_ms: []``).
@@ -39,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_barge_in_noise import scaled, speech_clips  # noqa: E402
+from bench_voice_to_voice import GAP_S  # noqa: E402
+from bench_voice_to_voice import PAUSED as CALLER_PAUSED  # noqa: E402
 from percentiles import nearest_rank  # noqa: E402
 
 from agents.pipeline.config import TurnConfig  # noqa: E402
@@ -52,17 +57,18 @@ SENTENCES = [
     "My internet connection drops every few minutes.",
 ]
 PAUSED = [  # (unfinished, its end after the pause): bench_voice_to_voice's, and three more
-    ("My phone number is", "five five five, one two three four."),
-    ("I would like to, um,", "book a table for Friday."),
-    ("So the problem is that", "the screen stays black."),
-    ("Um,", "I think my account is locked."),
+    *CALLER_PAUSED,
     ("I was wondering if", "you could call me back."),
     ("Can you tell me about the", "opening hours?"),
     ("The order number is four five", "six seven."),
 ]
 UNFINISHED = [first for first, _ in PAUSED] + ["and then I went to the", "My name is"]
-GAP_S = 0.7
 RATE = 16000
+TONE_MS = 2000
+"""Room tone drawn after each clip, of which each look hears its silence's worth."""
+DRAWS = 3
+"""Random draws of that tone: the model's score moves even with a tone this faint (3 of 32768),
+so one draw alone would make the figures a matter of luck."""
 
 
 @dataclass
@@ -98,16 +104,18 @@ def corpus() -> list[Clip]:
     return out
 
 
-async def scores(clips: list[Clip], silences: list[int]) -> list[dict[int, float]]:
-    """Each clip's completion probability with each silence (ms of room tone) after it."""
+async def scores(clips: list[Clip], silences: list[int], draw: int) -> list[dict[int, float]]:
+    """Each clip's completion probability with each silence (ms of room tone) after it, the
+    tone of random draw ``draw``."""
     from agents.providers.smart_turn import SmartTurn
 
     model = SmartTurn()
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(draw)
     try:
         out = []
         for clip in clips:
-            tone = rng.normal(0.0, 3.0, max(silences) * RATE // 1000).astype(np.int16)
+            # the same tone per clip whatever the looks asked
+            tone = rng.normal(0.0, 3.0, TONE_MS * RATE // 1000).astype(np.int16)
             out.append({ms: await model.completion(
                 np.concatenate([clip.pcm, tone[: ms * RATE // 1000]])) for ms in silences})
         return out
@@ -116,12 +124,13 @@ async def scores(clips: list[Clip], silences: list[int]) -> list[dict[int, float
 
 
 def decide(cfg: TurnConfig, looks: tuple[int, ...], clips: list[Clip],
-           scored: list[dict[int, float]]) -> Outcome:
+           draws: list[list[dict[int, float]]]) -> Outcome:
     out = Outcome(looks=looks, waits=[], unfinished=[])
-    for clip, by_silence in zip(clips, scored, strict=True):
-        ended = next((ms for ms in looks if by_silence[ms] >= cfg.end_threshold),
-                     cfg.max_silence_ms)
-        (out.waits if clip.complete else out.unfinished).append(ended)
+    for scored in draws:
+        for clip, by_silence in zip(clips, scored, strict=True):
+            ended = next((ms for ms in looks if by_silence[ms] >= cfg.end_threshold),
+                         cfg.max_silence_ms)
+            (out.waits if clip.complete else out.unfinished).append(ended)
     return out
 
 
@@ -141,12 +150,16 @@ def main(specs: list[str]) -> int:
     settings += [tuple(int(ms) for ms in spec.split(",")) for spec in specs]
     for looks in settings[2:]:  # checked as the service would check them
         TurnConfig(detector="smart-turn", pause_ms=looks[0], recheck_ms=list(looks[1:]))
+        if looks[-1] > TONE_MS:
+            raise SystemExit(f"looks up to {TONE_MS} ms: {looks}")
     clips = corpus()
-    scored = asyncio.run(scores(clips, sorted({ms for looks in settings for ms in looks})))
-    outcomes = [decide(cfg, looks, clips, scored) for looks in settings]
+    silences = sorted({ms for looks in settings for ms in looks})
+    draws = [asyncio.run(scores(clips, silences, draw)) for draw in range(DRAWS)]
+    outcomes = [decide(cfg, looks, clips, draws) for looks in settings]
     print(f"{sum(c.complete for c in clips)} complete utterances, "
-          f"{sum(not c.complete for c in clips)} unfinished fragments, 4 voices; "
-          f"end_threshold {cfg.end_threshold}, max_silence_ms {cfg.max_silence_ms}")
+          f"{sum(not c.complete for c in clips)} unfinished fragments, 4 voices, each after "
+          f"{DRAWS} draws of room tone (counted once per draw); end_threshold "
+          f"{cfg.end_threshold}, max_silence_ms {cfg.max_silence_ms}")
     for o in outcomes:
         report(o, cfg)
     base, best = outcomes[0], outcomes[1]
