@@ -18,8 +18,10 @@ frames near it. So:
   12, 3e-7, and with 8, -78 dB (measured once).
 
 The first audio of a sentence is then ready after its frames and one short window instead of
-after the whole sentence: for that clause 66 ms instead of 160-180 ms on one core, quiet
-(``bench/bench_tts.py``: 89 vs 222 ms in its run, the whole sentence 1.1-1.2x the time).
+after the whole sentence (``bench/bench_tts.py``, first audible chunk, one core, quiet: 2.14x
+sooner over six texts, the whole sentence 1.1-1.2x the time). That clause begins with 0.28 s of
+silence, its whole first window, which the speech path trims: its first sound is the second
+window's, 136 ms against 231 ms whole.
 
 Loudness: Piper scales each sentence to full peak (``normalize_audio``), which needs the whole
 sentence. Streaming uses one gain per voice instead, measured at load on
