@@ -11,7 +11,14 @@ from fakes import FakeEndOfTurn, FakeLLM, FakeSTT, FakeVAD, silence, speech
 from pipeline_kit import USER, make_kit, pipeline_tasks, running, wait_until
 
 from agents.pipeline.config import TurnConfig
-from agents.pipeline.turns import Paused, Resumed, SpeechStarted, TurnDetector, TurnEnded
+from agents.pipeline.turns import (
+    Paused,
+    Resumed,
+    SpeechStarted,
+    TurnDetector,
+    TurnEnded,
+    extend_silence,
+)
 from agents.providers.errors import ProviderError
 
 
@@ -109,8 +116,11 @@ def test_an_incomplete_pause_is_looked_at_again_on_the_longer_silence() -> None:
     assert [(e.look, e.decide, e.speculate) for e in looks] == [
         (0, True, True), (1, True, False), (2, True, False)]
     assert len({e.pause_id for e in looks}) == 1  # one pause, three looks
-    # each look hears the silence so far: 200, 400, 700 ms of it
-    assert [round((e.pcm.size - looks[0].pcm.size) / 16) for e in looks] == [0, 200, 500]
+    # each look is asked look_ahead_ms (128) before it, and hears its silence: 200, 400, 700
+    assert [e.hears_ms for e in looks] == [200, 400, 700]
+    assert [e.silence_ms for e in looks] == [80, 280, 580]  # the fake VAD's 10 ms windows
+    heard = [e.heard_at_look().size for e in looks]
+    assert [round((n - heard[0]) / 16) for n in heard] == [0, 200, 500]
     assert isinstance(det.end_now(looks[0].pause_id), TurnEnded)  # any look may end it
     # speech again: the looks start over in the next pause
     det = _detector(detector="smart-turn", max_silence_ms=1000)
@@ -140,7 +150,8 @@ def test_rechecks_must_rise_above_the_pause_and_stay_below_max_silence() -> None
 
 
 def test_the_transcript_stage_of_a_pause_can_come_before_the_models() -> None:
-    det = _detector(detector="smart-turn", max_silence_ms=1000, speculate_ms=96)
+    det = _detector(detector="smart-turn", max_silence_ms=1000, speculate_ms=96,
+                    look_ahead_ms=0)
     events = _run(det, speech(300) + silence(250))
     assert [type(e) for e in events] == [SpeechStarted, Paused, Paused]
     early, late = events[1], events[2]
@@ -156,10 +167,68 @@ def test_the_transcript_stage_of_a_pause_can_come_before_the_models() -> None:
     det = _detector(speculate_ms=96)
     events = _run(det, speech(300) + silence(150))
     assert [type(e) for e in events] == [SpeechStarted, Paused] and events[1].speculate
-    # At pause_ms (the default), one event carries both stages, as before.
+    # By default the transcript starts with the model's first ask (look_ahead_ms, 128, before
+    # pause_ms): one event carries both stages.
     det = _detector(detector="smart-turn", max_silence_ms=1000)
     events = _run(det, speech(300) + silence(250))
-    assert [(e.speculate, e.decide) for e in events[1:]] == [(True, True)]
+    assert [(e.speculate, e.decide, e.silence_ms) for e in events[1:]] == [(True, True, 80)]
+    # With speculate_ms at pause_ms, the model's stage comes first.
+    det = _detector(detector="smart-turn", max_silence_ms=1000, speculate_ms=200)
+    events = _run(det, speech(300) + silence(250))
+    assert [(e.speculate, e.decide, e.silence_ms) for e in events[1:]] == [
+        (False, True, 80), (True, False, 200)]
+
+
+def test_a_look_asked_ahead_ends_the_turn_only_when_its_silence_comes() -> None:
+    det = _detector(detector="smart-turn", max_silence_ms=1000)
+    events = _run(det, speech(300) + silence(100))
+    ask = events[-1]
+    assert isinstance(ask, Paused) and ask.decide and (ask.silence_ms, ask.hears_ms) == (80, 200)
+    # the model judged it complete: the turn ends when the silence reaches the look, not now
+    assert det.end_now(ask.pause_id, at_silence_ms=ask.hears_ms) is None
+    assert det.in_pause(ask.pause_id) and det.in_speech
+    assert _run(det, silence(90)) == []  # 190 ms
+    events = _run(det, silence(20))
+    assert [type(e) for e in events] == [TurnEnded] and events[0].pause_id == ask.pause_id
+    assert not det.in_pause(ask.pause_id)
+    # the speaker went on before the look: no end, and none carried into the next pause
+    det = _detector(detector="smart-turn", max_silence_ms=1000)
+    ask = _run(det, speech(300) + silence(100))[-1]
+    assert det.end_now(ask.pause_id, at_silence_ms=200) is None
+    events = _run(det, speech(100) + silence(300))
+    assert [type(e) for e in events] == [Resumed, Paused, Paused] and det.in_speech
+    assert not det.in_pause(ask.pause_id)
+    # a gap of dropped audio counts as the silence it stood for
+    det = _detector(detector="smart-turn", max_silence_ms=1000)
+    ask = _run(det, speech(300) + silence(100))[-1]
+    assert det.end_now(ask.pause_id, at_silence_ms=200) is None
+    assert [type(e) for e in det.gap(150)] == [TurnEnded]
+
+
+def test_extend_silence_repeats_the_silence_heard() -> None:
+    rng = np.random.default_rng(1)
+    tone = rng.normal(0, 3, 16 * 80).astype(np.int16)
+    pcm = np.concatenate([np.full(16 * 300, 5000, np.int16), tone])
+    out = extend_silence(pcm, 80, 200)
+    assert out.size == pcm.size + 16 * 120 and np.array_equal(out[: pcm.size], pcm)
+    extra = out[pcm.size:]
+    assert np.array_equal(extra[: tone.size], tone) and np.array_equal(extra[tone.size:],
+                                                                     tone[: extra.size - tone.size])
+    assert extend_silence(pcm, 200, 200) is pcm and extend_silence(pcm, 0, 200) is pcm
+
+
+def test_look_ahead_must_leave_some_silence_to_extend() -> None:
+    try:
+        TurnConfig(detector="smart-turn", pause_ms=200, look_ahead_ms=180)
+    except ValueError as e:
+        assert "look_ahead_ms" in str(e)
+    else:
+        raise AssertionError("accepted look_ahead_ms that leaves 20 ms of pause_ms")
+    # the default on a short pause: asked after 32 ms of silence, the transcript with it
+    cfg = TurnConfig(detector="smart-turn", pause_ms=100)
+    assert cfg.asks_ms == (32, 72) and cfg.first_speculate_ms == 32
+    assert TurnConfig(detector="smart-turn", look_ahead_ms=0).asks_ms == (200, 400)
+    assert TurnConfig(pause_ms=200).first_speculate_ms == 200  # the silence detector: no model
 
 
 def test_speculate_ms_may_not_exceed_the_pause() -> None:
@@ -243,9 +312,10 @@ async def test_smart_turn_waits_on_an_incomplete_turn_and_takes_the_rest() -> No
         await kit.agent_final()
     assert len(eot.calls) == 3
     final = [u for u in kit.msgs.transcripts(USER) if u.is_final]
-    # the whole utterance: the first pause's transcript (kept when the speaker went on) and
-    # the audio after it, recognised alone (incremental recognition)
-    assert len(final) == 1 and final[0].text == "5 tenths 8 tenths"
+    # the whole utterance: the first pause's transcript (kept when the speaker went on; it
+    # started with the model's first ask, after 80 ms of silence) and the audio after it,
+    # recognised alone (incremental recognition)
+    assert len(final) == 1 and final[0].text == "3 tenths 8 tenths"
     assert len(stt.calls) == 2 and stt.calls[1] < eot.calls[2] - 16 * 400
 
 
@@ -265,12 +335,51 @@ async def test_a_turn_judged_incomplete_at_the_pause_ends_at_the_second_look() -
     assert kit.pipeline.record()["end_of_turn"] == {"look_1": 1}
 
 
+async def test_the_model_asked_ahead_ends_the_turn_when_the_look_s_silence_comes() -> None:
+    eot = FakeEndOfTurn(probabilities=[0.9])
+    stt = FakeSTT(delay=0.01)
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
+                   turn={"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000})
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(150))
+        await wait_until(lambda: len(eot.calls) == 1)
+        await asyncio.sleep(0.05)
+        # judged complete, on the silence extended to 200 ms; 150 ms came: not ended yet
+        assert eot.calls[0] == 16 * (300 + 200)
+        assert [u for u in kit.msgs.transcripts(USER) if u.is_final] == []
+        assert "thinking" not in kit.msgs.statuses()
+        await kit.feed_live(silence(60))
+        await kit.agent_final()
+    assert [u.text for u in kit.msgs.transcripts(USER) if u.is_final] == ["hello there"]
+    assert kit.pipeline.record()["end_of_turn"] == {"look_0": 1}
+    assert kit.pipeline.record()["speculation"] == {"started": 1, "kept": 1, "dropped": 0}
+
+
+async def test_a_turn_judged_complete_ahead_goes_on_if_the_speaker_does() -> None:
+    eot = FakeEndOfTurn(probabilities=[0.9, 0.9])
+    # the first pause's transcript is kept; the audio after it is recognised alone
+    stt = FakeSTT(script=lambda pcm: "I want" if pcm.size < 16 * 450 else "a table")
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
+                   turn={"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000})
+    async with running(kit):
+        await kit.feed_live(speech(300) + silence(150))
+        await wait_until(lambda: len(eot.calls) == 1)
+        await asyncio.sleep(0.05)
+        await kit.feed_live(speech(300) + silence(300))  # went on before the look's 200 ms
+        await kit.agent_final()
+    assert [u.text for u in kit.msgs.transcripts(USER) if u.is_final] == ["I want a table"]
+    # the answer to the first pause's words was speculative, and dropped
+    assert kit.llm.requests[-1].messages[-1].content == "I want a table"
+    # one turn, ended at the second pause's look; the first pause's verdict ended nothing
+    assert kit.pipeline.record()["end_of_turn"] == {"look_0": 1} and len(eot.calls) == 2
+
+
 async def test_an_early_transcript_is_kept_when_the_model_ends_the_turn_at_its_pause() -> None:
     eot = FakeEndOfTurn(probabilities=[0.9])
     stt = FakeSTT(delay=0.05)
     kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
                    turn={"detector": "smart-turn", "pause_ms": 200, "speculate_ms": 96,
-                         "max_silence_ms": 3000})
+                         "look_ahead_ms": 0, "max_silence_ms": 3000})
     async with running(kit):
         await kit.feed_live(speech(300) + silence(150))
         await wait_until(lambda: len(stt.calls) == 1)  # the transcript at 96 ms: no model yet
@@ -285,8 +394,9 @@ async def test_an_early_transcript_is_kept_when_the_model_ends_the_turn_at_its_p
 
 async def test_a_sentence_the_model_misjudged_ends_at_sentence_end_ms_and_a_clause_waits() -> None:
     async def decided(words: str) -> tuple[float | None, int]:
-        """When the turn ended after the end of speech (ms), with 300 ms of silence fed and
-        then none for a second (fed faster than real time, the wall clock decides), or None if
+        """When the turn ended after the end of speech (ms), with 250 ms of silence fed (the
+        model asked about its first look only: the second's ask is at 272 ms) and then none
+        for a second (fed faster than real time, the wall clock decides), or None if
         it did not end by then; and how often the model was asked."""
         eot = FakeEndOfTurn(default=0.1)  # "not done", at every look
         kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot,
@@ -294,7 +404,7 @@ async def test_a_sentence_the_model_misjudged_ends_at_sentence_end_ms_and_a_clau
                        turn={"detector": "smart-turn", "pause_ms": 200, "sentence_end_ms": 500,
                              "max_silence_ms": 1500})
         async with running(kit):
-            await kit.feed_live(speech(300) + silence(300))
+            await kit.feed_live(speech(300) + silence(250))
             await asyncio.sleep(1.0)
             ended = [u for u in kit.msgs.transcripts(USER) if u.is_final]
             await kit.feed_live(silence(1300))  # max_silence_ms ends it in any case

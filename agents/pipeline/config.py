@@ -165,6 +165,10 @@ BACKCHANNELS = ("hm", "hmm", "mm", "mhm", "mm-hmm", "mmhmm", "uh-huh", "uh", "um
 """The default ``turn.backchannels`` (English): a listener's acknowledgements and fillers."""
 
 
+MIN_HEARD_SILENCE_MS = 32
+"""smart-turn: silence a look asked ahead (``look_ahead_ms``) must have heard, to extend."""
+
+
 class TurnConfig(BaseModel):
     """When a user turn ends, and when the user takes the floor from the agent."""
 
@@ -217,8 +221,16 @@ class TurnConfig(BaseModel):
     )
     speculate_ms: int | None = Field(
         None, ge=32, le=2000, description="With speculative: silence after which the final "
-        "transcript (and the speculative answer) starts, before smart-turn asks its model at "
-        "pause_ms; null: at pause_ms. No longer than pause_ms.",
+        "transcript (and the speculative answer) starts; null: when smart-turn first asks its "
+        "model (pause_ms less look_ahead_ms), or at pause_ms with the silence detector. No "
+        "longer than pause_ms.",
+    )
+    look_ahead_ms: int = Field(
+        128, ge=0, le=1000, description="smart-turn: the model is asked this much before each "
+        "look (pause_ms, recheck_ms), on the utterance with its silence so far extended to the "
+        "look's by repeating that silence, so its answer is there when the silence reaches the "
+        "look; a turn it judges complete still ends only then, and not if the speaker goes on "
+        "before. At most pause_ms less 32 (some silence heard to extend); 0: asked at the look.",
     )
     end_threshold: float = Field(
         0.5, gt=0.0, lt=1.0, description="smart-turn: completion probability that ends a turn.",
@@ -273,6 +285,22 @@ class TurnConfig(BaseModel):
         later = [2 * self.pause_ms] if self.recheck_ms is None else self.recheck_ms
         return tuple(ms for ms in (self.pause_ms, *later) if ms < self.max_silence_ms)
 
+    @property
+    def asks_ms(self) -> tuple[int, ...]:
+        """smart-turn: the silences (ms) at which each of :attr:`looks_ms` is asked:
+        ``look_ahead_ms`` sooner, but after at least 32 ms of silence."""
+        return tuple(max(MIN_HEARD_SILENCE_MS, ms - self.look_ahead_ms) for ms in self.looks_ms)
+
+    @property
+    def first_speculate_ms(self) -> int:
+        """The silence (ms) at which the speculative transcript starts: ``speculate_ms``, or
+        by default with the model's first ask (smart-turn) or at ``pause_ms`` (silence)."""
+        if self.speculate_ms is not None:
+            return self.speculate_ms
+        if self.detector == "smart-turn" and self.asks_ms:
+            return self.asks_ms[0]
+        return self.pause_ms
+
     @model_validator(mode="after")
     def _pause_before_max_silence(self) -> TurnConfig:
         if self.detector == "smart-turn" and self.max_silence_ms <= self.pause_ms:
@@ -285,6 +313,10 @@ class TurnConfig(BaseModel):
                 and self.recheck_ms:
             raise ValueError(f"turn.recheck_ms must stay below max_silence_ms "
                              f"({self.max_silence_ms}): {self.recheck_ms}")
+        if "look_ahead_ms" in self.model_fields_set and self.detector == "smart-turn" \
+                and self.pause_ms - self.look_ahead_ms < MIN_HEARD_SILENCE_MS:
+            raise ValueError(f"turn.look_ahead_ms must leave at least {MIN_HEARD_SILENCE_MS} ms "
+                             f"of pause_ms ({self.pause_ms}): {self.look_ahead_ms}")
         if self.speculate_ms is not None and self.speculate_ms > self.pause_ms:
             raise ValueError("turn.speculate_ms must not be longer than turn.pause_ms")
         return self

@@ -4,12 +4,13 @@ At a pause (:class:`~agents.pipeline.turns.Paused`, reported once per stage: the
 ``speculate_ms``, the model's at ``pause_ms`` and each ``recheck_ms``) two things may start, each
 in a task this object owns:
 
-- with ``turn.detector: smart-turn``, the end-of-turn model scores the utterance so far, silence
-  included; when it judges the turn complete, ``on_complete(speaker, pause_id)`` asks the
-  pipeline to end the turn now (the detector refuses if the speaker has spoken again since).
-  When it judges it incomplete, the next look (``recheck_ms``) asks again, on the longer
-  silence. If the model fails, the turn ends at ``silence_ms`` instead, as with the silence
-  detector;
+- with ``turn.detector: smart-turn``, the end-of-turn model scores the utterance so far, its
+  silence extended to the look's (it is asked ``look_ahead_ms`` before the look); when it judges
+  the turn complete, ``on_complete(speaker, pause_id, look_ms)`` asks the pipeline to end the
+  turn when its silence reaches the look (the detector refuses if the speaker has spoken again
+  since, and drops the end if they do before). When it judges it incomplete, the next look
+  (``recheck_ms``) asks again, on the longer silence. If the model fails, the turn ends at
+  ``silence_ms`` instead, as with the silence detector;
 - with ``turn.speculative``, the final transcript of the utterance so far. When the turn ends in
   that same pause, :meth:`take_transcript` hands the running transcription to the turn, which
   then waits only for what is left of it; when the speaker goes on (:meth:`resumed`) or the turn
@@ -41,8 +42,9 @@ from agents.providers.errors import ProviderError
 if TYPE_CHECKING:
     from agents.pipeline.reply import ReplyEnv
 
-CompleteCallback = Callable[[str, int], bool]
-"""``(speaker, pause_id)``: end that turn now; False when it is no longer in that pause."""
+CompleteCallback = Callable[[str, int, float], None]
+"""``(speaker, pause_id, at_silence_ms)``: end that turn once its silence reaches
+``at_silence_ms`` (now, if it has), unless it is no longer in that pause."""
 
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*\s*$")
 """A transcript that ends a sentence (its last words closed by . ! ? or an ellipsis)."""
@@ -56,6 +58,8 @@ class _Pause:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     transcript: asyncio.Task[Transcript] | None = None
     draft: Draft | None = None
+    ending: tuple[float, str] | None = None
+    """The end asked of this pause: at what silence (ms), and by what (see ``ends``)."""
 
 
 class PauseWork:
@@ -83,9 +87,8 @@ class PauseWork:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.speculations = {"started": 0, "kept": 0, "dropped": 0}
         self.ends: dict[str, int] = {}
-        """Utterances ended here (turns, and the odd one too short to be a turn), by how:
-        ``look_0`` (the model at pause_ms), ``look_1``... (at each recheck_ms), ``sentence``
-        (sentence_end_ms), ``fallback`` (the model failed)."""
+        """Turns ended here, by how: ``look_0`` (the model at pause_ms), ``look_1``... (at
+        each recheck_ms), ``sentence`` (sentence_end_ms), ``fallback`` (the model failed)."""
         self._answers = answers if config.speculative_answer != "off" else None
         self._idle = idle
         self.answers: dict[str, int] = {"started": 0}
@@ -127,6 +130,14 @@ class PauseWork:
             self._segments.commit(speaker, Heard(pause.transcript_id, pause.samples,
                                                  task.result()))
         self.cancel(speaker)
+
+    def ended(self, ev: TurnEnded) -> None:
+        """The turn ``ev`` ended: counted in :attr:`ends` when it was here that it was ended."""
+        pause = self._pauses.get(ev.speaker)
+        if pause is not None and pause.ending is not None and ev.pause_id == pause.pause_id \
+                and ev.transcript_id == pause.transcript_id:
+            how = pause.ending[1]
+            self.ends[how] = self.ends.get(how, 0) + 1
 
     def take_transcript(self, ev: TurnEnded) -> asyncio.Task[Transcript] | None:
         """The speculative transcription for the turn ``ev`` when it covers all of the turn's
@@ -217,23 +228,23 @@ class PauseWork:
     async def _decide(self, ev: Paused) -> None:
         assert self._eot is not None
         try:
-            p = await self._eot.completion(ev.pcm)
+            p = await self._eot.completion(ev.heard_at_look())
         except ProviderError as e:
             self._log.warning("end_of_turn_failed", speaker=ev.speaker, error=str(e),
                               look=ev.look)
             # Decide as the silence detector would: silence_ms after the end of speech.
             await asyncio.sleep(max(0.0, (ev.end_of_speech_ms + self._cfg.silence_ms
                                           - monotonic_ms()) / 1000.0))
-            p, how = 1.0, "fallback"
+            p, how, at = 1.0, "fallback", 0.0
         else:
-            how = f"look_{ev.look}"
+            how, at = f"look_{ev.look}", ev.hears_ms
         self._log.debug("end_of_turn", speaker=ev.speaker, probability=round(p, 3),
                         pause_id=ev.pause_id, look=ev.look)
         pause = self._pauses.get(ev.speaker)
         if pause is None or pause.pause_id != ev.pause_id:
             return
         if p >= self._cfg.end_threshold:
-            self._complete(ev, how)
+            self._complete(ev, how, at)
         elif self._cfg.sentence_end_ms is not None and pause.transcript is not None \
                 and ev.look == 0:
             await self._end_at_sentence(ev, pause.transcript, self._cfg.sentence_end_ms)
@@ -258,8 +269,12 @@ class PauseWork:
         pause = self._pauses.get(ev.speaker)
         if pause is not None and pause.pause_id == ev.pause_id:
             self._log.debug("end_of_turn_at_sentence", speaker=ev.speaker, pause_id=ev.pause_id)
-            self._complete(ev, "sentence")
+            self._complete(ev, "sentence", 0.0)
 
-    def _complete(self, ev: Paused, how: str) -> None:
-        if self._on_complete(ev.speaker, ev.pause_id):
-            self.ends[how] = self.ends.get(how, 0) + 1
+    def _complete(self, ev: Paused, how: str, at_silence_ms: float) -> None:
+        pause = self._pauses.get(ev.speaker)
+        if pause is None or pause.pause_id != ev.pause_id:
+            return
+        if pause.ending is None or at_silence_ms < pause.ending[0]:
+            pause.ending = (at_silence_ms, how)  # before: the end may come at once
+        self._on_complete(ev.speaker, ev.pause_id, at_silence_ms)

@@ -7,11 +7,14 @@ the utterance's audio, with ``prefix_ms`` from before the onset, for speech reco
 
 A pause (silence inside an utterance) is reported as :class:`Paused`, and speech after it as
 :class:`Resumed`: at a pause the pipeline may start the final transcript speculatively (after
-``speculate_ms``, default ``pause_ms``) and ask an end-of-turn model (after ``pause_ms``, and
-again at each ``recheck_ms``). One pause is reported once per stage, with the same
+``speculate_ms``) and ask an end-of-turn model about each look (``pause_ms``, then each
+``recheck_ms``), ``look_ahead_ms`` before the silence reaches it: the model hears the
+utterance with its silence so far extended to the look's (:func:`extend_silence`), so its
+answer is ready when the look comes. One pause is reported once per stage, with the same
 ``pause_id``; stages that fall on the same silence share one event. With
 ``detector: smart-turn`` the silence that ends a turn on its own is ``max_silence_ms`` (the model
-ends complete turns earlier through :meth:`end_now`); with ``silence`` it is ``silence_ms``.
+ends complete turns earlier through :meth:`end_now`, at the silence of the look it judged); with
+``silence`` it is ``silence_ms``.
 
 ``push`` is synchronous and cheap: it runs for every 10 ms frame of every speaker. ``feed`` is
 its deferred twin for VAD streams that score windows in batches (:class:`BatchedVADStream`, e.g.
@@ -65,8 +68,9 @@ class Paused:
     """The speaker paused inside an utterance. ``pcm`` is the utterance so far; ``pause_id``
     tells this pause from the speaker's others. ``speculate``: the silence reached
     ``speculate_ms`` (start the final transcript; true in exactly one event of a pause);
-    ``decide``: it reached ``pause_ms`` or one of ``recheck_ms`` (ask the end-of-turn model),
-    ``look`` telling which (0: ``pause_ms``)."""
+    ``decide``: ask the end-of-turn model about a look (the silence reached the look less
+    ``look_ahead_ms``), ``look`` telling which (0: ``pause_ms``, then each ``recheck_ms``) and
+    ``hears_ms`` its silence. ``silence_ms`` is the silence heard so far (the end of ``pcm``)."""
 
     speaker: str
     transcript_id: str
@@ -76,6 +80,25 @@ class Paused:
     speculate: bool = True
     decide: bool = True
     look: int = 0
+    silence_ms: float = 0.0
+    hears_ms: float = 0.0
+
+    def heard_at_look(self) -> PCM:
+        """The utterance as the model should hear it at the look: its silence extended to
+        ``hears_ms`` (:func:`extend_silence`)."""
+        return extend_silence(self.pcm, self.silence_ms, self.hears_ms)
+
+
+def extend_silence(pcm: PCM, silence_ms: float, to_ms: float) -> PCM:
+    """16 kHz ``pcm`` that ends in ``silence_ms`` of silence, with that silence repeated until
+    it lasts ``to_ms``: what the speaker's room would most likely sound like after the same
+    silence ``to_ms - silence_ms`` later (faint room tone, not digital zeros). Unchanged when
+    ``to_ms <= silence_ms`` or there is no silence to repeat."""
+    tail = pcm[max(0, pcm.size - int(16 * silence_ms)):]
+    need = int(16 * to_ms) - int(16 * silence_ms)
+    if need <= 0 or tail.size == 0:
+        return pcm
+    return np.concatenate([pcm, np.resize(tail, need)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +183,7 @@ class TurnDetector:
         self._transcript_id = ""
         self._speculated = False  # the current pause's transcript stage reported
         self._looks = 0  # the current pause's end-of-turn stages reported
+        self._end_at: float | None = None  # the silence (ms) at which the pause ends the turn
         self._pause_id = 0
         self._prob_sum = 0.0
         self.words_decide = False
@@ -172,8 +196,9 @@ class TurnDetector:
             return ms if ms is not None and ms < self._end_silence_ms else None
 
         self._looks_ms = config.looks_ms if smart else ()
+        self._asks_ms = config.asks_ms if smart else ()
         self._speculate_ms = before_the_end(
-            (config.speculate_ms or config.pause_ms) if config.speculative else None
+            config.first_speculate_ms if config.speculative else None
         )
 
     @property
@@ -296,7 +321,7 @@ class TurnDetector:
                 self._silence_ms = 0.0
                 self._last_speech_at = now
                 if self._paused:
-                    self._speculated, self._looks = False, 0
+                    self._speculated, self._looks, self._end_at = False, 0, None
                     events.append(Resumed(self.speaker, self._transcript_id, self._pause_id))
             else:
                 self._silence_ms += self._window_ms
@@ -307,13 +332,14 @@ class TurnDetector:
 
     def _silent(self, now: float, events: list[TurnEvent]) -> None:
         """The utterance has been silent for ``_silence_ms``: a pause, or the end of the turn."""
-        if self._silence_ms >= self._end_silence_ms:
+        if self._silence_ms >= self._end_silence_ms or (
+                self._end_at is not None and self._silence_ms >= self._end_at):
             events.append(self._finish(now, truncated=False))
             return
         speculate = (not self._speculated and self._speculate_ms is not None
                      and self._silence_ms >= self._speculate_ms)
         looks = self._looks
-        while looks < len(self._looks_ms) and self._silence_ms >= self._looks_ms[looks]:
+        while looks < len(self._asks_ms) and self._silence_ms >= self._asks_ms[looks]:
             looks += 1  # a gap of dropped audio may pass two
         decide = looks > self._looks
         if not (speculate or decide):
@@ -326,7 +352,8 @@ class TurnDetector:
             speaker=self.speaker, transcript_id=self._transcript_id,
             pause_id=self._pause_id, pcm=self.utterance(),
             end_of_speech_ms=self._last_speech_at, speculate=speculate, decide=decide,
-            look=max(0, looks - 1),
+            look=max(0, looks - 1), silence_ms=self._silence_ms,
+            hears_ms=float(self._looks_ms[looks - 1]) if decide else 0.0,
         ))
 
     def gap(self, ms: float) -> list[TurnEvent]:
@@ -350,12 +377,24 @@ class TurnDetector:
         self._silent(monotonic_ms(), events)
         return events
 
-    def end_now(self, pause_id: int) -> TurnEvent | None:
-        """End the utterance at pause ``pause_id`` (an end-of-turn model judged it complete).
-        None when that pause is over (speech resumed, or the turn already ended)."""
-        if not self._in_speech or not self._paused or self._pause_id != pause_id:
+    def end_now(self, pause_id: int, *, at_silence_ms: float = 0.0) -> TurnEvent | None:
+        """End the utterance at pause ``pause_id`` (an end-of-turn model judged it complete)
+        once its silence reaches ``at_silence_ms`` (the look the model judged): the event, when
+        it has; else the turn ends with the frame that brings the silence there (its event
+        comes from :meth:`push` or ``on_events``) unless speech resumes first. None when that
+        pause is over (speech resumed, or the turn already ended: :meth:`in_pause` is then
+        false), or its end is still to come."""
+        if not self.in_pause(pause_id):
             return None
-        return self._finish(monotonic_ms(), truncated=False)
+        if self._silence_ms >= at_silence_ms:
+            return self._finish(monotonic_ms(), truncated=False)
+        self._end_at = min(at_silence_ms, self._end_at or at_silence_ms)
+        return None
+
+    def in_pause(self, pause_id: int) -> bool:
+        """Pause ``pause_id`` is the current one: the speaker has not gone on, nor the turn
+        ended."""
+        return self._in_speech and self._paused and self._pause_id == pause_id
 
     def flush(self) -> TurnEvent | None:
         """End the current utterance now (the speaker left or stopped publishing)."""
@@ -367,7 +406,7 @@ class TurnDetector:
         self._waiting.clear()
         self._probs = []
         self._in_speech = False
-        self._speculated, self._looks = False, 0
+        self._speculated, self._looks, self._end_at = False, 0, None
         self._chunks = []
         self._samples = 0
         self._prefix.clear()
@@ -387,7 +426,7 @@ class TurnDetector:
         self._speech_ms = self._window_ms
         self._silence_ms = 0.0
         self._last_speech_at = now
-        self._speculated, self._looks = False, 0
+        self._speculated, self._looks, self._end_at = False, 0, None
         self._transcript_id = new_id("TR")
         self._chunks = list(self._prefix)
         self._samples = self._prefix_samples
@@ -400,7 +439,7 @@ class TurnDetector:
         tid = self._transcript_id
         pause_id = self._pause_id if self._paused else None
         self._in_speech = False
-        self._speculated, self._looks = False, 0
+        self._speculated, self._looks, self._end_at = False, 0, None
         self._chunks = []
         self._samples = 0
         self._speech_ms = 0.0

@@ -177,6 +177,7 @@ class VoicePipeline(BargeIn):
                 self._pauses.resumed(speaker)
             elif isinstance(ev, TurnEnded):
                 self._speaking(speaker, False)
+                self._pauses.ended(ev)
                 self._on_turn_ended(ev)
             elif isinstance(ev, SpeechDiscarded):
                 self._speaking(speaker, False)
@@ -191,15 +192,15 @@ class VoicePipeline(BargeIn):
             if not det.paused:  # at a pause the final transcript may be running already
                 self._interims.maybe_run(det)
 
-    def _end_turn_now(self, speaker: str, pause_id: int) -> bool:
+    def _end_turn_now(self, speaker: str, pause_id: int, at_silence_ms: float) -> None:
         """The end-of-turn model judged ``speaker``'s turn complete at pause ``pause_id``:
-        end it, unless that pause is over."""
+        end it once its silence reaches ``at_silence_ms`` (now, or with a later frame), unless
+        that pause is over."""
         det = self._hearing.detector(speaker)
-        ev = det.end_now(pause_id) if det is not None and not self._closed else None
+        ev = det.end_now(pause_id, at_silence_ms=at_silence_ms) \
+            if det is not None and not self._closed else None
         if det is not None and ev is not None:
             self._turn_events(det, [ev])
-            return True
-        return False
 
     def _speaking(self, speaker: str, speaking: bool) -> None:
         """Tell the vision side (if any) who talks: it samples faster while they do."""
