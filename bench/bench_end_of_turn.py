@@ -22,10 +22,16 @@ Per setting: complete utterances ended by a look and the silence they waited (me
 unfinished fragments ended: before ``silence_ms`` (where the silence detector would still wait)
 and at all. Baseline in the same run: one look at ``pause_ms`` (``recheck_ms: []``).
 
+The service asks the model ``look_ahead_ms`` before each look, on the silence heard so far
+repeated to the look's length (``agents.pipeline.turns.extend_silence``), so that its answer is
+ready when the look comes. The default looks are also scored that way (``asked N ms ahead``),
+and their decisions compared with the model's on the real silence: how many agree.
+
     python bench/bench_end_of_turn.py [LOOKS ...]   # e.g. 200,400,800; default: the default
 
-Last line: ``bench_end_of_turn: looks at A ms end x of n complete utterances vs y with one look
-(mean silence waited a vs b ms, <ratio>x), unfinished fragments ended x vs y of m``.
+Last lines: ``bench_end_of_turn: looks at A ms end x of n complete utterances vs y with one look
+(mean silence waited a vs b ms, <ratio>x), unfinished fragments ended x vs y of m`` and
+``bench_end_of_turn: asked N ms ahead, ...: d of D decisions as on the real silence``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +53,7 @@ from bench_voice_to_voice import PAUSED as CALLER_PAUSED  # noqa: E402
 from percentiles import nearest_rank  # noqa: E402
 
 from agents.pipeline.config import TurnConfig  # noqa: E402
+from agents.pipeline.turns import extend_silence  # noqa: E402
 
 SENTENCES = [
     "I would like to book a table for two people tonight.", "My name is Ada Lovelace.",
@@ -83,6 +90,12 @@ class Outcome:
     looks: tuple[int, ...]
     waits: list[int]  # complete: silence (ms) until a look ended it, or max_silence_ms
     unfinished: list[int]  # unfinished: the same
+    ahead: int = 0  # asked this much before each look, on the silence so far extended
+    verdicts: list[bool] = field(default_factory=list)  # each look's judgement, in order
+
+
+Heard = tuple[int, int]
+"""``(silence heard, silence the model is given)`` in ms: equal, or the first extended."""
 
 
 def corpus() -> list[Clip]:
@@ -104,9 +117,9 @@ def corpus() -> list[Clip]:
     return out
 
 
-async def scores(clips: list[Clip], silences: list[int], draw: int) -> list[dict[int, float]]:
+async def scores(clips: list[Clip], heard: list[Heard], draw: int) -> list[dict[Heard, float]]:
     """Each clip's completion probability with each silence (ms of room tone) after it, the
-    tone of random draw ``draw``."""
+    tone of random draw ``draw``; ``(h, ms)``: ``h`` ms heard, extended to ``ms``."""
     from agents.providers.smart_turn import SmartTurn
 
     model = SmartTurn()
@@ -116,19 +129,28 @@ async def scores(clips: list[Clip], silences: list[int], draw: int) -> list[dict
         for clip in clips:
             # the same tone per clip whatever the looks asked
             tone = rng.normal(0.0, 3.0, TONE_MS * RATE // 1000).astype(np.int16)
-            out.append({ms: await model.completion(
-                np.concatenate([clip.pcm, tone[: ms * RATE // 1000]])) for ms in silences})
+            out.append({(h, ms): await model.completion(extend_silence(
+                np.concatenate([clip.pcm, tone[: h * RATE // 1000]]), h, ms)) for h, ms in heard})
         return out
     finally:
         await model.aclose()
 
 
+def asked(looks: tuple[int, ...], ahead: int) -> list[Heard]:
+    """What the model is given at each look, asked ``ahead`` ms before it (as the service
+    asks: after at least 32 ms of silence)."""
+    return [(max(32, ms - ahead) if ahead else ms, ms) for ms in looks]
+
+
 def decide(cfg: TurnConfig, looks: tuple[int, ...], clips: list[Clip],
-           draws: list[list[dict[int, float]]]) -> Outcome:
-    out = Outcome(looks=looks, waits=[], unfinished=[])
+           draws: list[list[dict[Heard, float]]], ahead: int = 0) -> Outcome:
+    out = Outcome(looks=looks, waits=[], unfinished=[], ahead=ahead)
+    keys = asked(looks, ahead)
     for scored in draws:
         for clip, by_silence in zip(clips, scored, strict=True):
-            ended = next((ms for ms in looks if by_silence[ms] >= cfg.end_threshold),
+            verdicts = [by_silence[k] >= cfg.end_threshold for k in keys]
+            out.verdicts += verdicts
+            ended = next((ms for ms, done in zip(looks, verdicts, strict=True) if done),
                          cfg.max_silence_ms)
             (out.waits if clip.complete else out.unfinished).append(ended)
     return out
@@ -136,7 +158,8 @@ def decide(cfg: TurnConfig, looks: tuple[int, ...], clips: list[Clip],
 
 def report(o: Outcome, cfg: TurnConfig) -> None:
     waits, top = sorted(o.waits), cfg.max_silence_ms
-    print(f"looks at {', '.join(map(str, o.looks))} ms: complete utterances ended by a look "
+    ahead = f" asked {o.ahead} ms ahead" if o.ahead else ""
+    print(f"looks at {', '.join(map(str, o.looks))} ms{ahead}: complete utterances ended by a look "
           f"{sum(w < top for w in waits)} of {len(waits)}, silence waited mean "
           f"{statistics.mean(waits):.0f} ms, p90 {nearest_rank(waits, 0.9):.0f} ms; unfinished "
           f"fragments ended before silence_ms ({cfg.silence_ms}) "
@@ -153,14 +176,16 @@ def main(specs: list[str]) -> int:
         if looks[-1] > TONE_MS:
             raise SystemExit(f"looks up to {TONE_MS} ms: {looks}")
     clips = corpus()
-    silences = sorted({ms for looks in settings for ms in looks})
-    draws = [asyncio.run(scores(clips, silences, draw)) for draw in range(DRAWS)]
+    heard = sorted({k for looks in settings for k in asked(looks, 0)}
+                   | set(asked(cfg.looks_ms, cfg.look_ahead_ms)))
+    draws = [asyncio.run(scores(clips, heard, draw)) for draw in range(DRAWS)]
     outcomes = [decide(cfg, looks, clips, draws) for looks in settings]
+    early = decide(cfg, cfg.looks_ms, clips, draws, ahead=cfg.look_ahead_ms)
     print(f"{sum(c.complete for c in clips)} complete utterances, "
           f"{sum(not c.complete for c in clips)} unfinished fragments, 4 voices, each after "
           f"{DRAWS} draws of room tone (counted once per draw); end_threshold "
           f"{cfg.end_threshold}, max_silence_ms {cfg.max_silence_ms}")
-    for o in outcomes:
+    for o in [*outcomes, early]:
         report(o, cfg)
     base, best = outcomes[0], outcomes[1]
     top = cfg.max_silence_ms
@@ -171,6 +196,14 @@ def main(specs: list[str]) -> int:
           f"{statistics.mean(best.waits) / statistics.mean(base.waits):.2f}x), unfinished "
           f"fragments ended {sum(w < top for w in best.unfinished)} vs "
           f"{sum(w < top for w in base.unfinished)} of {len(base.unfinished)}")
+    same = sum(a == b for a, b in zip(best.verdicts, early.verdicts, strict=True))
+    print(f"bench_end_of_turn: asked {early.ahead} ms ahead (the silence heard so far "
+          f"repeated to the look's), looks at {', '.join(map(str, early.looks))} ms end "
+          f"{sum(w < top for w in early.waits)} vs {sum(w < top for w in best.waits)} of "
+          f"{len(best.waits)} complete utterances, unfinished fragments "
+          f"{sum(w < top for w in early.unfinished)} vs {sum(w < top for w in best.unfinished)}"
+          f" of {len(best.unfinished)}: {same} of {len(best.verdicts)} decisions as on the "
+          f"real silence")
     return 0
 
 
