@@ -44,6 +44,28 @@ def test_windows_cover_the_frames_in_growing_windows() -> None:
         Windows(context=-1)
 
 
+def test_windows_start_small_again_while_nothing_is_audible() -> None:
+    w = Windows(first=24, largest=96)
+    assert [w.next_size(24), w.next_size(48), w.next_size(96)] == [48, 96, 96]
+    assert w.next_size(24, quiet=True) == 24 and w.next_size(96, quiet=True) == 24
+
+
+def test_a_sentence_that_begins_with_a_pause_has_its_first_sound_in_a_short_window() -> None:
+    voice, halves = _streaming_voice()
+    inputs = _inputs(voice, CLAUSE)  # begins with 0.28 s of silence: the whole first window
+    latent = halves.frames(inputs)
+    windows = Windows()
+    parts = list(halves.samples(latent, inputs, windows))
+    assert float(np.abs(parts[0]).max()) <= windows.quiet_level
+    assert [p.size // halves.hop for p in parts[:3]] == [24, 24, 48]  # not 24, 48, 96
+    n = latent.shape[2]
+    whole = np.concatenate(list(halves.samples(latent, inputs, Windows(first=n, largest=n))))
+    assert float(np.abs(np.concatenate(parts) - whole).max()) < 1e-4
+    # a window counted audible whatever it holds: the sizes simply double
+    loud = list(halves.samples(latent, inputs, Windows(quiet_level=-1.0)))
+    assert [p.size // halves.hop for p in loud[:3]] == [24, 48, 96]
+
+
 def _inputs(voice: StreamingVoice, text: str) -> dict[str, np.ndarray]:
     from piper import SynthesisConfig
 

@@ -21,7 +21,9 @@ The first audio of a sentence is then ready after its frames and one short windo
 after the whole sentence (``bench/bench_tts.py``, first audible chunk, one core, quiet: 2.14x
 sooner over six texts, the whole sentence 1.1-1.2x the time). That clause begins with 0.28 s of
 silence, its whole first window, which the speech path trims: its first sound is the second
-window's, 136 ms against 231 ms whole.
+window's. While no window has been audible yet (none louder than :data:`QUIET_LEVEL`), the next
+is as short as the first instead of twice as long, so that first sound too is vocoded in a short
+window (figures in ``bench_tts.py``'s docstring and the README).
 
 Loudness: Piper scales each sentence to full peak (``normalize_audio``), which needs the whole
 sentence. Streaming uses one gain per voice instead, measured at load on
@@ -58,6 +60,10 @@ CALIBRATION = "Hello. Yes. Thank you! Goodbye."
 HEADROOM = 0.9
 """The loudest calibration sentence's peak, as a share of full scale, after the gain."""
 
+QUIET_LEVEL = 1e-3
+"""The vocoder's output (before the gain) no louder than this is silence (-60 dB; the speech
+path trims an answer's leading samples below about -50 dBFS)."""
+
 Float = npt.NDArray[np.float32]
 
 
@@ -71,6 +77,8 @@ class Windows:
     """Each later window is twice the one before, up to this many frames."""
     context: int = 10
     """Frames of each neighbour run with a window, whose samples are then cut away."""
+    quiet_level: float = QUIET_LEVEL
+    """A window none of whose samples is louder than this is silent (see :meth:`spans`)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.first <= self.largest:
@@ -79,12 +87,20 @@ class Windows:
             raise ValueError("windows: context must be >= 0")
 
     def spans(self, frames: int) -> Iterator[tuple[int, int]]:
-        """``(start, end)`` of each window over ``frames`` frames, in order, covering them."""
+        """``(start, end)`` of each window over ``frames`` frames, in order, covering them,
+        when each window is audible (see :meth:`next_size`)."""
         start, size = 0, self.first
         while start < frames:
             end = min(frames, start + size)
             yield start, end
-            start, size = end, min(self.largest, size * 2)
+            start, size = end, self.next_size(size)
+
+    def next_size(self, size: int, *, quiet: bool = False) -> int:
+        """The window after one of ``size`` frames: twice as long, up to ``largest``; but
+        ``first`` again while nothing audible has come yet (``quiet``), so that a sentence
+        that begins with a pause as long as the first window has its first sound vocoded in a
+        short window too."""
+        return self.first if quiet else min(self.largest, size * 2)
 
 
 class VoiceHalves:
@@ -112,7 +128,9 @@ class VoiceHalves:
         extra = {k: v for k, v in inputs.items() if k in self._vocoder_inputs}
         total = latent.shape[2]
         hop, ctx = self.hop, windows.context
-        for start, end in windows.spans(total):
+        start, size, heard = 0, windows.first, False
+        while start < total:
+            end = min(total, start + size)
             lo, hi = max(0, start - ctx), min(total, end + ctx)
             feed = {self._latent: np.ascontiguousarray(latent[:, :, lo:hi]), **extra}
             out = self._vocoder.run(None, feed)[0].reshape(-1)
@@ -122,7 +140,10 @@ class VoiceHalves:
                     f"not {hop} per frame"
                 )
             skip = (start - lo) * hop
-            yield out[skip : skip + (end - start) * hop]
+            window = out[skip : skip + (end - start) * hop]
+            heard = heard or float(np.abs(window).max(initial=0.0)) > windows.quiet_level
+            yield window
+            start, size = end, windows.next_size(size, quiet=not heard)
 
 
 def _split(model_path: Path, threads: int, hop: int) -> VoiceHalves | None:
