@@ -91,8 +91,9 @@ Pcm = npt.NDArray[np.float32]
 def sox_16k(args: list[str], data: bytes | None = None) -> Pcm:
     """Audio through sox to 16 kHz mono float in [-1, 1], the same every run (``-D``: sox
     would otherwise dither the 16-bit output at random, and a model's score can move with it)."""
-    out = subprocess.run(["sox", "-D", *args, "-t", "raw", "-r", str(RATE), "-c", "1", "-e", "signed",
-                          "-b", "16", "-"], input=data, capture_output=True, check=True).stdout
+    out = subprocess.run(["sox", "-D", *args, "-t", "raw", "-r", str(RATE), "-c", "1", "-e",
+                          "signed", "-b", "16", "-"], input=data, capture_output=True,
+                         check=True).stdout
     return np.frombuffer(out, np.int16).astype(np.float32) / 32768.0
 
 
