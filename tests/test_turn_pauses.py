@@ -5,8 +5,10 @@ speaker goes on). Fakes only: the real model is in test_smart_turn.py."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
+import pytest
 from fakes import FakeEndOfTurn, FakeLLM, FakeSTT, FakeVAD, silence, speech
 from pipeline_kit import USER, make_kit, pipeline_tasks, running, wait_until
 
@@ -218,12 +220,8 @@ def test_extend_silence_repeats_the_silence_heard() -> None:
 
 
 def test_look_ahead_must_leave_some_silence_to_extend() -> None:
-    try:
+    with pytest.raises(ValueError, match="look_ahead_ms"):  # leaves 20 ms of pause_ms
         TurnConfig(detector="smart-turn", pause_ms=200, look_ahead_ms=180)
-    except ValueError as e:
-        assert "look_ahead_ms" in str(e)
-    else:
-        raise AssertionError("accepted look_ahead_ms that leaves 20 ms of pause_ms")
     # the default on a short pause: asked after 32 ms of silence, the transcript with it
     cfg = TurnConfig(detector="smart-turn", pause_ms=100)
     assert cfg.asks_ms == (32, 72) and cfg.first_speculate_ms == 32
@@ -335,15 +333,23 @@ async def test_a_turn_judged_incomplete_at_the_pause_ends_at_the_second_look() -
     assert kit.pipeline.record()["end_of_turn"] == {"look_1": 1}
 
 
+AHEAD_TURN = {"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000}
+
+
+async def _judged_before_the_look(kit: Any, eot: FakeEndOfTurn) -> None:
+    """Speech, then 150 ms of silence: the model was asked (at 80 ms) and has answered, and
+    the look's 200 ms of silence has not come."""
+    await kit.feed_live(speech(300) + silence(150))
+    await wait_until(lambda: len(eot.calls) == 1)
+    await asyncio.sleep(0.05)
+
+
 async def test_the_model_asked_ahead_ends_the_turn_when_the_look_s_silence_comes() -> None:
     eot = FakeEndOfTurn(probabilities=[0.9])
     stt = FakeSTT(delay=0.01)
-    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
-                   turn={"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000})
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt, turn=AHEAD_TURN)
     async with running(kit):
-        await kit.feed_live(speech(300) + silence(150))
-        await wait_until(lambda: len(eot.calls) == 1)
-        await asyncio.sleep(0.05)
+        await _judged_before_the_look(kit, eot)
         # judged complete, on the silence extended to 200 ms; 150 ms came: not ended yet
         assert eot.calls[0] == 16 * (300 + 200)
         assert [u for u in kit.msgs.transcripts(USER) if u.is_final] == []
@@ -359,12 +365,9 @@ async def test_a_turn_judged_complete_ahead_goes_on_if_the_speaker_does() -> Non
     eot = FakeEndOfTurn(probabilities=[0.9, 0.9])
     # the first pause's transcript is kept; the audio after it is recognised alone
     stt = FakeSTT(script=lambda pcm: "I want" if pcm.size < 16 * 450 else "a table")
-    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt,
-                   turn={"detector": "smart-turn", "pause_ms": 200, "max_silence_ms": 3000})
+    kit = make_kit(llm=FakeLLM(default="Fine."), end_of_turn=eot, stt=stt, turn=AHEAD_TURN)
     async with running(kit):
-        await kit.feed_live(speech(300) + silence(150))
-        await wait_until(lambda: len(eot.calls) == 1)
-        await asyncio.sleep(0.05)
+        await _judged_before_the_look(kit, eot)
         await kit.feed_live(speech(300) + silence(300))  # went on before the look's 200 ms
         await kit.agent_final()
     assert [u.text for u in kit.msgs.transcripts(USER) if u.is_final] == ["I want a table"]
