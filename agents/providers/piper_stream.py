@@ -38,7 +38,7 @@ sentences as Piper does.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,14 +86,17 @@ class Windows:
         if self.context < 0:
             raise ValueError("windows: context must be >= 0")
 
-    def spans(self, frames: int) -> Iterator[tuple[int, int]]:
-        """``(start, end)`` of each window over ``frames`` frames, in order, covering them,
-        when each window is audible (see :meth:`next_size`)."""
+    def spans(
+        self, frames: int, quiet: Callable[[], bool] = lambda: False
+    ) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` of each window over ``frames`` frames, in order, covering them;
+        ``quiet()``, asked after each window, tells whether nothing audible has come yet (see
+        :meth:`next_size`)."""
         start, size = 0, self.first
         while start < frames:
             end = min(frames, start + size)
             yield start, end
-            start, size = end, self.next_size(size)
+            start, size = end, self.next_size(size, quiet=quiet())
 
     def next_size(self, size: int, *, quiet: bool = False) -> int:
         """The window after one of ``size`` frames: twice as long, up to ``largest``; but
@@ -128,9 +131,12 @@ class VoiceHalves:
         extra = {k: v for k, v in inputs.items() if k in self._vocoder_inputs}
         total = latent.shape[2]
         hop, ctx = self.hop, windows.context
-        start, size, heard = 0, windows.first, False
-        while start < total:
-            end = min(total, start + size)
+        heard = False
+
+        def quiet() -> bool:
+            return not heard
+
+        for start, end in windows.spans(total, quiet):
             lo, hi = max(0, start - ctx), min(total, end + ctx)
             feed = {self._latent: np.ascontiguousarray(latent[:, :, lo:hi]), **extra}
             out = self._vocoder.run(None, feed)[0].reshape(-1)
@@ -143,7 +149,6 @@ class VoiceHalves:
             window = out[skip : skip + (end - start) * hop]
             heard = heard or float(np.abs(window).max(initial=0.0)) > windows.quiet_level
             yield window
-            start, size = end, windows.next_size(size, quiet=not heard)
 
 
 def _split(model_path: Path, threads: int, hop: int) -> VoiceHalves | None:
