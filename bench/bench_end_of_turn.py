@@ -136,16 +136,13 @@ async def scores(clips: list[Clip], heard: list[Heard], draw: int) -> list[dict[
         await model.aclose()
 
 
-def asked(looks: tuple[int, ...], ahead: int) -> list[Heard]:
-    """What the model is given at each look, asked ``ahead`` ms before it (as the service
-    asks: after at least 32 ms of silence)."""
-    return [(max(32, ms - ahead) if ahead else ms, ms) for ms in looks]
-
-
 def decide(cfg: TurnConfig, looks: tuple[int, ...], clips: list[Clip],
-           draws: list[list[dict[Heard, float]]], ahead: int = 0) -> Outcome:
+           draws: list[list[dict[Heard, float]]], asks: tuple[int, ...] | None = None) -> Outcome:
+    """The outcome of asking the model about ``looks``, at the silences ``asks`` (default: at
+    the looks themselves)."""
+    ahead = looks[0] - asks[0] if asks else 0
     out = Outcome(looks=looks, waits=[], unfinished=[], ahead=ahead)
-    keys = asked(looks, ahead)
+    keys: list[Heard] = list(zip(asks or looks, looks, strict=True))
     for scored in draws:
         for clip, by_silence in zip(clips, scored, strict=True):
             verdicts = [by_silence[k] >= cfg.end_threshold for k in keys]
@@ -176,11 +173,11 @@ def main(specs: list[str]) -> int:
         if looks[-1] > TONE_MS:
             raise SystemExit(f"looks up to {TONE_MS} ms: {looks}")
     clips = corpus()
-    heard = sorted({k for looks in settings for k in asked(looks, 0)}
-                   | set(asked(cfg.looks_ms, cfg.look_ahead_ms)))
+    heard = sorted({(ms, ms) for looks in settings for ms in looks}
+                   | set(zip(cfg.asks_ms, cfg.looks_ms, strict=True)))  # as the service asks
     draws = [asyncio.run(scores(clips, heard, draw)) for draw in range(DRAWS)]
     outcomes = [decide(cfg, looks, clips, draws) for looks in settings]
-    early = decide(cfg, cfg.looks_ms, clips, draws, ahead=cfg.look_ahead_ms)
+    early = decide(cfg, cfg.looks_ms, clips, draws, asks=cfg.asks_ms)
     print(f"{sum(c.complete for c in clips)} complete utterances, "
           f"{sum(not c.complete for c in clips)} unfinished fragments, 4 voices, each after "
           f"{DRAWS} draws of room tone (counted once per draw); end_threshold "
