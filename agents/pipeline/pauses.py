@@ -1,12 +1,12 @@
 """What runs while a speaker pauses: the end-of-turn decision and the speculative transcript.
 
 At a pause (:class:`~agents.pipeline.turns.Paused`, reported once per stage: the transcript's at
-``speculate_ms``, the model's at ``pause_ms`` and each ``recheck_ms``) two things may start, each
-in a task this object owns:
+``speculate_ms``, the model's ``look_ahead_ms`` before ``pause_ms`` and each ``recheck_ms``)
+two things may start, each in a task this object owns:
 
 - with ``turn.detector: smart-turn``, the end-of-turn model scores the utterance so far, its
   silence extended to the look's (it is asked ``look_ahead_ms`` before the look); when it judges
-  the turn complete, ``on_complete(speaker, pause_id, look_ms)`` asks the pipeline to end the
+  the turn complete, ``on_complete(speaker, pause_id, at_silence_ms)`` asks the pipeline to end the
   turn when its silence reaches the look (the detector refuses if the speaker has spoken again
   since, and drops the end if they do before). When it judges it incomplete, the next look
   (``recheck_ms``) asks again, on the longer silence. If the model fails, the turn ends at
