@@ -214,6 +214,10 @@ def real_service(server: LiveKitServer, workdir: Path, *, port: int = WEBHOOK_PO
 
 @pytest.fixture(params=["memory", pytest.param("livekit", marks=pytest.mark.livekit)])
 async def stage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stage]:
+    # ``@pytest.mark.stage_config(agent={...})``: configuration merged over service_config's
+    # (top-level keys; a dict replaces the same keys of the default's dict), on both stages.
+    marker = request.node.get_closest_marker("stage_config")
+    extra: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     if request.param == "memory":
         from agents.entry import make_job_body
         from agents.transport.memory import MemoryHub
@@ -222,7 +226,7 @@ async def stage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
         hub = MemoryHub()
         settings = Settings.model_validate({
-            **service_config(artifacts=tmp_path / "jobs"),
+            **service_config(artifacts=tmp_path / "jobs", **extra),
             "dev_mode": True, "webhook_secrets": [SECRET], "admin_token": ADMIN,
             "livekit_api_key": "devkey",
             "livekit_api_secret": "devsecret-devsecret-devsecret-0123",
@@ -239,7 +243,7 @@ async def stage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
                 await mem.aclose()
         return
     server: LiveKitServer = request.getfixturevalue("live_server")
-    service = real_service(server, tmp_path)
+    service = real_service(server, tmp_path, **extra)
     await service.start()
     real = RealStage(server=server, service=service)
     try:
