@@ -626,7 +626,12 @@ class ServiceProcess:
         self._config = config
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15)
+        # httpx keeps an idle connection 5 s, as long as the service does (its
+        # keep_alive_timeout): a request sent on one the service is closing that very moment
+        # fails with ReadError. A shorter expiry here never reuses a connection that old.
+        self.client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=15,
+            limits=httpx.Limits(keepalive_expiry=2.0))
 
     @property
     def pid(self) -> int | None:
