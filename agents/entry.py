@@ -162,13 +162,15 @@ class AgentJobBody:
             signal_timeout = config.room.connect_timeout
             max_backlog_ms = config.room.max_audio_backlog_ms
             sdk_frame_ms = config.room.sdk_frame_ms
+            single_pc = config.room.single_peer_connection
             backlog = self._backlog
             router = self._router if config.room.route_audio_events else None
 
             def transport_factory() -> RoomTransport:
                 return LiveKitTransport(signal_timeout=signal_timeout,
                                         max_backlog_ms=max_backlog_ms, backlog=backlog,
-                                        router=router, sdk_frame_ms=sdk_frame_ms)
+                                        router=router, sdk_frame_ms=sdk_frame_ms,
+                                        single_peer_connection=single_pc)
         else:
             raise JobFailed(f"unsupported server url scheme: {spec.server_url.split(':')[0]!r}")
         participant = AgentParticipant(

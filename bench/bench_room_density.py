@@ -24,6 +24,7 @@ ended (finals) per room over the window: proof each job kept up.
     python bench/bench_room_density.py [--rooms 8] [--seconds 20] [--systems ours,livekit-agents]
         [--systems ours-unrouted,ours]   # the SDK's audio event delivery against our routing
         [--systems ours-sdk-logs,ours]   # the SDK's native log records forwarded, or not
+        [--systems ours-single-pc,ours]  # one peer connection per job (the SDK's default) or two
         [--py-spy FILE]   # also profile our service over the window (pip install py-spy)
         [--breakdown]     # ours logs at info: where dispatch-to-agent time goes, per stage
         [--joins-only]    # silent callers, no density window: the dispatch burst alone
@@ -151,12 +152,15 @@ class Ours(System):
 
     def __init__(self, server: LiveKitServer, workdir: Path, stt_url: str, rooms: int, *,
                  routed: bool = True, sdk_frame_ms: int = 30, log_level: str = "warning",
-                 native_logs: bool = False) -> None:
+                 native_logs: bool = False, single_pc: bool = False) -> None:
         agent = listening_agent(stt_url=stt_url, artifacts=workdir / "jobs")
         agent["room"]["route_audio_events"] = routed
         agent["room"]["sdk_frame_ms"] = sdk_frame_ms
         agent["room"]["native_log_capture"] = native_logs
-        if native_logs:
+        agent["room"]["single_peer_connection"] = single_pc
+        if single_pc:
+            self.name = "ours-single-pc"
+        elif native_logs:
             self.name = "ours-sdk-logs"
         elif not routed:
             self.name = "ours-unrouted"
@@ -456,7 +460,7 @@ async def run(args: argparse.Namespace) -> None:
         raise SystemExit("no livekit-server: `make livekit-server` builds it into .tools/")
     systems = args.systems.split(",")
     if "livekit-agents" in systems:
-        ensure_lk_agents()
+        ensure_lk_agents()  # installed before the namespace was entered; checked again here
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="bench-density-") as tmp:
         work = Path(tmp)
@@ -479,6 +483,10 @@ async def run(args: argparse.Namespace) -> None:
                     elif name == "ours-sdk-logs":  # the SDK's native logs forwarded to Python
                         system = Ours(server, work / name, stt.base_url, args.rooms,
                                       native_logs=True)
+                    elif name == "ours-single-pc":  # one peer connection, the SDK's default
+                        system = Ours(server, work / name, stt.base_url, args.rooms,
+                                      log_level="info" if args.breakdown else "warning",
+                                      single_pc=True)
                     elif name == "livekit-agents":
                         system = LiveKitAgents(server, work)
                     else:
@@ -548,6 +556,8 @@ def main() -> None:
                         help="silent callers, no density window: the dispatch burst alone")
     args = parser.parse_args()
     if not in_private_netns():
+        if "livekit-agents" in args.systems.split(","):
+            ensure_lk_agents()  # here: the private namespace has no route to PyPI
         netns = ROOT / "scripts" / "netns-run"
         os.execv(str(netns), [str(netns), sys.executable, __file__, *sys.argv[1:]])
     asyncio.run(run(args))

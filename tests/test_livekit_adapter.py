@@ -177,3 +177,26 @@ async def test_server_that_never_answers_fails_within_the_deadline(
     # the abandoned connects left no subscription to the SDK's events behind
     assert len(FfiClient.instance.queue._subscribers) == subscribers
     assert e.value.record["end_reason"].startswith("failed: could not join room")
+
+
+@pytest.mark.parametrize("single", [None, True])
+async def test_the_join_asks_for_the_configured_peer_connections(
+    monkeypatch: pytest.MonkeyPatch, single: bool | None,
+) -> None:
+    # The SDK joins with one peer connection when not told; the service always tells it, and
+    # two unless configured (a burst of joins costs about half the CPU with two).
+    asked: list[rtc.RoomOptions] = []
+
+    async def connect(self: rtc.Room, url: str, token: str,
+                      options: rtc.RoomOptions | None = None) -> None:
+        assert options is not None
+        asked.append(options)
+        raise rtc.ConnectError("refused by the test")
+
+    monkeypatch.setattr(rtc.Room, "connect", connect)
+    room = {"connect_attempts": 1} if single is None else {
+        "connect_attempts": 1, "single_peer_connection": single}
+    h = Harness(config_overrides={"room": room})
+    with pytest.raises(JobFailed, match="refused by the test"):
+        await h.body(make_spec(url="ws://127.0.0.1:9"), h.reporter)
+    assert [o.single_peer_connection for o in asked] == [bool(single)]

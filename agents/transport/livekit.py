@@ -111,8 +111,10 @@ class LiveKitTransport(RoomTransport):
         backlog: AudioBacklog | None = None,
         router: AudioEventRouter | None = None,
         sdk_frame_ms: int = SDK_FRAME_MS,
+        single_peer_connection: bool = False,
     ) -> None:
         self._signal_timeout = signal_timeout
+        self._single_pc = single_peer_connection
         self._sdk_frame_ms = sdk_frame_ms
         self._max_backlog_ms = max_backlog_ms
         self._backlog = backlog
@@ -156,7 +158,9 @@ class LiveKitTransport(RoomTransport):
         self._video = video
         room = rtc.Room()
         self._subscribe_events(room)
-        options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=self._signal_timeout)
+        # Always said, never left to the SDK's default (which is one peer connection).
+        options = rtc.RoomOptions(auto_subscribe=False, connect_timeout=self._signal_timeout,
+                                  single_peer_connection=self._single_pc)
         # The SDK's connect goes on natively when its coroutine is cancelled: a join that lands
         # after our deadline would leave the agent in the room as a ghost (whose identity then
         # kicks out the next attempt's connection). So the connect runs as its own task, and a
