@@ -37,7 +37,8 @@ synthesis on 2 onnxruntime threads each, ``@1,2``: recognition on 1, synthesis o
 ``~96``: the final transcript starts after 96 ms of silence, ``turn.speculate_ms``;
 ``+key=value``: any other ``turn`` setting, e.g. ``+sentence_end_ms=500``; ``:float32``:
 Moonshine's decoder in float32, as before it ran in int8; ``:whole``: Piper synthesises whole
-sentences, as before it streamed windows; ``:float32,whole``: both), the first one is the
+sentences, as before it streamed windows; ``:float32,whole``: both; ``:single-pc``: the agent
+joins with one peer connection, the SDK's default, instead of two), the first one is the
 baseline.
 ``BENCH_KEEP_LOGS=DIR`` keeps the services' and the server's logs there.
 """
@@ -131,6 +132,8 @@ class Run:
     """Moonshine's decoder in float32 (``:float32``; default int8)."""
     whole: bool = False
     """Piper synthesises whole sentences (``:whole``; default streamed windows)."""
+    single_pc: bool = False
+    """The agent joins with one peer connection (``:single-pc``; default two)."""
     speculate_ms: int | None = None
     """``turn.speculate_ms`` (``~N``; default: at ``pause_ms``)."""
     overrides: tuple[str, ...] = ()
@@ -155,7 +158,8 @@ class Run:
         threads = "" if self.threads == (1, 1) else "@" + ",".join(map(str, self.threads))
         early = f"~{self.speculate_ms}" if self.speculate_ms else ""
         more = "".join(f"+{o}" for o in self.overrides)
-        flags = ",".join(f for f, on in (("float32", self.float32), ("whole", self.whole)) if on)
+        flags = ",".join(f for f, on in (("float32", self.float32), ("whole", self.whole),
+                                         ("single-pc", self.single_pc)) if on)
         flags = f":{flags}" if flags else ""
         return f"{self.detector}/{self.answer}{fast}{early}{more}{threads}{flags}"
 
@@ -218,16 +222,17 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
                        rounds: list[list[Utterance]], barge: np.ndarray) -> Run:
     variant, _, flagged = variant.partition(":")
     flags = set(filter(None, flagged.split(",")))
-    if flags - {"float32", "whole"}:
-        raise SystemExit(f"unknown flags {sorted(flags - {'float32', 'whole'})}: "
-                         ":float32 and :whole")
+    known = {"float32", "whole", "single-pc"}
+    if flags - known:
+        raise SystemExit(f"unknown flags {sorted(flags - known)}: "
+                         ":float32, :whole and :single-pc")
     variant, _, threads = variant.partition("@")
     variant, *overrides = variant.split("+")
     variant, _, early = variant.partition("~")
     detector, answer, *fast = variant.split("/")
     stt_threads, _, tts_threads = (threads or "1").partition(",")
     run = Run(detector=detector, answer=answer, fast="/".join(fast), float32="float32" in flags,
-              whole="whole" in flags,
+              whole="whole" in flags, single_pc="single-pc" in flags,
               threads=(int(stt_threads), int(tts_threads or stt_threads)),
               speculate_ms=int(early) if early else None, overrides=tuple(overrides))
     tag = "-".join([detector, answer, *fast, *[f"s{early}"][:bool(early)],
@@ -249,10 +254,11 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
             "moonshine": {"type": "moonshine", "model": "base", "threads": run.threads[0],
                           "int8": not run.float32},
             "piper": {"type": "piper", "threads": run.threads[1], "streaming": not run.whole}}
-    service = real_service(
-        server, workdir / tag,
-        agent={"persona": {"greeting": "Hello.", "todo_items": []}, "pipeline": pipeline},
-    )
+    agent: dict[str, Any] = {"persona": {"greeting": "Hello.", "todo_items": []},
+                             "pipeline": pipeline}
+    if "single-pc" in flags:  # one peer connection, the SDK's own default
+        agent["room"] = {"participant_wait": 20, "single_peer_connection": True}
+    service = real_service(server, workdir / tag, agent=agent)
     await service.start(within=120)
     stage = RealStage(server=server, service=service, mic_queue_ms=MIC_QUEUE_MS)
     loop = asyncio.get_running_loop()
