@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from livekit_env import render_speech
+from livekit_env import Caller, render_speech
 from stage import GREETING, Stage, stage
 
 from agents.providers.decode_guard import trailing_loop
@@ -20,6 +20,18 @@ pytestmark = [pytest.mark.embedded, pytest.mark.timeout(120)]
 
 def _final_agent_text(data: dict[str, Any], agent: str) -> bool:
     return bool(data["is_final"]) and data["participant_id"] == agent
+
+
+async def _say_after_the_greeting(caller: Caller, sentence: str) -> tuple[int, float, str]:
+    """Once the greeting has played out, ``caller`` says ``sentence``: the count of messages
+    before it, when the speech ended, and the caller's final transcript of it."""
+    await asyncio.sleep(0.5)  # the greeting's audio plays out
+    seen = len(caller.received)
+    ended = await caller.say(await render_speech(sentence))
+    final = await caller.wait_message(
+        "transcript_chunk", lambda d: d["is_final"] and d["participant_id"] == caller.identity,
+        after=seen)
+    return seen, ended, str(final.data["text"])
 
 
 def _todo_status(data: dict[str, Any], item: str) -> str:
@@ -47,14 +59,8 @@ async def test_a_caller_is_greeted_answered_by_voice_and_the_job_completes_with_
     # when the first copies arrived before it knew the agent (defect d)
     await caller.wait_message("agent_status", sender=agent)
     await caller.wait_message("todo_list", sender=agent)
-    await asyncio.sleep(0.5)  # the greeting's audio plays out
-
-    seen = len(caller.received)
-    ended = await caller.say(await render_speech("My name is Alice Johnson."))
-    user_final = await caller.wait_message(
-        "transcript_chunk", lambda d: d["is_final"] and d["participant_id"] == "alice",
-        after=seen)
-    assert "alice" in user_final.data["text"].lower()
+    seen, ended, heard = await _say_after_the_greeting(caller, "My name is Alice Johnson.")
+    assert "alice" in heard.lower()
     await caller.wait_message("agent_status", lambda d: d["status"] == "thinking", after=seen)
     changed = await caller.wait_message(
         "todo_list", lambda d: _todo_status(d, "name") != "pending", after=seen)
@@ -90,14 +96,9 @@ async def test_with_smart_turn_a_finished_sentence_is_ended_by_the_model_and_ans
     await stage.dispatch(job_id="AJ_smart1", room="room-smart")
     agent = "ai-agent-AJ_smart1"
     await caller.wait_message("transcript_chunk", lambda d: _final_agent_text(d, agent))
-    await asyncio.sleep(0.5)  # the greeting's audio plays out
-
-    seen = len(caller.received)
-    ended = await caller.say(await render_speech("I would like to book an appointment."))
-    user_final = await caller.wait_message(
-        "transcript_chunk", lambda d: d["is_final"] and d["participant_id"] == "carol",
-        after=seen)
-    assert "appointment" in user_final.data["text"].lower()
+    seen, ended, heard = await _say_after_the_greeting(
+        caller, "I would like to book an appointment.")
+    assert "appointment" in heard.lower()
     answer = await caller.wait_message(
         "transcript_chunk", lambda d: _final_agent_text(d, agent), after=seen)
     assert answer.data["text"]
