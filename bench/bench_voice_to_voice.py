@@ -257,7 +257,7 @@ async def run_detector(server: LiveKitServer, workdir: Path, variant: str,
     agent: dict[str, Any] = {"persona": {"greeting": "Hello.", "todo_items": []},
                              "pipeline": pipeline}
     if "single-pc" in flags:  # one peer connection, the SDK's own default
-        agent["room"] = {"participant_wait": 20, "single_peer_connection": True}
+        agent["room"] = {"single_peer_connection": True}
     service = real_service(server, workdir / tag, agent=agent)
     await service.start(within=120)
     stage = RealStage(server=server, service=service, mic_queue_ms=MIC_QUEUE_MS)

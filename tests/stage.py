@@ -75,12 +75,18 @@ def service_config(*, artifacts: Path, max_jobs: int = 3, **extra: Any) -> dict[
             "room": {"participant_wait": 20},
         },
     }
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
+    return _merged(cfg, extra)
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base`` at every depth: a dict merges into a dict, anything else
+    replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = _merged(old, value) if isinstance(value, dict) and isinstance(old, dict) \
+            else value
+    return out
 
 
 class Stage(abc.ABC):
@@ -215,7 +221,7 @@ def real_service(server: LiveKitServer, workdir: Path, *, port: int = WEBHOOK_PO
 @pytest.fixture(params=["memory", pytest.param("livekit", marks=pytest.mark.livekit)])
 async def stage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stage]:
     # ``@pytest.mark.stage_config(agent={...})``: configuration merged over service_config's
-    # (top-level keys; a dict replaces the same keys of the default's dict), on both stages.
+    # (at every depth), on both stages.
     marker = request.node.get_closest_marker("stage_config")
     extra: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     if request.param == "memory":
