@@ -189,6 +189,9 @@ class LiveKitAgents(System):
         self._proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
+        if not (LKA_VENV / "bin" / "python").exists():
+            raise SystemExit(f"no livekit-agents baseline in {LKA_VENV}: run this bench outside "
+                             "a network namespace once (it installs it from PyPI)")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
         env.update(LIVEKIT_URL=self.server.url, LIVEKIT_API_KEY=self.server.api_key,
                    LIVEKIT_API_SECRET=self.server.api_secret, BENCH_AGENT_NAME=LKA_AGENT)
@@ -459,8 +462,6 @@ async def run(args: argparse.Namespace) -> None:
     if binary is None or not binary.exists():
         raise SystemExit("no livekit-server: `make livekit-server` builds it into .tools/")
     systems = args.systems.split(",")
-    if "livekit-agents" in systems:
-        ensure_lk_agents()  # installed before the namespace was entered; checked again here
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="bench-density-") as tmp:
         work = Path(tmp)
@@ -557,7 +558,7 @@ def main() -> None:
     args = parser.parse_args()
     if not in_private_netns():
         if "livekit-agents" in args.systems.split(","):
-            ensure_lk_agents()  # here: the private namespace has no route to PyPI
+            ensure_lk_agents()  # before the private namespace, which has no route to PyPI
         netns = ROOT / "scripts" / "netns-run"
         os.execv(str(netns), [str(netns), sys.executable, __file__, *sys.argv[1:]])
     asyncio.run(run(args))
