@@ -18,7 +18,7 @@ dispatch (``CreateDispatch`` for all N rooms at once), all inside a private netw
 
 Per system: CPU (process tree, /proc) and PSS over ``--seconds`` with the N jobs, less the same
 over an idle spell before the dispatch, divided by N; joins (agents in rooms), dispatch-to-agent
-in the room (from the CreateDispatch call to the caller seeing the agent participant) and turns
+in the room (from the dispatch call to the caller seeing the agent participant) and turns
 ended (finals) per room over the window: proof each job kept up.
 
     python bench/bench_room_density.py [--rooms 8] [--seconds 20] [--systems ours,livekit-agents]
@@ -28,6 +28,8 @@ ended (finals) per room over the window: proof each job kept up.
         [--py-spy FILE]   # also profile our service over the window (pip install py-spy)
         [--breakdown]     # ours logs at info: where dispatch-to-agent time goes, per stage
         [--joins-only]    # silent callers, no density window: the dispatch burst alone
+        [--door webhook]  # ours only: the burst through our signed webhook instead of native
+                          # dispatch (no server-side offer stage: see docs/livekit.md)
 
 Last line: ``bench_room_density: <ratio> x livekit-agents cores per listening job`` (theirs /
 ours: above 1 means ours is cheaper).
@@ -61,7 +63,7 @@ from livekit_env import (  # noqa: E402
     server_binary,
 )
 from openai_server import running_server  # noqa: E402
-from stage import real_service  # noqa: E402
+from stage import real_service, signed_offer  # noqa: E402
 
 LKA_VENV = ROOT / ".cache" / "bench-lk-agents"
 LKA_PACKAGES = ["livekit-agents==1.8.9", "livekit-plugins-silero==1.8.9"]
@@ -112,6 +114,17 @@ def pss_mb(pids: list[int]) -> float:
                     total += int(line.split()[1])
                     break
     return total / 1024
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s threads, summed by thread name (``comm``)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return out
 
 
 class TreeCpu:
@@ -253,9 +266,15 @@ class Result:
     finals: list[int] = field(default_factory=list)
     spoken: int = 0
     stages: dict[str, list[float]] = field(default_factory=dict)
-    """Join stages (ms from CreateDispatch), from the service's info log (``--breakdown``)."""
+    """Join stages (ms from the dispatches), from the service's info log (``--breakdown``)."""
     burst_cpu_s: float = 0.0
     """CPU seconds of the system's process tree from the dispatches to the last join."""
+    burst_wall_s: float = 0.0
+    burst_server_cpu_s: float = 0.0
+    burst_callers_cpu_s: float = 0.0
+    """The same for livekit-server and for this process (the callers): where the 2 cores went."""
+    burst_threads: dict[str, float] = field(default_factory=dict)
+    """The system's main process over the burst, CPU seconds by thread name."""
 
     # Per job that ran (the rooms whose agent joined): a system that took fewer jobs would
     # otherwise look cheaper per job than it is.
@@ -292,11 +311,46 @@ async def talk(caller: RealCaller, pcm: Any, counter: list[int]) -> None:
         await asyncio.sleep(1.2)
 
 
-async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds: float,
-                  idle_seconds: float, tag: str, profile: Path | None = None,
-                  joins_only: bool = False) -> Result:
+async def dispatch_all(system: System, server: LiveKitServer, lk: Any,
+                       callers: list[RealCaller], *, door: str) -> None:
+    """One job per caller's room, all at once: ``CreateDispatch`` (native: the server offers each
+    job to a worker) or a signed notification to our webhook (``door == "webhook"``)."""
     from livekit import api
 
+    if door == "webhook":
+        if not isinstance(system, Ours):
+            raise SystemExit(f"--door webhook: {system.name} has no webhook door")
+        client = system.service.client
+
+        async def notify(room: str) -> None:
+            raw, headers = signed_offer(server, job_id=f"AJ_{room}", room=room)
+            r = await client.post("/livekit/agent", content=raw, headers=headers)
+            if r.status_code != 200 or not r.json().get("accepted"):
+                raise RuntimeError(f"webhook refused {room}: {r.status_code} {r.text}")
+
+        await asyncio.gather(*(notify(c.room_name) for c in callers))
+        return
+    await asyncio.gather(*(lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+        agent_name=system.agent_name, room=c.room_name)) for c in callers))
+
+
+async def settled(*, below: float = 0.2, within: float = 10.0) -> float:
+    """Wait until this process (the callers) uses less than ``below`` of a core over half a
+    second: a caller's SDK keeps working for 1-2 s after its connect returns (a core's worth for
+    20 callers), and a burst measured meanwhile would wait for the load generator. Returns the
+    seconds waited (at most ``within``)."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        cpu, wall = time.process_time(), time.monotonic()
+        await asyncio.sleep(0.5)
+        if (time.process_time() - cpu) / (time.monotonic() - wall) < below:
+            break
+    return time.monotonic() - start
+
+
+async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds: float,
+                  idle_seconds: float, tag: str, profile: Path | None = None,
+                  joins_only: bool = False, door: str = "native") -> Result:
     result = Result(system=system.name, rooms=rooms)
     pcm = await render_speech(SENTENCE)
     await system.start()
@@ -306,9 +360,12 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
     try:
         result.idle_cpu = await cpu_over(system.pid, idle_seconds)
         result.idle_mb = pss_mb(tree_pids(system.pid))
-        callers = [RealCaller(server=server, room=f"{tag}-{i}", identity=f"caller-{tag}-{i}")
-                   for i in range(rooms)]
+        # With --joins-only the callers do not decode the agents' audio: on these shared cores
+        # the load generator's own work would otherwise be what the later joins wait for.
+        callers = [RealCaller(server=server, room=f"{tag}-{i}", identity=f"caller-{tag}-{i}",
+                              listen=not joins_only) for i in range(rooms)]
         await asyncio.gather(*(c.join() for c in callers))
+        await settled()
         spoken = [0]
         if not joins_only:  # with --joins-only the callers stay silent: the burst alone
             for c in callers:
@@ -320,12 +377,20 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
             spy = start_py_spy(system.pid, 4, profile, native=False, nonblocking=True)
             await asyncio.sleep(0.5)
         burst = TreeCpu(system.pid)
+        burst_server = TreeCpu(server.pid) if server.pid is not None else None
+        burst_callers = time.process_time()
+        threads_before = thread_cpu(system.pid) if isinstance(system, Ours) else {}
         t0, t0_wall = time.monotonic(), time.time()
-        await asyncio.gather(*(lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-            agent_name=system.agent_name, room=c.room_name)) for c in callers))
+        await dispatch_all(system, server, lk, callers, door=door)
         joins = await asyncio.gather(*(asyncio.wait_for(agent_joined(c, t0), 30)
                                        for c in callers), return_exceptions=True)
         result.burst_cpu_s = burst.seconds()
+        result.burst_wall_s = time.monotonic() - t0
+        result.burst_server_cpu_s = burst_server.seconds() if burst_server is not None else 0.0
+        result.burst_callers_cpu_s = time.process_time() - burst_callers
+        if isinstance(system, Ours):  # one process (livekit-agents runs a process per job)
+            result.burst_threads = {name: cpu - threads_before.get(name, 0.0)
+                                    for name, cpu in thread_cpu(system.pid).items()}
         result.join_ms = [j for j in joins if isinstance(j, float)]
         result.joins = len(result.join_ms)
         if isinstance(system, Ours):
@@ -360,6 +425,7 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
 JOIN_STAGES = {
     # service log event -> stage name; the first of each per job (SDK lines carry no job id)
     "dispatch_availability": "offer received",
+    "job_accepted": "job accepted",
     "dispatch_job_started": "assignment handled",
     "room_connected": "room connected",
     "audio_published": "agent track published",
@@ -368,7 +434,7 @@ JOIN_STAGES = {
 
 
 def join_stages(log_path: Path, t0_wall: float) -> dict[str, list[float]]:
-    """Per stage, ms from the CreateDispatch calls to each job reaching it (info log only)."""
+    """Per stage, ms from the dispatches to each job reaching it (info log only)."""
     import datetime
     import json
 
@@ -435,13 +501,21 @@ def report(r: Result) -> None:
               f"{r.mb_per_job:.1f} MB/job")
         print(f"{'':15s} sentences spoken {r.spoken}, turns ended per room {r.finals} "
               f"(rooms with none: {sum(1 for f in r.finals if f == 0)})")
-    order = ["offer received", "assignment handled", "room connected",
+    order = ["offer received", "job accepted", "assignment handled", "room connected",
              "agent track published", "job running"]
     parts = [f"{name} p50 {statistics.median(r.stages[name]):.0f}"
              for name in order if r.stages.get(name)]
     if parts:
-        print(f"{'':15s} join stages, ms after CreateDispatch: {', '.join(parts)}; "
+        print(f"{'':15s} join stages, ms after the dispatches: {', '.join(parts)}; "
               f"agent seen by the caller p50 {p50:.0f}")
+    if r.burst_wall_s:
+        print(f"{'':15s} dispatches to last join {r.burst_wall_s:.2f} s: CPU s {r.system} "
+              f"{r.burst_cpu_s:.2f}, livekit-server {r.burst_server_cpu_s:.2f}, callers "
+              f"{r.burst_callers_cpu_s:.2f} (of {r.burst_wall_s * (os.cpu_count() or 1):.2f})")
+    if r.burst_threads:
+        busiest = sorted(r.burst_threads.items(), key=lambda kv: -kv[1])[:6]
+        print(f"{'':15s} {r.system}'s threads, CPU s: "
+              + ", ".join(f"{name} {cpu:.2f}" for name, cpu in busiest if cpu > 0))
 
 
 def keep_logs(work: Path, into: Path) -> None:
@@ -496,7 +570,7 @@ async def run(args: argparse.Namespace) -> None:
                     results[name] = await measure(
                         system, server, rooms=args.rooms, seconds=args.seconds,
                         idle_seconds=args.idle_seconds, tag=name.replace("-", ""),
-                        profile=profile, joins_only=args.joins_only)
+                        profile=profile, joins_only=args.joins_only, door=args.door)
                     report(results[name])
                     if profile is not None and profile.exists():
                         print(f"py-spy self time, ours ({profile}):")
@@ -510,9 +584,16 @@ async def run(args: argparse.Namespace) -> None:
         for r in results.values():
             p50 = statistics.median(r.join_ms) if r.join_ms else float("nan")
             print(f"bench_room_density joins: {r.system} dispatch->agent in room p50 {p50:.0f} ms "
-                  f"at a burst of {r.rooms} ({r.joins} joined); {r.burst_cpu_s:.2f} CPU s "
+                  f"at a burst of {r.rooms} through the {args.door} door ({r.joins} joined); "
+                  f"{r.burst_cpu_s:.2f} CPU s "
                   "dispatch to last join")
-        logs, ours = results.get("ours-sdk-logs"), results.get("ours")
+        theirs, ours = results.get("livekit-agents"), results.get("ours")
+        if theirs is not None and ours is not None and ours.join_ms and theirs.join_ms:
+            mine, base = statistics.median(ours.join_ms), statistics.median(theirs.join_ms)
+            print(f"bench_room_density joins: {base / mine:.2f} x faster than livekit-agents "
+                  f"(dispatch->agent in room p50 {mine:.0f} vs {base:.0f} ms at a burst of "
+                  f"{ours.rooms}; joined {ours.joins} vs {theirs.joins})")
+        logs = results.get("ours-sdk-logs")
         if logs is not None and ours is not None and ours.burst_cpu_s > 0:
             print(f"native logs kept native: {logs.burst_cpu_s / ours.burst_cpu_s:.2f} x less CPU "
                   f"over the burst ({logs.burst_cpu_s:.2f} -> {ours.burst_cpu_s:.2f} s)")
@@ -555,6 +636,9 @@ def main() -> None:
                         help="copy the service's, server's and baseline's logs into DIR")
     parser.add_argument("--joins-only", action="store_true",
                         help="silent callers, no density window: the dispatch burst alone")
+    parser.add_argument("--door", choices=("native", "webhook"), default="native",
+                        help="how the jobs are dispatched: CreateDispatch (native) or our signed "
+                             "webhook (our systems only)")
     args = parser.parse_args()
     if not in_private_netns():
         if "livekit-agents" in args.systems.split(","):

@@ -101,6 +101,10 @@ class ServerProcess(abc.ABC):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def start(self) -> None:
         if self.running:
             return
@@ -482,7 +486,7 @@ class RealCaller(Caller):
     """A caller on the real server through the ``livekit`` Python SDK."""
 
     def __init__(self, *, server: LiveKitServer, room: str, identity: str,
-                 mic_queue_ms: int = 100) -> None:
+                 mic_queue_ms: int = 100, listen: bool = True) -> None:
         super().__init__(identity)
         from livekit import rtc
 
@@ -496,7 +500,9 @@ class RealCaller(Caller):
         self._source: Any = None
         self._streams: list[Any] = []
         self.room.on("data_received", self._data_received)
-        self.room.on("track_subscribed", self._track_subscribed)
+        if listen:  # else the agent's track is subscribed but never decoded here (a load
+            # generator that only counts joins)
+            self.room.on("track_subscribed", self._track_subscribed)
 
     def _data_received(self, packet: Any) -> None:
         sender = packet.participant.identity if packet.participant is not None else None
