@@ -275,6 +275,8 @@ class Result:
     """The same for livekit-server and for this process (the callers): where the 2 cores went."""
     burst_threads: dict[str, float] = field(default_factory=dict)
     """The system's main process over the burst, CPU seconds by thread name."""
+    load_threads: dict[str, float] = field(default_factory=dict)
+    """The same over the listening window."""
 
     # Per job that ran (the rooms whose agent joined): a system that took fewer jobs would
     # otherwise look cheaper per job than it is.
@@ -403,7 +405,11 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         await asyncio.sleep(3.0)  # every job listening
         window = asyncio.get_running_loop().time()
         spoken[0] = 0
+        threads_before = thread_cpu(system.pid) if isinstance(system, Ours) else {}
         result.load_cpu = await cpu_over(system.pid, seconds)
+        if isinstance(system, Ours):
+            result.load_threads = {name: cpu - threads_before.get(name, 0.0)
+                                   for name, cpu in thread_cpu(system.pid).items()}
         result.load_mb = pss_mb(tree_pids(system.pid))
         await asyncio.sleep(1.5)  # the last turn's final
         result.finals = [finals_of(c, window) for c in callers]
@@ -488,7 +494,7 @@ def top_frames(collapsed: Path, n: int = 25) -> list[tuple[str, float]]:
     return [(k, v / total) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:n]]
 
 
-def report(r: Result) -> None:
+def report(r: Result, seconds: float) -> None:
     p50 = statistics.median(r.join_ms) if r.join_ms else float("nan")
     worst = max(r.join_ms) if r.join_ms else float("nan")
     print(f"{r.system:15s} (load average {os.getloadavg()[0]:.2f} after) "
@@ -501,6 +507,10 @@ def report(r: Result) -> None:
               f"{r.mb_per_job:.1f} MB/job")
         print(f"{'':15s} sentences spoken {r.spoken}, turns ended per room {r.finals} "
               f"(rooms with none: {sum(1 for f in r.finals if f == 0)})")
+        if r.load_threads and r.joins:
+            busiest = sorted(r.load_threads.items(), key=lambda kv: -kv[1])[:8]
+            print(f"{'':15s} {r.system}'s threads over the window, core per job: " + ", ".join(
+                f"{name} {cpu / seconds / r.joins:.4f}" for name, cpu in busiest if cpu > 0))
     order = ["offer received", "job accepted", "assignment handled", "room connected",
              "agent track published", "job running"]
     parts = [f"{name} p50 {statistics.median(r.stages[name]):.0f}"
@@ -571,7 +581,7 @@ async def run(args: argparse.Namespace) -> None:
                         system, server, rooms=args.rooms, seconds=args.seconds,
                         idle_seconds=args.idle_seconds, tag=name.replace("-", ""),
                         profile=profile, joins_only=args.joins_only, door=args.door)
-                    report(results[name])
+                    report(results[name], args.seconds)
                     if profile is not None and profile.exists():
                         print(f"py-spy self time, ours ({profile}):")
                         for frame, share in top_frames(profile):
