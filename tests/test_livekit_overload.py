@@ -39,11 +39,12 @@ from test_livekit_capacity import agent_in_room, metric, wait_registered
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(240)]
 
 ROOMS = 6
-CPU_LIMIT = 0.25
-"""Cores the service may use. Within the default ``load_limits.max_cpu`` (0.7 of it) that is one
-or two listening jobs as measured here (about 0.1 core a job in so small a cgroup, the service's
-own work included), so ``ROOMS`` is at least twice, and usually several times, the sustainable
-load."""
+CPU_LIMIT = 0.15
+"""Cores the service may use. Within the default ``load_limits.max_cpu`` (0.7 of it) that is two
+or three listening jobs on the machine of 1 December (the service measured 0.029 core a job
+there; at 0.25 core it admitted up to 5 of the 6 rooms, which was no longer twice the
+sustainable load), one on the slower machine this test was written on (about 0.1 core a job), so
+``ROOMS`` is at least twice the sustainable load on both."""
 UTTERANCES = 2
 FINAL_WITHIN = 1.0
 SENTENCE = "Please book me an appointment for Tuesday."
@@ -170,6 +171,8 @@ async def test_twice_the_sustainable_load_serves_every_admitted_job_in_time(
                 f"{report}\np50 {statistics.median(latencies):.3f} s\n{log}")
             # The excess waited instead of being admitted.
             assert peak_active < ROOMS, (peak_active, capacities)
+            assert peak_active <= max(capacities), (peak_active, capacities)
+            assert ROOMS >= 2 * statistics.median(capacities), capacities  # the premise
             assert deferred_seen >= 1
             assert refused and refused[0].status_code == 503, refused
             assert int(refused[0].headers["retry-after"]) >= 1
