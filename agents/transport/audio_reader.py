@@ -101,13 +101,12 @@ class AudioReader:
     async def aclose(self) -> None:
         self.stop()
         await asyncio.gather(self._task, return_exceptions=True)
-        if not self._stream_closed:  # once: what this speaker's track gave (a job deaf to a
-            # speaker shows here as no frames)
-            log.info("audio_reader_closed", identity=self.identity, frames=self.frames,
-                     routed=self.routed, listener_errors=self.listener_errors)
         if self._backlog is not None:
             self._backlog.discard(self.guard)
         if not self._stream_closed:
             self._stream_closed = True
+            # What this speaker's track gave: a job deaf to a speaker shows here as no frames.
+            log.info("audio_reader_closed", identity=self.identity, frames=self.frames,
+                     routed=self.routed, listener_errors=self.listener_errors)
             with contextlib.suppress(Exception):
                 await self._stream.aclose()
