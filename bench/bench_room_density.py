@@ -96,13 +96,18 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+def _stat_seconds(stat: Path) -> float:
+    """utime + stime of a ``/proc/.../stat`` file (a process or a thread), in seconds."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+    total = 0.0
     for pid in pids:
         with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+            total += _stat_seconds(Path(f"/proc/{pid}/stat"))
+    return total
 
 
 def pss_mb(pids: list[int]) -> float:
@@ -122,9 +127,26 @@ def thread_cpu(pid: int) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+            out[name] = out.get(name, 0.0) + _stat_seconds(task / "stat")
     return out
+
+
+class ThreadCpu:
+    """CPU seconds of ``pid``'s threads by name since this was made."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = thread_cpu(pid)
+
+    def seconds(self) -> dict[str, float]:
+        return {name: cpu - self.start.get(name, 0.0)
+                for name, cpu in thread_cpu(self.pid).items()}
+
+
+def busiest(threads: dict[str, float], n: int, scale: float = 1.0, digits: int = 2) -> str:
+    """The ``n`` busiest threads, ``name cpu*scale``."""
+    top = sorted(threads.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} {cpu * scale:.{digits}f}" for name, cpu in top if cpu > 0)
 
 
 class TreeCpu:
@@ -336,18 +358,17 @@ async def dispatch_all(system: System, server: LiveKitServer, lk: Any,
         agent_name=system.agent_name, room=c.room_name)) for c in callers))
 
 
-async def settled(*, below: float = 0.2, within: float = 10.0) -> float:
+async def settled(*, below: float = 0.2, within: float = 10.0) -> None:
     """Wait until this process (the callers) uses less than ``below`` of a core over half a
     second: a caller's SDK keeps working for 1-2 s after its connect returns (a core's worth for
-    20 callers), and a burst measured meanwhile would wait for the load generator. Returns the
-    seconds waited (at most ``within``)."""
+    20 callers), and a burst measured meanwhile would wait for the load generator (at most
+    ``within`` seconds)."""
     start = time.monotonic()
     while time.monotonic() - start < within:
         cpu, wall = time.process_time(), time.monotonic()
         await asyncio.sleep(0.5)
         if (time.process_time() - cpu) / (time.monotonic() - wall) < below:
-            break
-    return time.monotonic() - start
+            return
 
 
 async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds: float,
@@ -381,7 +402,8 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         burst = TreeCpu(system.pid)
         burst_server = TreeCpu(server.pid) if server.pid is not None else None
         burst_callers = time.process_time()
-        threads_before = thread_cpu(system.pid) if isinstance(system, Ours) else {}
+        # one process: livekit-agents runs a process per job
+        burst_threads = ThreadCpu(system.pid) if isinstance(system, Ours) else None
         t0, t0_wall = time.monotonic(), time.time()
         await dispatch_all(system, server, lk, callers, door=door)
         joins = await asyncio.gather(*(asyncio.wait_for(agent_joined(c, t0), 30)
@@ -390,9 +412,8 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         result.burst_wall_s = time.monotonic() - t0
         result.burst_server_cpu_s = burst_server.seconds() if burst_server is not None else 0.0
         result.burst_callers_cpu_s = time.process_time() - burst_callers
-        if isinstance(system, Ours):  # one process (livekit-agents runs a process per job)
-            result.burst_threads = {name: cpu - threads_before.get(name, 0.0)
-                                    for name, cpu in thread_cpu(system.pid).items()}
+        if burst_threads is not None:
+            result.burst_threads = burst_threads.seconds()
         result.join_ms = [j for j in joins if isinstance(j, float)]
         result.joins = len(result.join_ms)
         if isinstance(system, Ours):
@@ -405,11 +426,10 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         await asyncio.sleep(3.0)  # every job listening
         window = asyncio.get_running_loop().time()
         spoken[0] = 0
-        threads_before = thread_cpu(system.pid) if isinstance(system, Ours) else {}
+        load_threads = ThreadCpu(system.pid) if isinstance(system, Ours) else None
         result.load_cpu = await cpu_over(system.pid, seconds)
-        if isinstance(system, Ours):
-            result.load_threads = {name: cpu - threads_before.get(name, 0.0)
-                                   for name, cpu in thread_cpu(system.pid).items()}
+        if load_threads is not None:
+            result.load_threads = load_threads.seconds()
         result.load_mb = pss_mb(tree_pids(system.pid))
         await asyncio.sleep(1.5)  # the last turn's final
         result.finals = [finals_of(c, window) for c in callers]
@@ -508,9 +528,8 @@ def report(r: Result, seconds: float) -> None:
         print(f"{'':15s} sentences spoken {r.spoken}, turns ended per room {r.finals} "
               f"(rooms with none: {sum(1 for f in r.finals if f == 0)})")
         if r.load_threads and r.joins:
-            busiest = sorted(r.load_threads.items(), key=lambda kv: -kv[1])[:8]
-            print(f"{'':15s} {r.system}'s threads over the window, core per job: " + ", ".join(
-                f"{name} {cpu / seconds / r.joins:.4f}" for name, cpu in busiest if cpu > 0))
+            print(f"{'':15s} {r.system}'s threads over the window, core per job: "
+                  + busiest(r.load_threads, 8, scale=1 / seconds / r.joins, digits=4))
     order = ["offer received", "job accepted", "assignment handled", "room connected",
              "agent track published", "job running"]
     parts = [f"{name} p50 {statistics.median(r.stages[name]):.0f}"
@@ -523,9 +542,7 @@ def report(r: Result, seconds: float) -> None:
               f"{r.burst_cpu_s:.2f}, livekit-server {r.burst_server_cpu_s:.2f}, callers "
               f"{r.burst_callers_cpu_s:.2f} (of {r.burst_wall_s * (os.cpu_count() or 1):.2f})")
     if r.burst_threads:
-        busiest = sorted(r.burst_threads.items(), key=lambda kv: -kv[1])[:6]
-        print(f"{'':15s} {r.system}'s threads, CPU s: "
-              + ", ".join(f"{name} {cpu:.2f}" for name, cpu in busiest if cpu > 0))
+        print(f"{'':15s} {r.system}'s threads, CPU s: {busiest(r.burst_threads, 6)}")
 
 
 def keep_logs(work: Path, into: Path) -> None:
