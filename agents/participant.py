@@ -35,6 +35,7 @@ from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import InboundError, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
 from agents.pipeline.aio import TaskSet
+from agents.pipeline.trace import AUDIO_NOT_DECODED
 from agents.record import JobRecorder, write_artifact
 from agents.resume import CHECKPOINT_VERSION, parse_resume
 from agents.room_messages import RoomMessageOutput
@@ -404,6 +405,12 @@ class AgentParticipant(RoomListener):
     def audio_track_subscribed(self, identity: str) -> None:
         self._recorder.speakers.add(identity)
         self._log.info("listening_to", identity=identity)
+
+    def audio_not_decoded(self, identity: str, packets: int) -> None:
+        # Logged as an error by the transport; the record says so too, whatever the job's end.
+        AUDIO_NOT_DECODED.inc()
+        self._recorder.warn(f"audio from {identity} arrives ({packets} packets) but is not "
+                            "decoded: the agent cannot hear it")
 
     def audio_track_unsubscribed(self, identity: str) -> None:
         self._frontend.drop(identity)

@@ -52,6 +52,12 @@ PROVIDER_FAILURES = Counter(
     "agent_provider_failures_total", "Provider failures seen by the pipeline.", ["step"],
     registry=PIPELINE_REGISTRY,
 )
+AUDIO_NOT_DECODED = Counter(
+    "agent_audio_not_decoded_total",
+    "Subscribed microphones whose audio arrived and was never decoded (the agent was deaf to "
+    "them; docs/livekit.md#deaf-jobs).",
+    registry=PIPELINE_REGISTRY,
+)
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from livekit import rtc
 from agents.transport.audio import FrameChunker
 from agents.transport.backlog import AudioBacklog, StaleAudioGuard, queued_frames
 from agents.transport.base import INBOUND_SAMPLE_RATE, INBOUND_SAMPLES_PER_FRAME, RoomListener
+from agents.transport.decode_watch import DECODE_WATCH_S, NotDecoded, watch_decoding
 from agents.transport.ffi_routing import AudioEventRouter
 
 log = structlog.get_logger("agents.transport.livekit")
@@ -38,6 +39,7 @@ class AudioReader:
         backlog: AudioBacklog | None = None,
         router: AudioEventRouter | None = None,
         sdk_frame_ms: int = SDK_FRAME_MS,
+        decode_watch_s: float = DECODE_WATCH_S,
     ) -> None:
         self.identity = identity
         self._listener = listener
@@ -63,6 +65,18 @@ class AudioReader:
         self._closed = False
         self._stream_closed = False
         self._task = asyncio.create_task(self._run(), name=f"livekit.audio_reader.{identity}")
+        self._watch = asyncio.create_task(
+            watch_decoding(track=track, identity=identity, frames=lambda: self.frames,
+                           report=self._not_decoded, after_s=decode_watch_s),
+            name=f"livekit.decode_watch.{identity}")
+
+    def _not_decoded(self, found: NotDecoded) -> None:
+        if self._closed:
+            return
+        try:
+            self._listener.audio_not_decoded(found.identity, found.packets)
+        except Exception:
+            log.exception("audio_listener_failed", identity=self.identity)
 
     async def _run(self) -> None:
         gap_ms = 0.0
@@ -97,10 +111,11 @@ class AudioReader:
         """No frame is delivered after this returns; :meth:`aclose` releases the stream."""
         self._closed = True
         self._task.cancel()
+        self._watch.cancel()
 
     async def aclose(self) -> None:
         self.stop()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(self._task, self._watch, return_exceptions=True)
         if self._backlog is not None:
             self._backlog.discard(self.guard)
         if not self._stream_closed:

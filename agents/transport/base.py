@@ -87,6 +87,11 @@ class RoomListener(abc.ABC):
         """``ms`` of ``identity``'s audio were dropped (the process fell behind); the next
         frame is in real time again."""
 
+    def audio_not_decoded(self, identity: str, packets: int) -> None:  # noqa: B027 - optional
+        """``identity``'s microphone delivered ``packets`` RTP packets and not one decoded frame
+        (the LiveKit transport checks a few seconds after the subscription): the agent cannot
+        hear that speaker (docs/livekit.md#deaf-jobs)."""
+
     def video_track_ended(self, identity: str, source: str) -> None:  # noqa: B027 - optional
         """A video track that delivered frames was unpublished or unsubscribed; no more of its
         frames follow this call."""

@@ -34,6 +34,7 @@ from agents.transport.base import (
 )
 from agents.transport.departures import RESTART_GRACE, Departures
 from agents.transport.ffi_routing import AudioEventRouter
+from agents.transport.native_release import release_participant, release_room
 from agents.vision.stream import VideoTrackPump, source_name
 
 log = structlog.get_logger("agents.transport.livekit")
@@ -269,6 +270,8 @@ class LiveKitTransport(RoomTransport):
             await self._output.aclose()
         if room is not None:
             await _leave(room)
+            ours = [self._output.track] if self._output is not None else []
+            log.info("room_released", handles=release_room(room, tracks=ours))
         if self._abandoned is not None:
             await self._leave_abandoned(*self._abandoned)
 
@@ -294,6 +297,7 @@ class LiveKitTransport(RoomTransport):
         elif not connecting.cancelled() and connecting.exception() is None:
             log.info("abandoned_connect_joined_leaving")
             await _leave(room)
+            release_room(room)
         _release_unconnected(room)
 
     # --- SDK events -------------------------------------------------------------------------
@@ -352,6 +356,8 @@ class LiveKitTransport(RoomTransport):
         for sid, owner in list(self._pump_owner.items()):
             if owner == identity:
                 self._stop_pump(sid)
+        # Its native objects go now, not at some later garbage collection (native_release.py).
+        release_participant(participant)
         if participant.disconnect_reason is not None or self._room is None or self._closing:
             self._emit("participant_left", identity)
             return

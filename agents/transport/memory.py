@@ -135,6 +135,12 @@ class MemoryRoom:
         agent._post(agent._listener_call("connection_changed", "reconnecting"))
         agent._post(agent._listener_call("connection_changed", "reconnected"))
 
+    def simulate_undecoded_audio(self, agent_identity: str, speaker: str, packets: int) -> None:
+        """The agent's SDK receives ``speaker``'s audio and decodes none of it (the LiveKit
+        transport's decode watch reports ``audio_not_decoded``)."""
+        agent = self._agents[agent_identity]
+        agent._post(agent._listener_call("audio_not_decoded", speaker, packets))
+
     def drop_agent(self, agent_identity: str) -> None:
         """The agent's connection is lost for good (``disconnected``)."""
         agent = self._agents.get(agent_identity)

@@ -1,0 +1,202 @@
+"""A microphone whose audio arrives but is never decoded is reported (docs/livekit.md#deaf-jobs),
+and a left room's native handles are released when the job leaves, not at a later GC."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from livekit import rtc
+from room_kit import AudioListener, Harness, make_spec
+
+from agents.pipeline.trace import AUDIO_NOT_DECODED
+from agents.transport.audio_reader import AudioReader
+from agents.transport.decode_watch import NotDecoded, inbound_counts, watch_decoding
+from agents.transport.native_release import release_participant, release_room
+
+
+def inbound(packets: int, samples: int) -> rtc.stats.RtcStats:
+    s = rtc.stats.RtcStats()
+    s.inbound_rtp.received.packets_received = packets
+    s.inbound_rtp.inbound.total_samples_received = samples
+    return s
+
+
+class StatsTrack:
+    def __init__(self, *stats: rtc.stats.RtcStats, fail: bool = False) -> None:
+        self.stats = list(stats)
+        self.fail = fail
+        self.asked = 0
+
+    async def get_stats(self) -> list[rtc.stats.RtcStats]:
+        self.asked += 1
+        if self.fail:
+            raise RuntimeError("track is gone")
+        return self.stats
+
+
+async def watch(track: StatsTrack, frames: int = 0) -> tuple[NotDecoded | None, list[NotDecoded]]:
+    reports: list[NotDecoded] = []
+    found = await watch_decoding(track=track, identity="alice",  # type: ignore[arg-type]
+                                 frames=lambda: frames, report=reports.append, after_s=0)
+    return found, reports
+
+
+def test_inbound_counts_add_up_the_inbound_streams_only() -> None:
+    other = rtc.stats.RtcStats()
+    other.outbound_rtp.sent.packets_sent = 99
+    assert inbound_counts([inbound(300, 0), inbound(20, 960), other]) == (320, 960)
+    assert inbound_counts([]) == (0, 0)
+
+
+async def test_packets_that_arrive_and_are_not_decoded_are_reported_once() -> None:
+    found, reports = await watch(StatsTrack(inbound(310, 0)))
+    assert found == NotDecoded(identity="alice", packets=310, samples_decoded=0)
+    assert reports == [found]
+
+
+async def test_a_reader_that_has_frames_is_not_checked_and_nothing_is_said() -> None:
+    track = StatsTrack(inbound(310, 0))
+    assert await watch(track, frames=3) == (None, [])
+    assert track.asked == 0
+
+
+async def test_a_track_that_received_little_or_cannot_say_is_not_reported() -> None:
+    # a muted or not yet flowing microphone: too few packets to call it deaf
+    assert await watch(StatsTrack(inbound(10, 0))) == (None, [])
+    # a track already gone: no stats, nothing to say
+    assert await watch(StatsTrack(inbound(310, 0), fail=True)) == (None, [])
+
+
+class Heard(AudioListener):
+    def __init__(self) -> None:
+        self.not_decoded: list[tuple[str, int]] = []
+        self.told = asyncio.Event()
+
+    def audio_not_decoded(self, identity: str, packets: int) -> None:
+        self.not_decoded.append((identity, packets))
+        self.told.set()
+
+
+async def test_the_reader_tells_its_listener_when_its_track_is_not_decoded() -> None:
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    stats = StatsTrack(inbound(300, 0))
+    # The SDK's track as the watch sees it on the real server: RTP in, nothing decoded.
+    object.__setattr__(track, "get_stats", stats.get_stats)
+    listener = Heard()
+    reader = AudioReader(track=track, identity="alice", listener=listener, decode_watch_s=0.05)
+    # A local track's stream yields (silent) frames by itself; a deaf remote one yields none:
+    # stop the reading so that the reader sees none either.
+    reader._task.cancel()
+    async with asyncio.timeout(3):
+        await listener.told.wait()
+    await reader.aclose()
+    await source.aclose()
+    assert listener.not_decoded == [("alice", 300)]
+
+
+async def test_a_closed_reader_stops_watching() -> None:
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    stats = StatsTrack(inbound(300, 0))
+    object.__setattr__(track, "get_stats", stats.get_stats)
+    listener = Heard()
+    reader = AudioReader(track=track, identity="alice", listener=listener, decode_watch_s=0.2)
+    await reader.aclose()
+    await asyncio.sleep(0.3)
+    await source.aclose()
+    assert stats.asked == 0 and listener.not_decoded == []
+
+
+async def test_undecoded_audio_is_a_warning_in_the_job_record() -> None:
+    h = Harness()
+    room = h.hub.room("room-1")
+    alice = room.add_participant("alice")
+    h.start(make_spec())
+    await h.running()
+    (agent,) = room.agent_identities
+    before = AUDIO_NOT_DECODED._value.get()
+    room.simulate_undecoded_audio(agent, "alice", 300)
+    await asyncio.sleep(0.05)
+    alice.leave()
+    outcome = await h.outcome()
+    assert outcome.end_reason == "room_empty"
+    (warning,) = outcome.record["warnings"]
+    assert "alice" in warning and "300 packets" in warning and "not decoded" in warning
+    assert AUDIO_NOT_DECODED._value.get() == before + 1  # agent_audio_not_decoded_total
+
+
+class Handle:
+    def __init__(self, name: str, released: list[str]) -> None:
+        self.name = name
+        self.released = released
+        self.disposed = False
+
+    def dispose(self) -> None:
+        self.disposed = True
+        self.released.append(self.name)
+
+
+class Owner:
+    def __init__(self, name: str, released: list[str], **attrs: Any) -> None:
+        self._ffi_handle = Handle(name, released)
+        self.__dict__.update(attrs)
+
+
+class LeftRoom:
+    def __init__(self, released: list[str], *, connected: bool = False) -> None:
+        def publication(name: str) -> Owner:
+            return Owner(f"pub-{name}", released, _track=Owner(f"track-{name}", released))
+
+        self.local_participant = Owner("me", released, track_publications={
+            "TR_a": publication("agent-voice")})
+        self.remote_participants = {"alice": Owner("alice", released, track_publications={
+            "TR_m": publication("alice-mic"), "TR_x": Owner("pub-unsubscribed", released,
+                                                            _track=None)})}
+        self._ffi_handle = Handle("room", released)
+        self._connected = connected
+
+    def isconnected(self) -> bool:
+        return self._connected
+
+
+def test_a_left_room_releases_its_handles_leaves_first_and_once() -> None:
+    released: list[str] = []
+    room = LeftRoom(released)
+    ours = Owner("our-unpublished-voice", released)
+    anchor: list[Any] = [Handle("an earlier room", released)]
+    assert release_room(room, tracks=[ours], anchor=anchor) == 9  # type: ignore[arg-type, list-item]
+    assert released == ["our-unpublished-voice", "track-agent-voice", "pub-agent-voice",
+                        "track-alice-mic", "pub-alice-mic", "pub-unsubscribed", "me", "alice",
+                        "room"]
+    assert release_room(room, anchor=anchor) == 0  # type: ignore[arg-type]
+    assert released[9:] == []
+
+
+def test_the_first_room_released_keeps_its_room_handle_for_the_process() -> None:
+    # The left room's engine holds the SDK's WebRTC runtime: kept, the runtime is never torn
+    # down and built again under a next room's connect (docs/livekit.md#deaf-jobs).
+    released: list[str] = []
+    anchor: list[Any] = []
+    first, second = LeftRoom(released), LeftRoom(released)
+    assert release_room(first, anchor=anchor) == 7  # type: ignore[arg-type]
+    assert "room" not in released and anchor == [first._ffi_handle]
+    assert release_room(second, anchor=anchor) == 8  # type: ignore[arg-type]
+    assert released.count("room") == 1 and anchor == [first._ffi_handle]
+
+
+def test_a_room_still_connected_is_not_released() -> None:
+    released: list[str] = []
+    anchor: list[Any] = []
+    assert release_room(LeftRoom(released, connected=True), anchor=anchor) == 0  # type: ignore[arg-type]
+    assert released == [] and anchor == []
+
+
+def test_a_departed_participant_releases_its_tracks_publications_and_itself() -> None:
+    released: list[str] = []
+    room = LeftRoom(released, connected=True)
+    alice = room.remote_participants["alice"]
+    assert release_participant(alice) == 4  # type: ignore[arg-type]
+    assert released == ["track-alice-mic", "pub-alice-mic", "pub-unsubscribed", "alice"]
+    assert release_participant(alice) == 0  # type: ignore[arg-type]
