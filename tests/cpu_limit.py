@@ -33,13 +33,27 @@ def _v2() -> Path | None:
     return None
 
 
+def _write_quota(group: Path, cores: float, *, v1: bool) -> None:
+    quota = max(1000, int(cores * PERIOD_US))
+    if v1:
+        (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        (group / "cpu.cfs_quota_us").write_text(str(quota))
+    else:
+        (group / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+
+
+def set_limit(group: Path, cores: float) -> None:
+    """Change the quota of a group :func:`cpu_limited` made, in place (as Kubernetes resizes a
+    running pod's CPU limit)."""
+    _write_quota(group, cores, v1=(group / "cpu.cfs_quota_us").exists())
+
+
 @contextlib.contextmanager
 def cpu_limited(pid: int, cores: float, *, name: str) -> Iterator[Path]:
     """Move ``pid`` (all its threads) into a new cgroup limited to ``cores``; on exit, move it
     back if it still runs and remove the cgroup."""
     if os.geteuid() != 0:
         pytest.fail("a CPU limit needs root (the livekit tier runs as root in CI)")
-    quota = max(1000, int(cores * PERIOD_US))
     v1 = _v1()
     base = v1 or _v2()
     if base is None:
@@ -47,11 +61,7 @@ def cpu_limited(pid: int, cores: float, *, name: str) -> Iterator[Path]:
     group = base / f"{name}-{os.getpid()}"
     group.mkdir(exist_ok=True)
     try:
-        if v1 is not None:
-            (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (group / "cpu.cfs_quota_us").write_text(str(quota))
-        else:
-            (group / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+        _write_quota(group, cores, v1=v1 is not None)
         (group / "cgroup.procs").write_text(str(pid))
         yield group
     finally:
