@@ -78,12 +78,18 @@ class Heard(AudioListener):
         self.told.set()
 
 
-async def test_the_reader_tells_its_listener_when_its_track_is_not_decoded() -> None:
+def deaf_track() -> tuple[rtc.AudioSource, rtc.LocalAudioTrack, StatsTrack]:
+    """A real track whose stats say what a deaf one's say on the real server: RTP in, nothing
+    decoded."""
     source = rtc.AudioSource(48000, 1)
     track = rtc.LocalAudioTrack.create_audio_track("mic", source)
     stats = StatsTrack(inbound(300, 0))
-    # The SDK's track as the watch sees it on the real server: RTP in, nothing decoded.
     object.__setattr__(track, "get_stats", stats.get_stats)
+    return source, track, stats
+
+
+async def test_the_reader_tells_its_listener_when_its_track_is_not_decoded() -> None:
+    source, track, _ = deaf_track()
     listener = Heard()
     reader = AudioReader(track=track, identity="alice", listener=listener, decode_watch_s=0.05)
     # A local track's stream yields (silent) frames by itself; a deaf remote one yields none:
@@ -97,10 +103,7 @@ async def test_the_reader_tells_its_listener_when_its_track_is_not_decoded() -> 
 
 
 async def test_a_closed_reader_stops_watching() -> None:
-    source = rtc.AudioSource(48000, 1)
-    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-    stats = StatsTrack(inbound(300, 0))
-    object.__setattr__(track, "get_stats", stats.get_stats)
+    source, track, stats = deaf_track()
     listener = Heard()
     reader = AudioReader(track=track, identity="alice", listener=listener, decode_watch_s=0.2)
     await reader.aclose()
