@@ -87,4 +87,4 @@ def release_room(
     own = getattr(room, "_ffi_handle", None)
     if not anchor and own is not None and not own.disposed:
         anchor.append(own)
-    return _dispose(h for h in handles if h is None or h not in anchor)
+    return _dispose(h for h in handles if h not in anchor)
