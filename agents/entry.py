@@ -176,8 +176,8 @@ class AgentJobBody:
         participant = AgentParticipant(
             spec=spec, config=config, reporter=reporter, transport_factory=transport_factory,
             conversation_factory=self._factory, output_sample_rate=self._output_sample_rate,
-            # A pipeline without text-to-speech declares no rate: its track is released while
-            # unused (agents/transport/lazy_audio.py), since a silent track costs CPU.
+            # A pipeline without text-to-speech declares no rate: its track is published only
+            # if a frame comes (agents/transport/lazy_audio.py), since a silent track costs CPU.
             publish_audio_at_start=self._output_sample_rate is not None,
         )
         return await participant.run()

@@ -27,10 +27,11 @@ from typing import Any, Literal
 import structlog
 from livekit import rtc
 
+from agents.agent_state import AgentStateAttribute
 from agents.audio_frontend import AudioFrontend
 from agents.config import AgentConfig
 from agents.conversation_context import ConversationContext, ConversationFactory
-from agents.io import AudioOutput, Conversation, is_busy
+from agents.io import AudioOutput, Conversation
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import InboundError, agent_status, parse_inbound
 from agents.overrides import apply_overrides, parse_overrides
@@ -47,7 +48,7 @@ from agents.transport.base import (
     TransportError,
     WantsAudio,
 )
-from agents.transport.lazy_audio import LazyAudioOutput, agent_audio
+from agents.transport.lazy_audio import agent_audio
 from agents.transport.token import read_token
 
 __all__ = ["AgentParticipant", "ConversationContext", "ConversationFactory", "listens_to"]
@@ -94,7 +95,7 @@ class AgentParticipant(RoomListener):
         publish_audio_at_start: bool = True,
     ) -> None:
         self._spec = spec
-        self._publish_at_start = publish_audio_at_start  # False: released while unused
+        self._publish_at_start = publish_audio_at_start  # False: published at a first frame
         self._config = config
         self._reporter = reporter
         self._transport_factory = transport_factory
@@ -121,6 +122,7 @@ class AgentParticipant(RoomListener):
         self._audience = asyncio.Event()
         self._audience_timer: asyncio.TimerHandle | None = None
         self._state_tasks = TaskSet()
+        self._agent_state: AgentStateAttribute | None = None
         self._early_data: list[tuple[float, str, bytes]] = []
 
     @property
@@ -219,10 +221,15 @@ class AgentParticipant(RoomListener):
                 raise
             else:
                 self._transport = transport
+                # First: it is what announces the agent to the room (see agents.agent_state).
+                self._agent_state = AgentStateAttribute(transport, recorder=self._recorder,
+                                                        log=self._log)
+                self._agent_state.set("initializing")
                 for info in transport.remote_participants():
                     self._present.setdefault(info.identity, info)
                 self._recorder.mark("connected")
                 self._recorder.count("connect_attempts", attempt)
+                await asyncio.sleep(0)  # the update goes out now, before the job's set-up work
                 return
             await transport.aclose()
             self._log.warning("connect_failed", attempt=attempt, attempts=attempts, error=error)
@@ -245,7 +252,8 @@ class AgentParticipant(RoomListener):
         self._audio = await agent_audio(transport, sample_rate=self._sample_rate,
                                         speaks=self._publish_at_start)
         messages = RoomMessageOutput(transport=transport, recorder=self._recorder,
-                                     agent_identity=transport.identity or spec.agent_identity)
+                                     agent_identity=transport.identity or spec.agent_identity,
+                                     on_status=self._agent_state.set if self._agent_state else None)
         self._messages = messages
         conversation = self._conversation_factory(ConversationContext(
             spec=spec, config=self._config, persona=persona,
@@ -254,8 +262,6 @@ class AgentParticipant(RoomListener):
             audience=self._audience, resume=resume, checkpoint=self._checkpoint,
         ))
         self._conversation = conversation
-        if isinstance(self._audio, LazyAudioOutput):
-            self._audio.hold_while(lambda: is_busy(conversation))
         for call in self._early:
             call(conversation)
         self._early.clear()
@@ -296,8 +302,8 @@ class AgentParticipant(RoomListener):
                 extra = self._conversation.record()
             except Exception:
                 self._log.exception("conversation_record_failed")
-        if isinstance(self._audio, LazyAudioOutput):
-            await self._audio.aclose()
+        if self._agent_state is not None:
+            await self._agent_state.aclose()
         if self._transport is not None:
             await self._transport.aclose()  # unpublishes, stops readers, leaves; never raises
         self._recorder.counters.update(

@@ -1,13 +1,16 @@
 """What the agent publishes to the room's clients: the conversation's
 :class:`~agents.io.MessageOutput` over the room transport. Reliable, topic = type; what matters
 is kept in the job record; the latest ``agent_status`` and ``todo_list`` are remembered, so a
-client that joined late (or missed the first copies) can be sent the current state."""
+client that joined late (or missed the first copies) can be sent the current state. Each
+``agent_status`` is also handed to ``on_status`` (the ``lk.agent.state`` attribute)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 
-from agents.messages import OutboundMessage
+from agents.messages import AgentStatus, OutboundMessage
 from agents.record import JobRecorder
 from agents.transport.base import RoomTransport, TransportError
 
@@ -22,9 +25,11 @@ class RoomMessageOutput:
     status message must not end the call."""
 
     def __init__(
-        self, *, transport: RoomTransport, recorder: JobRecorder, agent_identity: str
+        self, *, transport: RoomTransport, recorder: JobRecorder, agent_identity: str,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
         self._transport = transport
+        self._on_status = on_status
         self._recorder = recorder
         self._agent_identity = agent_identity
         self._state: dict[str, OutboundMessage] = {}
@@ -33,6 +38,8 @@ class RoomMessageOutput:
         self._recorder.outbound(message, agent_identity=self._agent_identity)
         if message.type in _STATE_TYPES:
             self._state[message.type] = message
+        if isinstance(message, AgentStatus) and self._on_status is not None:
+            self._on_status(message.data.status)
         await self._send(message, None)
 
     async def send_state(self, to: list[str] | None = None) -> None:

@@ -164,7 +164,7 @@ class Speaker(ListeningConversation):
 
 
 class Listener(ListeningConversation):
-    """Declares no output rate (no text-to-speech): its track is released while unused."""
+    """Declares no output rate (no text-to-speech): its track is published at a first frame."""
 
     def __init__(self, ctx: ConversationContext) -> None:
         super().__init__(ctx)
@@ -203,26 +203,36 @@ async def test_agent_audio_is_published_and_clear_queue_drops_what_is_queued() -
     await alice.aclose()
 
 
-async def test_a_job_that_never_speaks_is_announced_by_its_track_and_can_still_speak(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import agents.transport.lazy_audio as lazy_audio
+async def test_a_job_that_never_speaks_publishes_nothing_until_a_frame_comes() -> None:
+    from agents.agent_state import AGENT_STATE
+    from agents.transport.lazy_audio import LazyAudioOutput
 
-    monkeypatch.setattr(lazy_audio, "RELEASE_AFTER", 0.05)
     h = Harness(conversation_factory=Listener)
-    alice = h.hub.room("room-1").add_participant("alice")
+    room = h.hub.room("room-1")
+    alice = room.add_participant("alice")
     spec = make_spec()
     h.start(spec)
     await h.running()
-    # Published at the start like any job's (the server announces a publisher at once); the
-    # in-memory room keeps it (a silent track costs nothing there).
-    assert h.hub.room("room-1").agent_audio_track(spec.agent_identity) is not None
+    # Announced by its state attribute, not by a (silent, costly) track.
+    async with asyncio.timeout(2):
+        await room.wait_for_agent_attribute(spec.agent_identity, AGENT_STATE, "listening")
+    assert room.agent_audio_track(spec.agent_identity) is None
     audio: Any = h.conversation.ctx.audio
-    assert isinstance(audio, lazy_audio.LazyAudioOutput)
-    await asyncio.sleep(0.1)
+    assert isinstance(audio, LazyAudioOutput) and audio.published is None
+    assert audio.queued_duration == 0.0
+    audio.clear_queue()
+    await audio.wait_for_playout()  # nothing published: returns at once
+    with pytest.raises(ValueError, match="expected mono 24000 Hz"):
+        await audio.capture_frame(tone_frame(0, rate=48000))
+    assert room.agent_audio_track(spec.agent_identity) is None  # a refused frame publishes nothing
+    # Frames arriving together wait for one publication.
+    await asyncio.gather(*(audio.capture_frame(tone_frame(i, rate=24000)) for i in range(3)))
+    track = room.agent_audio_track(spec.agent_identity)
+    assert track is not None and audio.published is not None
     heard = alice.listen_to(spec.agent_identity)
     for i in range(10):
         await audio.capture_frame(tone_frame(i, rate=24000))
+    assert room.agent_audio_track(spec.agent_identity) is track  # published once
     await audio.wait_for_playout()
     async with asyncio.timeout(3):
         await heard.wait_for_voiced(5)
@@ -231,130 +241,33 @@ async def test_a_job_that_never_speaks_is_announced_by_its_track_and_can_still_s
     await alice.aclose()
 
 
-class BusyListener(Listener):
-    """Says it is busy (a caller mid-sentence) until told otherwise."""
-
-    def __init__(self, ctx: ConversationContext) -> None:
-        super().__init__(ctx)
-        self.speaking = True
-
-    def busy(self) -> bool:
-        return self.speaking
-
-
-async def test_the_unused_track_is_released_only_once_the_conversation_is_quiet(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import agents.transport.lazy_audio as lazy_audio
-    from agents.transport.memory import MemoryTransport
-
-    monkeypatch.setattr(lazy_audio, "RELEASE_AFTER", 0.02)
-    monkeypatch.setattr(lazy_audio, "QUIET_POLL", 0.01)
-    released = asyncio.Event()
-
-    async def release_audio(self: MemoryTransport) -> bool:
-        released.set()
-        return True
-
-    monkeypatch.setattr(MemoryTransport, "release_audio", release_audio)
-    h = Harness(conversation_factory=BusyListener)
-    alice = h.hub.room("room-1").add_participant("alice")
-    h.start(make_spec())
-    await h.running()
-    await asyncio.sleep(0.2)
-    assert not released.is_set()  # due long ago, but the caller is speaking
-    h.conversation.speaking = False
-    async with asyncio.timeout(2):
-        await released.wait()
-    alice.leave()
-    await h.outcome()
-    await alice.aclose()
-
-
-class FakeTrack:
-    def __init__(self) -> None:
-        self.frames = 0
-        self.cleared = 0
-
-    async def capture_frame(self, frame: Any) -> None:
-        self.frames += 1
-
-    def clear_queue(self) -> None:
-        self.cleared += 1
-
-    @property
-    def queued_duration(self) -> float:
-        return 0.01 * self.frames
-
-    async def wait_for_playout(self) -> None:
-        return None
-
-
-async def test_an_unused_track_is_released_and_published_again_at_the_next_frame() -> None:
+async def test_a_failed_publication_reaches_the_frame_and_the_next_frame_tries_again() -> None:
+    from agents.transport.base import TransportError
     from agents.transport.lazy_audio import LazyAudioOutput
 
-    published: list[FakeTrack] = []
-    released: list[bool] = []
+    tries: list[int] = []
+
+    class Track:
+        frames = 0
+
+        async def capture_frame(self, frame: Any) -> None:
+            self.frames += 1
+
+    track = Track()
 
     async def publish() -> Any:
-        await asyncio.sleep(0.01)  # frames arriving meanwhile wait for this one publication
-        published.append(FakeTrack())
-        return published[-1]
+        tries.append(1)
+        if len(tries) == 1:
+            raise TransportError("publish audio failed: timeout", retryable=True)
+        return track
 
-    gone = asyncio.Event()
-
-    async def release() -> bool:
-        released.append(True)
-        gone.set()
-        return True
-
-    first = FakeTrack()
-    out = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
-                          track=first)  # type: ignore[arg-type]
-    out.release_later(0.02)
-    await asyncio.sleep(0.05)
-    assert released == [True] and out.published is None  # unused: released
-    assert out.queued_duration == 0.0
-    out.clear_queue()
-    await out.wait_for_playout()  # nothing published: return at once
-    with pytest.raises(ValueError, match="expected mono 24000 Hz"):
-        await out.capture_frame(tone_frame(0, rate=48000))
-    assert published == []  # a refused frame publishes nothing
-    await asyncio.gather(*(out.capture_frame(tone_frame(i, rate=24000)) for i in range(3)))
-    assert len(published) == 1 and published[0].frames == 3  # one publication, every frame
-    out.clear_queue()
-    assert published[0].cleared == 1
-    await out.aclose()
-
-    used = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
-                           track=FakeTrack())  # type: ignore[arg-type]
-    used.release_later(0.02)
-    await used.capture_frame(tone_frame(0, rate=24000))
-    await asyncio.sleep(0.05)
-    assert len(released) == 1 and used.published is not None  # it spoke: kept
-
-    # Due while the conversation is busy (a caller speaking): the release waits for quiet.
-    busy = [True]
-    held = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
-                           track=FakeTrack())  # type: ignore[arg-type]
-    held.hold_while(lambda: busy[0])
-    held.release_later(0.01)
-    await asyncio.sleep(0.3)
-    assert len(released) == 1 and held.published is not None
-    gone.clear()
-    busy[0] = False
-    async with asyncio.timeout(2):
-        await gone.wait()
-    assert len(released) == 2
-    await held.aclose()
-
-    pending = LazyAudioOutput(publish=publish, release=release, sample_rate=24000,
-                              track=FakeTrack())  # type: ignore[arg-type]
-    pending.hold_while(lambda: True)
-    pending.release_later(10)
-    await pending.aclose()  # the pending release is cancelled and awaited
-    await pending.aclose()
-    assert len(released) == 2 and pending.published is not None
+    out = LazyAudioOutput(publish=publish, sample_rate=24000)
+    with pytest.raises(TransportError, match="publish audio failed"):
+        await out.capture_frame(tone_frame(0, rate=24000))
+    assert out.published is None
+    await out.capture_frame(tone_frame(1, rate=24000))
+    await out.capture_frame(tone_frame(2, rate=24000))
+    assert len(tries) == 2 and out.published is track and track.frames == 2
 
 
 @pytest.mark.parametrize(

@@ -142,18 +142,18 @@ class RoomTransport(abc.ABC):
     async def publish_audio(self, *, sample_rate: int) -> TrackAudioOutput:
         """Publish the agent's one audio track, fed from an ``rtc.AudioSource``."""
 
-    async def release_audio(self) -> bool:
-        """Unpublish the agent's track while it is silent, so that it costs nothing (the next
-        :meth:`publish_audio` publishes anew). ``False``: kept (this transport's silent track
-        costs nothing, or there is none, or it is closing)."""
-        return False
-
     @abc.abstractmethod
     async def publish_data(
         self, payload: bytes, *, topic: str, destinations: list[str] | None = None
     ) -> None:
         """Send a reliable data packet to everyone else, or only to the ``destinations``
         identities. Raises :class:`TransportError`."""
+
+    @abc.abstractmethod
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        """Set the agent participant's attributes (merged with what it has; LiveKit broadcasts
+        the change to the room at once). Raises :class:`TransportError`, also when the server
+        refuses it (the token lacks ``canUpdateOwnMetadata``: ``retryable=False``)."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

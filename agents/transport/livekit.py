@@ -20,6 +20,7 @@ from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
 
 from agents.pipeline.aio import TaskSet
+from agents.transport.attributes import set_local_attributes
 from agents.transport.audio_reader import MAX_AUDIO_BACKLOG_MS, SDK_FRAME_MS, AudioReader
 from agents.transport.backlog import AudioBacklog
 from agents.transport.base import (
@@ -215,19 +216,8 @@ class LiveKitTransport(RoomTransport):
         self._output = TrackAudioOutput(source=source, track=track)
         return self._output
 
-    async def release_audio(self) -> bool:
-        output, room = self._output, self._room
-        if output is None or self._closing or room is None or not room.isconnected():
-            return False
-        self._output = self._publishing = None  # a frame from now on publishes anew
-        try:
-            async with asyncio.timeout(LEAVE_TIMEOUT):
-                await room.local_participant.unpublish_track(output.track.sid)
-        except Exception as e:  # TimeoutError included: the track is closed all the same
-            log.warning("unpublish_failed", error=str(e) or type(e).__name__)
-        await output.aclose()
-        log.info("audio_released")
-        return True
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        await set_local_attributes(self._require_room().local_participant, attributes)
 
     async def publish_data(
         self, payload: bytes, *, topic: str, destinations: list[str] | None = None

@@ -129,6 +129,16 @@ class MemoryRoom:
         agent = self._agents.get(identity)
         return agent.published_track if agent is not None else None
 
+    def agent_attributes(self, identity: str) -> dict[str, str]:
+        """The attributes agent ``identity`` has set (empty when it is not here)."""
+        agent = self._agents.get(identity)
+        return dict(agent.attributes) if agent is not None else {}
+
+    async def wait_for_agent_attribute(self, identity: str, key: str, value: str) -> None:
+        """Wait until agent ``identity`` has set ``key`` to ``value``. Bound it with
+        ``asyncio.timeout``."""
+        await self._wait(lambda: self.agent_attributes(identity).get(key) == value)
+
     def simulate_reconnect(self, agent_identity: str) -> None:
         """The agent's connection drops and comes back (``reconnecting`` then ``reconnected``)."""
         agent = self._agents[agent_identity]
@@ -279,6 +289,8 @@ class MemoryTransport(RoomTransport):
         self._connected = False
         self._closed = False
         self._video = False
+        self._may_set_attributes = False
+        self.attributes: dict[str, str] = {}
 
     @property
     def identity(self) -> str:
@@ -309,6 +321,7 @@ class MemoryTransport(RoomTransport):
         claims = read_token(token)
         self._loop = asyncio.get_running_loop()
         self._identity = claims.identity
+        self._may_set_attributes = claims.can_update_own_metadata
         self._listener = listener
         self._wants = wants_audio
         room = self._hub.room(claims.room)
@@ -332,6 +345,19 @@ class MemoryTransport(RoomTransport):
         if any(not info.is_agent for info in self._remotes.values()):
             self._post(self._listener_call("agent_audio_subscribed"))
         return self._output
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        self._check_connected()
+        if not self._may_set_attributes:  # as livekit-server answers it
+            raise TransportError("set attributes failed: request error: NotAllowed - does not "
+                                 "have permission to update own metadata", retryable=False)
+        for key, value in attributes.items():
+            if value:
+                self.attributes[key] = value
+            else:
+                self.attributes.pop(key, None)
+        assert self._room is not None
+        self._room._notify()
 
     async def publish_data(
         self, payload: bytes, *, topic: str, destinations: list[str] | None = None

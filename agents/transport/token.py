@@ -26,6 +26,7 @@ class TokenClaims:
     can_publish: bool
     can_subscribe: bool
     can_publish_data: bool
+    can_update_own_metadata: bool
 
 
 def read_token(token: str, *, now: float | None = None, leeway: float = 10.0) -> TokenClaims:
@@ -60,6 +61,7 @@ def read_token(token: str, *, now: float | None = None, leeway: float = 10.0) ->
         can_publish=bool(video.get("canPublish", True)),
         can_subscribe=bool(video.get("canSubscribe", True)),
         can_publish_data=bool(video.get("canPublishData", True)),
+        can_update_own_metadata=bool(video.get("canUpdateOwnMetadata", False)),
     )
 
 
@@ -73,12 +75,13 @@ def mint_agent_token(
     metadata: str = "",
     ttl: float = 6 * 3600,
 ) -> str:
-    """A token for the job's participant: join ``room``, publish, subscribe, publish data,
-    as an agent-kind participant."""
+    """A token for the job's participant: join ``room``, publish, subscribe, publish data, set
+    its own attributes (``lk.agent.state``), as an agent-kind participant."""
     if not api_key or not api_secret:
         raise ValueError("api_key and api_secret are required to mint a token")
     grants = api.VideoGrants(
-        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
+        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True,
+        can_update_own_metadata=True,
     )
     token = (
         api.AccessToken(api_key, api_secret)
