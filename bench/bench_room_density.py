@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -454,6 +455,7 @@ JOIN_STAGES = {
     "job_accepted": "job accepted",
     "dispatch_job_started": "assignment handled",
     "room_connected": "room connected",
+    "agent_announced": "lk.agent.state set",
     "audio_published": "agent track published",
     "participant_running": "job running",
 }
@@ -531,7 +533,7 @@ def report(r: Result, seconds: float) -> None:
             print(f"{'':15s} {r.system}'s threads over the window, core per job: "
                   + busiest(r.load_threads, 8, scale=1 / seconds / r.joins, digits=4))
     order = ["offer received", "job accepted", "assignment handled", "room connected",
-             "agent track published", "job running"]
+             "lk.agent.state set", "agent track published", "job running"]
     parts = [f"{name} p50 {statistics.median(r.stages[name]):.0f}"
              for name in order if r.stages.get(name)]
     if parts:
@@ -547,11 +549,19 @@ def report(r: Result, seconds: float) -> None:
 
 def keep_logs(work: Path, into: Path) -> None:
     """The run's logs (service, server, baseline), copied before the temporary folder goes."""
-    import shutil
-
     into.mkdir(parents=True, exist_ok=True)
     for log in sorted({*work.glob("*.log"), *work.glob("*/*.log")}):
         shutil.copy(log, into / f"{log.parent.name}-{log.name}")
+
+
+def lsb_release_note() -> str | None:
+    """What to know when ``lsb_release`` is installed: the SDK runs it on every room connect."""
+    lsb = shutil.which("lsb_release")
+    if not lsb or os.path.samefile(lsb, "/bin/false"):  # scripts/without-lsb-release binds it
+        return None
+    return (f"note: {lsb} is installed here, and the LiveKit SDK runs it (and getconf) on every "
+            "room connect, blocking a worker: joins are slower than on a host without it like "
+            "the image; scripts/without-lsb-release CMD measures that")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -559,6 +569,9 @@ async def run(args: argparse.Namespace) -> None:
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores, shared)")
+    note = lsb_release_note()
+    if note:
+        print(note)
     binary = server_binary()
     if binary is None or not binary.exists():
         raise SystemExit("no livekit-server: `make livekit-server` builds it into .tools/")
