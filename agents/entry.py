@@ -28,6 +28,7 @@ from agents.transport.ffi_routing import AudioEventRouter
 from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
 from agents.transport.native_logs import set_native_log_capture
+from agents.transport.sdk_host import warn_about_host
 
 __all__ = [
     "AgentJobBody", "AgentUnavailable", "ListeningConversation", "default_hub", "load_models",
@@ -135,6 +136,7 @@ class AgentJobBody:
         return (PIPELINE_REGISTRY, VISION_REGISTRY)
 
     async def prewarm(self) -> None:
+        warn_about_host()
         prewarm = getattr(self._factory, "prewarm", None)
         if prewarm is not None:
             await prewarm()

@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -549,6 +548,8 @@ def report(r: Result, seconds: float) -> None:
 
 def keep_logs(work: Path, into: Path) -> None:
     """The run's logs (service, server, baseline), copied before the temporary folder goes."""
+    import shutil
+
     into.mkdir(parents=True, exist_ok=True)
     for log in sorted({*work.glob("*.log"), *work.glob("*/*.log")}):
         shutil.copy(log, into / f"{log.parent.name}-{log.name}")
@@ -556,12 +557,14 @@ def keep_logs(work: Path, into: Path) -> None:
 
 def lsb_release_note() -> str | None:
     """What to know when ``lsb_release`` is installed: the SDK runs it on every room connect."""
-    lsb = shutil.which("lsb_release")
-    if not lsb or os.path.samefile(lsb, "/bin/false"):  # scripts/without-lsb-release binds it
+    from agents.transport.sdk_host import lsb_release_on_path
+
+    found = lsb_release_on_path()
+    if found is None:
         return None
-    return (f"note: {lsb} is installed here, and the LiveKit SDK runs it (and getconf) on every "
-            "room connect, blocking a worker: joins are slower than on a host without it like "
-            "the image; scripts/without-lsb-release CMD measures that")
+    return (f"note: {found} is installed here, and the LiveKit SDK runs it (and getconf) on "
+            "every room connect, blocking a worker: joins are slower than on a host without it "
+            "like the image; scripts/without-lsb-release CMD measures that")
 
 
 async def run(args: argparse.Namespace) -> None:
