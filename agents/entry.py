@@ -120,6 +120,22 @@ class AgentJobBody:
         )
         self._backlog = AudioBacklog()
         self._router = AudioEventRouter()
+        self._deaf_jobs: list[str] = []
+
+    @property
+    def health_problem(self) -> str | None:
+        """Why this replica should take no more jobs and be restarted (``None``: healthy): a job
+        received its caller's audio and decoded none of it (``audio_not_decoded``). That is the
+        process's audio pump gone (docs/livekit.md, "Deaf jobs"): every later job would be deaf
+        too, and only a new process has a new one."""
+        if not self._deaf_jobs:
+            return None
+        return (f"audio_not_decoded: job {self._deaf_jobs[0]} receives audio and decodes none "
+                f"({len(self._deaf_jobs)} job(s) so far); this process cannot hear its callers")
+
+    def _job_is_deaf(self, job_id: str) -> None:
+        if job_id not in self._deaf_jobs:
+            self._deaf_jobs.append(job_id)
 
     @property
     def audio_backlog_ms(self) -> float:
@@ -181,6 +197,7 @@ class AgentJobBody:
             # A pipeline without text-to-speech declares no rate: its track is published only
             # if a frame comes (agents/transport/lazy_audio.py), since a silent track costs CPU.
             publish_audio_at_start=self._output_sample_rate is not None,
+            on_audio_not_decoded=self._job_is_deaf,
         )
         return await participant.run()
 

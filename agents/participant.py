@@ -93,8 +93,10 @@ class AgentParticipant(RoomListener):
         conversation_factory: ConversationFactory,
         output_sample_rate: int | None = None,
         publish_audio_at_start: bool = True,
+        on_audio_not_decoded: Callable[[str], None] | None = None,
     ) -> None:
         self._spec = spec
+        self._on_audio_not_decoded = on_audio_not_decoded  # the replica's health: job id
         self._publish_at_start = publish_audio_at_start  # False: published at a first frame
         self._config = config
         self._reporter = reporter
@@ -417,6 +419,8 @@ class AgentParticipant(RoomListener):
         AUDIO_NOT_DECODED.inc()
         self._recorder.warn(f"audio from {identity} arrives ({packets} packets) but is not "
                             "decoded: the agent cannot hear it")
+        if self._on_audio_not_decoded is not None:
+            self._on_audio_not_decoded(self._spec.job_id)
 
     def audio_track_unsubscribed(self, identity: str) -> None:
         self._frontend.drop(identity)

@@ -49,7 +49,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         body = job_body if job_body is not None else default_job_body(settings)
-        runtime = Runtime(settings=settings, job_body=body, metrics=Metrics())
+        runtime = Runtime(settings=settings, job_body=body, metrics=Metrics(),
+                          request_exit=getattr(app.state, "request_exit", None))
         app.state.runtime = runtime
         await runtime.start([*failover_services(settings), *dispatch_services(settings), *services])
         log.info(

@@ -142,6 +142,11 @@ class Metrics:
         self.draining = Gauge(
             "external_agent_draining", "1 while the service drains.", registry=self.registry
         )
+        self.unhealthy = Gauge(
+            "external_agent_unhealthy",
+            "1 once the agent reported that this replica cannot serve (audio_not_decoded): it "
+            "takes no new job and drains.", registry=self.registry,
+        )
         self.job_slots = Gauge(
             SLOTS_UTILIZATION,
             "Share of this replica's job slots in use, 0 to 1: running jobs, reservations and "

@@ -6,6 +6,7 @@ dependencies in :mod:`app.api.deps`, never through a module global.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.job import JobBody
 from app.intake.pipeline import IntakePolicy
+from app.jobs.health import HealthWatch
 from app.jobs.load import LoadMonitor
 from app.jobs.manager import JobManager
 from app.jobs.registry import JobRegistry, MemoryJobRegistry, RedisJobRegistry
@@ -62,6 +64,13 @@ def _backlog_reading(job_body: JobBody) -> Callable[[], float] | None:
     return lambda: float(getattr(job_body, "audio_backlog_ms", 0.0))
 
 
+def _health_reading(job_body: JobBody) -> Callable[[], str | None] | None:
+    """The job body's ``health_problem`` (the agent's), when it has one."""
+    if not hasattr(job_body, "health_problem"):
+        return None
+    return lambda: getattr(job_body, "health_problem", None)
+
+
 class Runtime:
     def __init__(
         self,
@@ -70,6 +79,7 @@ class Runtime:
         job_body: JobBody,
         metrics: Metrics,
         registry: JobRegistry | None = None,
+        request_exit: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -104,6 +114,29 @@ class Runtime:
         """Set by failover: at the drain deadline, running calls go to other replicas."""
         self.ready = False
         self._closed = False
+        self.request_exit = request_exit
+        """Set by the server: drain, then exit (``reason``); the orchestrator restarts us."""
+        self.unhealthy: str | None = None
+        """Why this replica takes no more jobs (the agent's ``health_problem``), once seen."""
+        reading = _health_reading(job_body)
+        self.health = (HealthWatch(problem=reading, on_problem=self._unhealthy)
+                       if reading is not None else None)
+        self._unhealthy_drain: asyncio.Task[None] | None = None
+
+    def _unhealthy(self, problem: str) -> None:
+        """A replica that cannot serve its callers takes no new job: it drains, and exits when
+        the server runs it and ``restart_when_unhealthy`` is on."""
+        self.unhealthy = problem
+        self.metrics.unhealthy.set(1)
+        restart = self.settings.restart_when_unhealthy and self.request_exit is not None
+        log.error("replica_unhealthy", problem=problem,
+                  action="drain and exit" if restart else "drain, keep running")
+        if restart:
+            assert self.request_exit is not None
+            self.request_exit("unhealthy")
+        elif self._unhealthy_drain is None and not self._closed:
+            self._unhealthy_drain = asyncio.get_running_loop().create_task(
+                self.drain(), name="runtime.unhealthy-drain")
 
     @property
     def uptime(self) -> float:
@@ -119,6 +152,8 @@ class Runtime:
             log.info("job_body_prewarmed", seconds=round(time.monotonic() - started, 2))
         await self.registry.start()
         await self.load.start()
+        if self.health is not None:
+            await self.health.start()
         for factory in factories:
             service = factory(self)
             try:
@@ -148,6 +183,12 @@ class Runtime:
             except Exception:
                 log.exception("background_service_close_failed", service=service.name)
         self.services.clear()
+        if self.health is not None:
+            await self.health.aclose()
+        drain, self._unhealthy_drain = self._unhealthy_drain, None
+        if drain is not None:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
         await self.manager.aclose()
         await self.load.aclose()
         aclose = getattr(self.job_body, "aclose", None)

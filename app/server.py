@@ -34,7 +34,15 @@ class DrainingServer(uvicorn.Server):
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
+        # The runtime asks for the same drain and exit when the agent says this replica cannot
+        # serve (app.jobs.health); the orchestrator then starts a fresh process.
+        self._app.state.request_exit = self._request_exit
         await super().serve(sockets)  # type: ignore[arg-type]
+
+    def _request_exit(self, reason: str) -> None:
+        """Drain and exit, as on SIGTERM; nothing more when a drain is already under way."""
+        if self._drain_task is None and not self.should_exit:
+            self._begin_drain(reason)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs in the signal handler on the loop's thread: only schedule work here.
@@ -50,7 +58,7 @@ class DrainingServer(uvicorn.Server):
         if self._drain_task is not None:
             self.should_exit = True
             return
-        log.info("shutdown_signal", signal=signame)
+        log.info("shutdown_signal", signal=signame)  # or the runtime's reason ("unhealthy")
         self._drain_task = asyncio.create_task(self._drain(), name="server-drain")
 
     async def _drain(self) -> None:

@@ -249,6 +249,12 @@ class Settings(ClientSettings):
     )
     retry_after: int = Field(5, ge=1, le=3600, description="Retry-After seconds on 503.")
     drain_timeout: float = Field(30.0, ge=0, description="Seconds running jobs get on SIGTERM.")
+    restart_when_unhealthy: bool = Field(
+        True,
+        description="When the agent reports that this replica cannot serve (a job receives "
+        "audio and decodes none): drain as on SIGTERM, then exit, so that the orchestrator starts "
+        "a fresh process. Off: drain and keep running (readiness stays 503).",
+    )
     job_history: int = Field(200, ge=0, le=100_000, description="Finished jobs kept in memory.")
 
     registry: Literal["memory", "redis"] = Field(

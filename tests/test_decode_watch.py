@@ -121,6 +121,7 @@ async def test_undecoded_audio_is_a_warning_in_the_job_record() -> None:
     await h.running()
     (agent,) = room.agent_identities
     before = AUDIO_NOT_DECODED._value.get()
+    assert h.body.health_problem is None
     room.simulate_undecoded_audio(agent, "alice", 300)
     await asyncio.sleep(0.05)
     alice.leave()
@@ -129,6 +130,9 @@ async def test_undecoded_audio_is_a_warning_in_the_job_record() -> None:
     (warning,) = outcome.record["warnings"]
     assert "alice" in warning and "300 packets" in warning and "not decoded" in warning
     assert AUDIO_NOT_DECODED._value.get() == before + 1  # agent_audio_not_decoded_total
+    # The replica's health: this process cannot hear; the service stops taking jobs.
+    problem = h.body.health_problem
+    assert problem is not None and problem.startswith("audio_not_decoded: job AJ_test1 ")
 
 
 class Handle:

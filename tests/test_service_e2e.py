@@ -3,6 +3,7 @@ stopped with SIGTERM to watch the drain."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -232,6 +233,52 @@ def test_sigterm_drains_then_exits_zero(service: Service):
     events = [e.get("event") for e in service.logs()]
     assert events.index("drain_started") < events.index("drain_finished")
     assert events.index("drain_finished") < events.index("service_stopped")
+
+
+def test_a_replica_that_cannot_hear_drains_and_exits_for_a_fresh_one(tmp_path: Path):
+    """The agent's health_problem (a job receives audio and decodes none): no new job, the
+    running ones get the drain, then exit 0 so that the orchestrator starts a new process."""
+    port = free_port()
+    log = tmp_path / "service.log"
+    env = service_env(port, EXTERNAL_AGENT_JOB_BODY="app.jobs.bodies:deaf")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cli("serve"), env=env, stdout=out, stderr=out)
+    svc = Service(proc, port, log)
+    try:
+        post = httpx.Client(base_url=svc.base, timeout=5)
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if post.get("/ready").status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.1)
+        raw = offer("AJ_deaf", metadata="1.0")
+        headers = sign_headers(raw, SECRET, timestamp=int(time.time()))
+        assert post.post("/livekit/agent", content=raw, headers=headers).json()["accepted"]
+        deadline = time.monotonic() + 10
+        while (ready := post.get("/ready")).status_code != 503:
+            assert time.monotonic() < deadline, "readiness never turned 503"
+            time.sleep(0.05)
+        assert ready.json()["reason"].startswith("audio_not_decoded: job AJ_deaf")
+        late = offer("AJ_after")
+        r = post.post("/livekit/agent", content=late,
+                      headers=sign_headers(late, SECRET, timestamp=int(time.time())))
+        assert r.status_code == 503 and "retry-after" in r.headers
+        assert "external_agent_unhealthy 1.0" in post.get("/metrics").text
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    finished = svc.finished()
+    assert finished["AJ_deaf"] == ("completed", "held")  # within the drain's 2 s
+    assert "AJ_after" not in finished
+    events = {e.get("event"): e for e in svc.logs()}
+    assert events["replica_unhealthy"]["action"] == "drain and exit"
+    assert events["shutdown_signal"]["signal"] == "unhealthy"
+    assert "service_stopped" in events
 
 
 def test_health_command_and_slot_utilisation_follow_the_service(service: Service):

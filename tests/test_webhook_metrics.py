@@ -39,6 +39,11 @@ class Reference:
         Gauge("external_agent_max_jobs", "Configured job capacity.", registry=self.registry)
         Gauge("external_agent_draining", "1 while the service drains.", registry=self.registry)
         Gauge(
+            "external_agent_unhealthy",
+            "1 once the agent reported that this replica cannot serve (audio_not_decoded): it "
+            "takes no new job and drains.", registry=self.registry,
+        )
+        Gauge(
             "external_agent_job_slots_utilization",
             "Share of this replica's job slots in use, 0 to 1: running jobs, reservations and "
             "offers being decided over max_jobs (the autoscaling signal).",

@@ -31,8 +31,8 @@ async def health(runtime: RuntimeDep) -> dict[str, Any]:
     "/ready",
     responses={
         503: {
-            "description": "Starting, draining, or the shared job registry (Redis) unreachable"
-            " or recovering: send no new jobs here"
+            "description": "Starting, draining, unhealthy (the agent cannot hear its callers),"
+            " or the shared job registry (Redis) unreachable or recovering: send no new jobs here"
         }
     },
 )
@@ -42,7 +42,9 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     problem = runtime.registry.problem
     if runtime.ready and not runtime.manager.draining and problem is None:
         return JSONResponse({"ready": True})
-    if runtime.manager.draining:
+    if runtime.unhealthy is not None:
+        reason = runtime.unhealthy
+    elif runtime.manager.draining:
         reason = "draining"
     elif not runtime.ready:
         reason = "starting"

@@ -8,6 +8,8 @@ and the benchmark exercise the lifecycle without a LiveKit server:
 - ``app.jobs.bodies:instant``: completes at once.
 - ``app.jobs.bodies:hold``: when ``metadata`` is a number, runs that many seconds and completes;
   otherwise waits until cancelled.
+- ``app.jobs.bodies:deaf``: ``hold``, and the replica's ``health_problem`` is set from its first
+  job on, as the agent's is when a job receives audio and decodes none (the restart test).
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ async def hold(spec: JobSpec, reporter: JobReporter) -> JobOutcome:
     await asyncio.sleep(max(0.0, seconds))
     reporter.record("held_seconds", seconds)
     return JobOutcome(end_reason="held")
+
+
+async def deaf(spec: JobSpec, reporter: JobReporter) -> JobOutcome:
+    deaf.health_problem = (  # type: ignore[attr-defined]
+        f"audio_not_decoded: job {spec.job_id} receives audio and decodes none (testing body)")
+    return await hold(spec, reporter)
+
+
+deaf.health_problem = None  # type: ignore[attr-defined]
 
 
 def load_job_body(path: str) -> JobBody:
