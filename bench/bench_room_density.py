@@ -299,6 +299,9 @@ class Result:
     """The system's main process over the burst, CPU seconds by thread name."""
     load_threads: dict[str, float] = field(default_factory=dict)
     """The same over the listening window."""
+    after_cpu: float = 0.0
+    after_mb: float = 0.0
+    """Idle again once the callers left and the jobs ended: what the jobs left behind."""
 
     # Per job that ran (the rooms whose agent joined): a system that took fewer jobs would
     # otherwise look cheaper per job than it is.
@@ -437,6 +440,16 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         if profile is not None and not joins_only:  # after the window: sampling pauses it
             spy = start_py_spy(system.pid, seconds, profile)
             await asyncio.to_thread(spy.wait, seconds + 30)
+        for t in talkers:
+            t.cancel()
+        await asyncio.gather(*talkers, return_exceptions=True)
+        talkers = []
+        for c in callers:
+            await c.leave()
+        callers = []
+        await asyncio.sleep(AFTER_JOBS_S)  # every job has seen its caller leave and ended
+        result.after_cpu = await cpu_over(system.pid, idle_seconds)
+        result.after_mb = pss_mb(tree_pids(system.pid))
     finally:
         for t in talkers:
             t.cancel()
@@ -446,6 +459,11 @@ async def measure(system: System, server: LiveKitServer, *, rooms: int, seconds:
         await lk.aclose()
         await system.stop()
     return result
+
+
+AFTER_JOBS_S = 8.0
+"""Seconds from the callers leaving to measuring idle again (the jobs end as their caller goes;
+livekit-agents' job processes, in its pool, may take a moment)."""
 
 
 JOIN_STAGES = {
@@ -526,6 +544,10 @@ def report(r: Result, seconds: float) -> None:
               f"{r.load_cpu:.3f} cores {r.load_mb:.0f} MB -> {r.core_per_job:.4f} core/job "
               f"({1 / r.core_per_job if r.core_per_job else float('inf'):.0f} jobs/core), "
               f"{r.mb_per_job:.1f} MB/job")
+        if r.after_mb:
+            print(f"{'':15s} idle after the jobs ended: {r.after_cpu:.3f} cores "
+                  f"{r.after_mb:.0f} MB ({r.after_mb - r.idle_mb:+.1f} MB against the idle "
+                  "before them)")
         print(f"{'':15s} sentences spoken {r.spoken}, turns ended per room {r.finals} "
               f"(rooms with none: {sum(1 for f in r.finals if f == 0)})")
         if r.load_threads and r.joins:
