@@ -14,13 +14,15 @@ from collections.abc import Callable
 
 import structlog
 
+from app.jobs.background import BackgroundLoop
+
 log = structlog.get_logger("app.jobs.health")
 
 INTERVAL = 1.0
 """Seconds between looks at the job body's ``health_problem``."""
 
 
-class HealthWatch:
+class HealthWatch(BackgroundLoop):
     name = "health-watch"
 
     def __init__(self, *, problem: Callable[[], str | None],
@@ -28,18 +30,7 @@ class HealthWatch:
         self._problem = problem
         self._on_problem = on_problem
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
         self.seen: str | None = None
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="health-watch")
-
-    async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         while self.seen is None:

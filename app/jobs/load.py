@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.jobs.background import BackgroundLoop
 from app.jobs.cores import usable_cores
 
 log = structlog.get_logger("app.jobs.load")
@@ -82,7 +83,7 @@ class LoadSample:
     jobs: int
 
 
-class LoadMonitor:
+class LoadMonitor(BackgroundLoop):
     """Samples the load; answers :meth:`overloaded` and :meth:`capacity` without suspending."""
 
     name = "load-monitor"
@@ -115,7 +116,6 @@ class LoadMonitor:
         self._steady_jobs = -1
         self._steady = 0
         """How many samples in a row saw ``_steady_jobs`` jobs."""
-        self._task: asyncio.Task[None] | None = None
         self._last_reason: str | None = None
 
     # -- the decision inputs ------------------------------------------------------------------
@@ -219,16 +219,6 @@ class LoadMonitor:
         per_job = max(0.0, sample.cpu - (self._idle_cpu or 0.0)) / sample.jobs
         self._job_cost = per_job if self._job_cost is None else (
             (1 - alpha) * self._job_cost + alpha * per_job)
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="load-monitor")
-
-    async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         interval = self._settings.sample_interval
