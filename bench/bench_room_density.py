@@ -218,10 +218,12 @@ class LiveKitAgents(System):
     name = "livekit-agents"
     agent_name = LKA_AGENT
 
-    def __init__(self, server: LiveKitServer, workdir: Path) -> None:
+    def __init__(self, server: LiveKitServer, workdir: Path, *, idle_processes: int = 0) -> None:
         self.server = server
         self.log_path = workdir / "lk-agents.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.idle_processes = idle_processes
+        """Job processes it keeps warm (0: its own default, one a core)."""
 
     async def start(self) -> None:
         if not (LKA_VENV / "bin" / "python").exists():
@@ -230,6 +232,8 @@ class LiveKitAgents(System):
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
         env.update(LIVEKIT_URL=self.server.url, LIVEKIT_API_KEY=self.server.api_key,
                    LIVEKIT_API_SECRET=self.server.api_secret, BENCH_AGENT_NAME=LKA_AGENT)
+        if self.idle_processes:
+            env["BENCH_IDLE_PROCESSES"] = str(self.idle_processes)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 [str(LKA_VENV / "bin" / "python"), str(ROOT / "bench" / "lk_agents_listener.py"),
@@ -241,7 +245,8 @@ class LiveKitAgents(System):
                 if self._proc.poll() is not None:
                     raise RuntimeError(f"livekit-agents exited: {self.tail()}")
                 await asyncio.sleep(0.2)
-        await asyncio.sleep(2.0)  # its idle job processes warm up
+        # its idle job processes warm up (each loads Silero: about a second on these cores)
+        await asyncio.sleep(2.0 + 1.0 * self.idle_processes)
 
     def tail(self) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
@@ -628,7 +633,7 @@ async def run(args: argparse.Namespace) -> None:
                                       log_level="info" if args.breakdown else "warning",
                                       single_pc=True)
                     elif name == "livekit-agents":
-                        system = LiveKitAgents(server, work)
+                        system = LiveKitAgents(server, work, idle_processes=args.lk_idle_processes)
                     else:
                         raise SystemExit(f"unknown system {name!r}")
                     profile = args.py_spy if name == "ours" else None
@@ -699,6 +704,9 @@ def main() -> None:
                         help="ours logs at info level: print where dispatch-to-agent time goes")
     parser.add_argument("--keep-logs", type=Path, default=None, metavar="DIR",
                         help="copy the service's, server's and baseline's logs into DIR")
+    parser.add_argument("--lk-idle-processes", type=int, default=0, metavar="N",
+                        help="job processes livekit-agents keeps warm before the burst (default: "
+                             "its own, one a core); with N = --rooms it joins from warm processes")
     parser.add_argument("--joins-only", action="store_true",
                         help="silent callers, no density window: the dispatch burst alone")
     parser.add_argument("--door", choices=("native", "webhook"), default="native",

@@ -3,10 +3,12 @@
 Runs in the bench-only venv (``.cache/bench-lk-agents``, livekit-agents 1.8.9 with
 livekit-plugins-silero), never in the project's: ``python bench/lk_agents_listener.py start``
 with ``LIVEKIT_URL``, ``LIVEKIT_API_KEY``, ``LIVEKIT_API_SECRET`` and ``BENCH_AGENT_NAME`` set.
-Each job subscribes to the callers' audio, runs the Silero VAD stream on it (as an
-``AgentSession`` does for turn detection) and publishes one ``transcript_chunk`` final per end of
-speech, so the bench counts turns the same way for both systems. The load function is pinned to
-0: the bench measures the cost of the jobs it is given, not its CPU-based admission.
+Each job sets ``lk.agent.state``, subscribes to the callers' audio, runs the Silero VAD stream
+on it (as an ``AgentSession`` does for turn detection) and publishes one ``transcript_chunk``
+final per end of speech, so the bench counts turns the same way for both systems. The load
+function is pinned to 0: the bench measures the cost of the jobs it is given, not its CPU-based
+admission.
+``BENCH_IDLE_PROCESSES`` sets how many job processes it keeps warm (its default: one a core).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def prewarm(proc: JobProcess) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    # As its AgentSession does when it starts (and as ours does): the state attribute, which is
+    # also what tells the room about a participant that publishes nothing at once.
+    await ctx.room.local_participant.set_attributes({"lk.agent.state": "listening"})
     model = ctx.proc.userdata["vad"]
     tasks: set[asyncio.Task[None]] = set()
 
@@ -63,9 +68,11 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 if __name__ == "__main__":
+    idle = os.environ.get("BENCH_IDLE_PROCESSES")
     cli.run_app(WorkerOptions(
         entrypoint_fnc=entrypoint,
         prewarm_fnc=prewarm,
         agent_name=os.environ["BENCH_AGENT_NAME"],
         load_fnc=lambda: 0.0,
+        **({"num_idle_processes": int(idle)} if idle else {}),
     ))
