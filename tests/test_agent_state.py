@@ -12,7 +12,7 @@ import structlog
 import agents.agent_state as agent_state
 from agents.agent_state import AGENT_STATE, AgentStateAttribute
 from agents.record import JobRecorder
-from agents.transport.base import TransportError
+from agents.transport.base import AttributesRefused, TransportError
 
 
 class FakeTransport:
@@ -61,7 +61,7 @@ async def test_changes_go_out_in_order_and_only_the_latest_waiting_one() -> None
 
 async def test_a_refusal_is_a_warning_once_and_ends_the_attempts() -> None:
     t = FakeTransport()
-    t.fail = [TransportError("set attributes failed: NotAllowed", retryable=False)]
+    t.fail = [AttributesRefused("set attributes failed: NotAllowed")]
     state, recorder = make(t)
     state.set("initializing")
     await settle()
@@ -96,7 +96,7 @@ async def test_a_failed_or_slow_update_is_counted_and_the_next_change_tries_agai
     await state.aclose()
 
 
-async def test_close_stops_an_update_in_flight() -> None:
+async def test_close_stops_an_update_in_flight_and_nothing_is_sent_after_it() -> None:
     t = FakeTransport()
     t.gate.clear()
     state, _ = make(t)
@@ -105,8 +105,22 @@ async def test_close_stops_an_update_in_flight() -> None:
     await state.aclose()
     await state.aclose()
     t.gate.set()
+    state.set("listening")  # a status published while the job ends
     await settle()
-    assert t.sent == []
+    assert t.sent == [] and t.calls == 1
+
+
+async def test_a_room_already_left_ends_the_attempts_without_a_warning() -> None:
+    t = FakeTransport()
+    t.fail = [TransportError("not connected to the room", retryable=False)]
+    state, recorder = make(t)
+    state.set("speaking")
+    await settle()
+    state.set("listening")
+    await settle()
+    assert t.calls == 1 and recorder.warnings == []
+    assert "agent_state_failed" not in recorder.counters
+    await state.aclose()
 
 
 async def test_the_memory_room_refuses_like_the_server_without_the_grant() -> None:
@@ -121,7 +135,7 @@ async def test_the_memory_room_refuses_like_the_server_without_the_grant() -> No
     listener: Any = AudioListener()
     await transport.connect(url="local://test", token=token, listener=listener,
                             wants_audio=lambda _i: True)
-    with pytest.raises(TransportError, match="NotAllowed") as refused:
+    with pytest.raises(AttributesRefused, match="NotAllowed") as refused:
         await transport.set_attributes({AGENT_STATE: "listening"})
     assert not refused.value.retryable
     await transport.aclose()

@@ -13,13 +13,14 @@ from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import ffi_pb2 as proto_ffi
 
-from agents.transport.base import TransportError
+from agents.transport.base import AttributesRefused, TransportError
 
 
 async def set_local_attributes(participant: rtc.LocalParticipant,
                                attributes: dict[str, str]) -> None:
     """Merge ``attributes`` into ``participant``'s (an empty value deletes a key). Raises
-    :class:`TransportError` with the server's or the SDK's reason."""
+    :class:`AttributesRefused` when the server refuses (``NotAllowed``), :class:`TransportError`
+    with the SDK's reason otherwise."""
     req = proto_ffi.FfiRequest()
     req.set_local_attributes.local_participant_handle = participant._ffi_handle.handle
     for key, value in attributes.items():
@@ -37,6 +38,7 @@ async def set_local_attributes(participant: rtc.LocalParticipant,
     finally:
         ffi.queue.unsubscribe(queue)
     error = event.set_local_attributes.error
+    if error and "notallowed" in error.lower().replace(" ", ""):  # e.g. no permission
+        raise AttributesRefused(f"set attributes failed: {error}")
     if error:
-        refused = "notallowed" in error.lower().replace(" ", "")  # e.g. no permission
-        raise TransportError(f"set attributes failed: {error}", retryable=not refused)
+        raise TransportError(f"set attributes failed: {error}", retryable=True)

@@ -37,6 +37,14 @@ class TransportError(Exception):
         self.retryable = retryable
 
 
+class AttributesRefused(TransportError):
+    """The server refused to set the participant's attributes (its token has no
+    ``canUpdateOwnMetadata``): trying again cannot help."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, retryable=False)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RemoteInfo:
     """A remote participant as the agent sees it."""
@@ -152,8 +160,9 @@ class RoomTransport(abc.ABC):
     @abc.abstractmethod
     async def set_attributes(self, attributes: dict[str, str]) -> None:
         """Set the agent participant's attributes (merged with what it has; LiveKit broadcasts
-        the change to the room at once). Raises :class:`TransportError`, also when the server
-        refuses it (the token lacks ``canUpdateOwnMetadata``: ``retryable=False``)."""
+        the change to the room at once). Raises :class:`TransportError`;
+        :class:`AttributesRefused` when the server refuses it (the token lacks
+        ``canUpdateOwnMetadata``)."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

@@ -20,6 +20,7 @@ from livekit import rtc
 
 from agents.transport.audio import FrameChunker
 from agents.transport.base import (
+    AttributesRefused,
     DisconnectCause,
     RemoteInfo,
     RoomListener,
@@ -349,8 +350,8 @@ class MemoryTransport(RoomTransport):
     async def set_attributes(self, attributes: dict[str, str]) -> None:
         self._check_connected()
         if not self._may_set_attributes:  # as livekit-server answers it
-            raise TransportError("set attributes failed: request error: NotAllowed - does not "
-                                 "have permission to update own metadata", retryable=False)
+            raise AttributesRefused("set attributes failed: request error: NotAllowed - does "
+                                    "not have permission to update own metadata")
         for key, value in attributes.items():
             if value:
                 self.attributes[key] = value
