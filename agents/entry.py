@@ -24,6 +24,7 @@ from agents.participant import AgentParticipant, ConversationContext, Conversati
 from agents.providers.errors import ProviderUnavailable
 from agents.transport.backlog import AudioBacklog
 from agents.transport.base import RoomTransport
+from agents.transport.decode_watch import audio_pumps
 from agents.transport.ffi_routing import AudioEventRouter
 from agents.transport.livekit import LiveKitTransport
 from agents.transport.memory import LOCAL_SCHEME, MemoryHub, MemoryTransport, default_hub
@@ -125,13 +126,15 @@ class AgentJobBody:
     @property
     def health_problem(self) -> str | None:
         """Why this replica should take no more jobs and be restarted (``None``: healthy): a job
-        received its caller's audio and decoded none of it (``audio_not_decoded``). That is the
-        process's audio pump gone (docs/livekit.md, "Deaf jobs"): every later job would be deaf
-        too, and only a new process has a new one."""
-        if not self._deaf_jobs:
+        received its caller's audio and decoded none of it (``audio_not_decoded``) and the
+        process has no audio pump (docs/livekit.md, "Deaf jobs"): every later job would be deaf
+        too, and only a new process has a new one. While the pump runs, a job's report is about
+        that job's track alone (whatever a caller sends), and the replica stays."""
+        if not self._deaf_jobs or audio_pumps():  # None (no /proc): the reports are trusted
             return None
         return (f"audio_not_decoded: job {self._deaf_jobs[0]} receives audio and decodes none "
-                f"({len(self._deaf_jobs)} job(s) so far); this process cannot hear its callers")
+                f"({len(self._deaf_jobs)} job(s) so far) and the process has no audio pump; "
+                "it cannot hear its callers")
 
     def _job_is_deaf(self, job_id: str) -> None:
         if job_id not in self._deaf_jobs:

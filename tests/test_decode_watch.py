@@ -4,8 +4,11 @@ and a left room's native handles are released when the job leaves, not at a late
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
+import pytest
 from livekit import rtc
 from room_kit import AudioListener, Harness, make_spec
 
@@ -113,7 +116,13 @@ async def test_a_closed_reader_stops_watching() -> None:
     assert stats.asked == 0 and listener.not_decoded == []
 
 
-async def test_undecoded_audio_is_a_warning_in_the_job_record() -> None:
+@pytest.mark.parametrize("pumps", [[], ["4242"]], ids=["pump-gone", "pump-running"])
+async def test_undecoded_audio_is_a_warning_in_the_job_record(
+    pumps: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agents.entry
+
+    monkeypatch.setattr(agents.entry, "audio_pumps", lambda: pumps)
     h = Harness()
     room = h.hub.room("room-1")
     alice = room.add_participant("alice")
@@ -130,9 +139,34 @@ async def test_undecoded_audio_is_a_warning_in_the_job_record() -> None:
     (warning,) = outcome.record["warnings"]
     assert "alice" in warning and "300 packets" in warning and "not decoded" in warning
     assert AUDIO_NOT_DECODED._value.get() == before + 1  # agent_audio_not_decoded_total
-    # The replica's health: this process cannot hear; the service stops taking jobs.
+    # The replica's health: with its audio pump gone this process cannot hear, and the service
+    # stops taking jobs; while the pump runs, the report is about that caller's track alone.
     problem = h.body.health_problem
-    assert problem is not None and problem.startswith("audio_not_decoded: job AJ_test1 ")
+    if pumps:
+        assert problem is None
+    else:
+        assert problem is not None and problem.startswith("audio_not_decoded: job AJ_test1 ")
+
+
+def test_the_audio_pumps_of_a_process_are_its_threads_of_that_name() -> None:
+    from agents.transport.decode_watch import audio_pumps
+
+    def child(name: bytes) -> subprocess.Popen[bytes]:
+        code = (f"import ctypes, time; ctypes.CDLL(None).prctl(15, {name!r}, 0, 0, 0); "
+                "print('ready', flush=True); time.sleep(30)")  # 15: PR_SET_NAME
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+
+    pump, other = child(b"SyntheticAudioD"), child(b"something-else")
+    try:
+        for proc in (pump, other):
+            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        assert audio_pumps(pump.pid) == [str(pump.pid)]
+        assert audio_pumps(other.pid) == []
+    finally:
+        for proc in (pump, other):
+            proc.kill()
+            proc.wait(5)
+    assert audio_pumps(pump.pid) is None  # gone: nothing to list
 
 
 class Handle:

@@ -44,6 +44,8 @@ from openai_server import running_server
 from stage import ADMIN, AGENT_NAME, RealStage, real_service
 from test_livekit_capacity import agent_in_room, metric, wait_registered
 
+from agents.transport.decode_watch import audio_pumps
+
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(240)]
 
 ROOMS = 6
@@ -89,18 +91,6 @@ async def final_after(caller: RealCaller, t: float, *, within: float) -> float |
         )
         return m.at
     return None
-
-
-def audio_pumps(pid: int) -> list[str]:
-    """Thread ids of the process's WebRTC audio pumps: one per live WebRTC runtime of the SDK
-    (its synthetic audio device's thread, ``SyntheticAudioDevice``, 15 characters kept by
-    Linux), which makes WebRTC decode the remote audio of every room in the process."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            if task.joinpath("comm").read_text().strip() == "SyntheticAudioD":
-                found.append(task.name)
-    return found
 
 
 async def jobs_view(service: ServiceProcess) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from livekit import rtc
@@ -27,6 +28,26 @@ DECODE_WATCH_S = 5.0
 """How long after a subscription a reader may go without a frame before the track is checked."""
 MIN_PACKETS = 25
 """Inbound RTP packets (0.5 s of 20 ms Opus) that must have arrived for "not decoded" to hold."""
+
+
+PUMP_THREAD = "SyntheticAudioD"
+"""The SDK's audio pump thread (``SyntheticAudioDevice``) as Linux names it (15 characters)."""
+
+
+def audio_pumps(pid: int | str = "self") -> list[str] | None:
+    """Thread ids of process ``pid``'s WebRTC audio pumps, one per live WebRTC runtime of the
+    SDK; ``None`` where threads cannot be listed (no ``/proc``)."""
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        entries = list(tasks.iterdir())
+    except OSError:
+        return None
+    found = []
+    for task in entries:
+        with contextlib.suppress(OSError):
+            if task.joinpath("comm").read_text().strip() == PUMP_THREAD:
+                found.append(task.name)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
