@@ -422,9 +422,29 @@ async def test_leaving_waits_for_the_track_being_published(
     room.release.set()
     async with asyncio.timeout(5):
         await closing
-    assert room.calls == ["publish", "published", "unpublish", "disconnect"]
+    # leaving unpublishes: no separate unpublish (one more negotiation to race the leave)
+    assert room.calls == ["publish", "published", "disconnect"]
     with pytest.raises(asyncio.CancelledError):
         await publishing
+
+
+async def test_leaving_right_after_a_publication_lets_its_negotiation_settle_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK negotiates the publisher on a debounce after a publication: leaving within it
+    would run that negotiation on a closed connection."""
+    monkeypatch.setattr(livekit_transport, "NEGOTIATION_SETTLE", 0.4)
+    transport = connected(Events())
+    room = transport._room = SlowPublishRoom()
+    room.release.set()
+    async with asyncio.timeout(5):
+        await transport.publish_audio(sample_rate=48000)
+    closing = asyncio.create_task(transport.aclose())
+    await asyncio.sleep(0.15)
+    assert room.calls == ["publish", "published"] and not closing.done()  # still settling
+    async with asyncio.timeout(5):
+        await closing
+    assert room.calls == ["publish", "published", "disconnect"]
 
 
 async def test_a_publication_that_never_ends_does_not_hold_the_leave(

@@ -42,7 +42,12 @@ log = structlog.get_logger("agents.transport.livekit")
 
 _ROOM_GONE = {rtc.DisconnectReason.ROOM_DELETED, rtc.DisconnectReason.ROOM_CLOSED}
 LEAVE_TIMEOUT = 5.0
-"""Bound on unpublishing the agent's track and on leaving the room, each (s)."""
+"""Bound on an in-flight publication and on leaving the room, each (s)."""
+NEGOTIATION_SETTLE = 0.2
+"""Seconds after the agent's track is published before the room may be left. The SDK (livekit 1.2)
+negotiates the publisher peer connection on a 150 ms debounce after a publication: leaving
+within it makes that negotiation run on a closed connection, which the SDK logs as an error
+(``failed to negotiate the publisher ... wrong state: closed``)."""
 ABANDONED_CONNECT_GRACE = 2.0
 """How long ``aclose`` waits at most for a connect its caller gave up on (s); never longer than
 the signal timeout. The SDK retries a join on its own for much longer than that; a join that
@@ -136,6 +141,7 @@ class LiveKitTransport(RoomTransport):
         self._pump_sinks: dict[str, _VideoSink] = {}
         self._output: TrackAudioOutput | None = None
         self._publishing: asyncio.Task[TrackAudioOutput] | None = None
+        self._published_at: float | None = None
         self._closing = False
         self._closed = False
         self._abandoned: tuple[rtc.Room, asyncio.Task[None]] | None = None
@@ -196,7 +202,7 @@ class LiveKitTransport(RoomTransport):
         if self._publishing is not None:
             raise TransportError("audio is being published", retryable=False)
         # An owned task, shielded from the caller: a job that ends while its track is being set
-        # up must not leave the room mid-negotiation; aclose waits for it and unpublishes.
+        # up must not leave the room mid-negotiation; aclose waits for it, then leaves.
         self._publishing = asyncio.get_running_loop().create_task(
             self._publish_audio(room, sample_rate), name="livekit.publish_audio"
         )
@@ -213,6 +219,7 @@ class LiveKitTransport(RoomTransport):
             self._publishing = None  # the caller may try again
             raise TransportError(f"publish audio failed: {e}", retryable=True) from e
         log.info("audio_published", sid=publication.sid, sample_rate=sample_rate)
+        self._published_at = asyncio.get_running_loop().time()
         self._output = TrackAudioOutput(source=source, track=track)
         return self._output
 
@@ -247,15 +254,12 @@ class LiveKitTransport(RoomTransport):
         await self._closing_tasks.wait()
         await self._settle_publish()
         room = self._room
-        # the track's sid, not the publication's first one: a full reconnect republishes the
-        # track under a new sid, and the SDK keeps the track's up to date
-        sid = self._output.track.sid if self._output is not None else None
-        if room is not None and room.isconnected() and sid:
-            try:
-                async with asyncio.timeout(LEAVE_TIMEOUT):
-                    await room.local_participant.unpublish_track(sid)
-            except Exception as e:  # TimeoutError included: leaving goes on
-                log.warning("unpublish_failed", error=str(e) or type(e).__name__)
+        # No unpublish first: leaving unpublishes the track (the server tells the others), and
+        # an unpublish would only start one more debounced negotiation to race the leave.
+        if self._published_at is not None:
+            settle = self._published_at + NEGOTIATION_SETTLE - asyncio.get_running_loop().time()
+            if settle > 0:
+                await asyncio.sleep(settle)
         if self._output is not None:
             await self._output.aclose()
         if room is not None:
@@ -266,8 +270,8 @@ class LiveKitTransport(RoomTransport):
             await self._leave_abandoned(*self._abandoned)
 
     async def _settle_publish(self) -> None:
-        """Let an in-flight publish finish (bounded) before unpublishing and leaving: leaving
-        mid-negotiation makes the SDK fail the publisher's negotiation on a closed connection."""
+        """Let an in-flight publish finish (bounded) before leaving: leaving mid-negotiation
+        makes the SDK fail the publisher's negotiation on a closed connection."""
         publishing = self._publishing
         if publishing is None or publishing.done():
             return
