@@ -3,10 +3,11 @@ task named after it, :meth:`BackgroundLoop.aclose` cancels and awaits that task 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 
 
-class BackgroundLoop:
+class BackgroundLoop(abc.ABC):
     name = "background-loop"
     _task: asyncio.Task[None] | None = None
 
@@ -20,5 +21,6 @@ class BackgroundLoop:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    @abc.abstractmethod
     async def _run(self) -> None:
-        raise NotImplementedError
+        """The loop itself; runs until cancelled (or returns when its work is done)."""
