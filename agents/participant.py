@@ -31,6 +31,7 @@ from agents.agent_state import AgentStateAttribute
 from agents.audio_frontend import AudioFrontend
 from agents.config import AgentConfig
 from agents.conversation_context import ConversationContext, ConversationFactory
+from agents.early_data import EarlyData
 from agents.io import AudioOutput, Conversation
 from agents.job import JobFailed, JobOutcome, JobReporter, JobSpec
 from agents.messages import InboundError, agent_status, parse_inbound
@@ -57,12 +58,6 @@ log = structlog.get_logger("agents.participant")
 
 MAX_EARLY_EVENTS = 1000
 """Events held while the conversation is being built (about 10 s of one speaker's audio)."""
-EARLY_DATA_MAX = 32
-EARLY_DATA_TTL = 5.0
-"""A data packet whose sender the room cannot name yet is held, at most this many for at most
-this long (s). A caller's data channel can beat the room's news of the caller by seconds, and
-the SDK then gives no sender at all (the identity is dropped below the Python layer); such a
-packet is handled as the next person's to join, since nobody sends before joining."""
 AUDIENCE_WAIT = 2.0
 """How long after someone to serve is present the agent waits for them to subscribe to its
 audio before it speaks anyway (s)."""
@@ -125,7 +120,7 @@ class AgentParticipant(RoomListener):
         self._audience_timer: asyncio.TimerHandle | None = None
         self._state_tasks = TaskSet()
         self._agent_state: AgentStateAttribute | None = None
-        self._early_data: list[tuple[float, str, bytes]] = []
+        self._early_data = EarlyData()  # packets without a sender, for the next to join
 
     @property
     def record(self) -> dict[str, Any] | None:
@@ -459,21 +454,14 @@ class AgentParticipant(RoomListener):
             ended(identity, source)
 
     def _replay_early_data(self, identity: str) -> None:
-        now = asyncio.get_running_loop().time()
-        held, self._early_data = self._early_data, []
-        for at, topic, payload in held:
-            if now - at <= EARLY_DATA_TTL:
-                self._recorder.count("inbound_early")
-                self.data_received(identity, topic, payload)
+        for topic, payload in self._early_data.take():
+            self._recorder.count("inbound_early")
+            self.data_received(identity, topic, payload)
 
     def data_received(self, identity: str | None, topic: str, payload: bytes) -> None:
-        if identity is None and self._record is None:
-            # a sender the room cannot name yet: the next person to join (bounded)
-            now = asyncio.get_running_loop().time()
-            self._early_data = [e for e in self._early_data if now - e[0] <= EARLY_DATA_TTL]
-            if len(self._early_data) < EARLY_DATA_MAX:
-                self._early_data.append((now, topic, payload))
-                return
+        # a sender the room cannot name yet: the next person to join (bounded)
+        if identity is None and self._record is None and self._early_data.hold(topic, payload):
+            return
         info = self._present.get(identity) if identity is not None else None
         if info is None or not self._serves(info):
             self._recorder.count("inbound_ignored")
