@@ -68,8 +68,9 @@ _ANCHOR: list[Any] = []
 def release_room(
     room: rtc.Room, *, tracks: Iterable[rtc.Track] = (), anchor: list[Any] = _ANCHOR
 ) -> int:
-    """Release the native handles of ``room`` (which has left) and of ``tracks`` (ours, already
-    unpublished, so no longer among the room's publications); returns how many were released.
+    """Release the native handles of ``room`` (which has left) and of ``tracks`` (ours, which
+    the room may no longer list among its publications); each handle is released once; returns
+    how many were released.
 
     The first room released keeps its own room handle for the life of the process: a left
     room's engine holds the SDK's WebRTC runtime (peer connection factory, audio pump), so
